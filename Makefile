@@ -1,0 +1,22 @@
+# The README's two commands are `make run` and `make test`.
+GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
+
+.PHONY: run test build bench fuzz vm-kernel clean
+
+run:
+	$(GO) run ./cmd/notifyd
+
+test:
+	./scripts/test.sh
+
+build:
+	mkdir -p bin && $(GO) build -o bin/ ./cmd/...
+
+bench:
+	$(GO) run ./cmd/notifyd-bench
+
+fuzz:
+	./scripts/fuzz.sh 60s
+
+clean:
+	rm -rf bin

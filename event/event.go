@@ -1,0 +1,254 @@
+// Package event is notifyd's domain model: the daemon-wide Event, the Loss
+// that marks a gap in a stream, and the Health a source reports.
+//
+// An Event is created by a source, stamped once by the fan-out hub (Epoch,
+// Seq) and from then on shared, read-only, by every subscriber that receives
+// it. Nothing may modify a published Event.
+//
+// The JSON form (MarshalJSON) is the one wire form shared by the WebSocket
+// protocol, the D-Bus service's JSON helpers, notifyctl --json and the
+// dashboard; it is documented in docs/websocket.md and is stable within a
+// protocol version.
+package event
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Source names the kind of kernel object an event is about.
+type Source string
+
+// The sources notifyd knows.
+const (
+	SourceKey   Source = "key"   // keys and keyrings (watch_queue, mainline)
+	SourceBlock Source = "block" // block devices: add/remove/change and I/O errors
+	SourceUSB   Source = "usb"   // USB devices and buses
+	SourceMeta  Source = "meta"  // watch-queue meta records (removal) and daemon notices
+)
+
+// Origin names the kernel interface (or notifyd itself) that an event or a
+// loss came from, so that a subscriber always knows whether a record was
+// posted by the kernel in that form or derived by notifyd.
+type Origin string
+
+// The origins.
+const (
+	OriginWatchQueue   Origin = "watch_queue"   // read from a notification pipe
+	OriginWatchDevices Origin = "watch_devices" // RFC device watch (only on RFC-patched kernels)
+	OriginUevent       Origin = "uevent"        // NETLINK_KOBJECT_UEVENT datagram
+	OriginKmsg         Origin = "kmsg"          // /dev/kmsg record
+	OriginSysfs        Origin = "sysfs"         // enumeration of present devices (snapshots)
+	OriginSubscriber   Origin = "subscriber"    // loss: this subscriber's own queue overflowed
+	OriginHistory      Origin = "history"       // loss: resume point no longer in the history ring
+	OriginDaemon       Origin = "notifyd"       // notices made by the daemon itself
+)
+
+// Key subtypes: the names of the kernel's enum key_notification_subtype
+// (include/uapi/linux/keyctl.h), in order.
+const (
+	KeyInstantiated = "instantiated"
+	KeyUpdated      = "updated"
+	KeyLinked       = "linked"
+	KeyUnlinked     = "unlinked"
+	KeyCleared      = "cleared"
+	KeyRevoked      = "revoked"
+	KeyInvalidated  = "invalidated"
+	KeySetattr      = "setattr"
+)
+
+// Meta subtypes.
+const (
+	MetaRemoval = "removal" // a watch is gone (object destroyed or watch removed)
+	MetaLoss    = "loss"    // used as Subtype of loss events
+)
+
+// Block subtypes. The error names are the RFC enum block_notification_type
+// in kebab case; add/remove/change/media-change come from uevents.
+const (
+	BlockTimeout              = "timeout"
+	BlockNoSpace              = "no-space"
+	BlockRecoverableTransport = "recoverable-transport"
+	BlockCriticalTarget       = "critical-target"
+	BlockCriticalNexus        = "critical-nexus"
+	BlockCriticalMedium       = "critical-medium"
+	BlockProtection           = "protection"
+	BlockKernelResource       = "kernel-resource"
+	BlockDeviceResource       = "device-resource"
+	BlockIO                   = "io"
+	BlockAdd                  = "add"
+	BlockRemove               = "remove"
+	BlockChange               = "change"
+	BlockMediaChange          = "media-change"
+)
+
+// USB subtypes: the RFC enum usb_notification_type plus bus add/remove
+// (root hubs) from uevents.
+const (
+	USBAdd       = "add"
+	USBRemove    = "remove"
+	USBReset     = "reset"
+	USBError     = "error"
+	USBBusAdd    = "bus-add"
+	USBBusRemove = "bus-remove"
+)
+
+// SnapshotPresent is the subtype of snapshot items: "this object exists now".
+const SnapshotPresent = "present"
+
+// NoTag is the Tag of an event that did not come from a tagged watch.
+const NoTag = -1
+
+// Event is one notification. Fields that do not apply are zero (pointer
+// fields nil). After the hub has published it an Event is immutable.
+type Event struct {
+	Epoch   uint64    // random per daemon start, set by the hub
+	Seq     uint64    // strictly increasing per daemon across all sources, set by the hub
+	Time    time.Time // when notifyd read it from the kernel
+	Source  Source
+	Subtype string // named subtype, see the constants above
+	Tag     int    // watch tag 0..255 the record carried, or NoTag
+	Origin  Origin
+
+	Key   *KeyFields
+	Block *BlockFields
+	USB   *USBFields
+
+	// Props holds extra attributes from the kernel interface (uevent
+	// properties such as DEVPATH, the kmsg text as "MESSAGE"). May be nil.
+	Props map[string]string
+
+	// Raw is the record in notifyd's record ABI (docs/record-abi.md):
+	// byte-for-byte what the kernel posted for watch_queue records, and
+	// the layout the kernel would have posted for derived ones.
+	Raw []byte
+
+	// Loss is non-nil when this event reports a gap: then Subtype is
+	// MetaLoss and the typed fields are nil.
+	Loss *Loss
+
+	// Owner, when not empty, restricts the event to subscriptions with the
+	// same Owner: events from a client-attached key watch belong to the
+	// client that attached it.
+	Owner string
+
+	// StateKey identifies the object the event is about ("usb:1-1.2",
+	// "block:8:0", "key:123456") for coalescing and for the hub's
+	// current-state table; StateRemove says the object is gone.
+	StateKey    string
+	StateRemove bool
+
+	// Snapshot marks an item of a current-state snapshot rather than a live
+	// event.
+	Snapshot bool
+
+	json atomic.Pointer[[]byte] // cached JSON form, see JSON
+}
+
+// KeyFields are the typed fields of a key event (struct key_notification).
+type KeyFields struct {
+	ID  int32 // serial of the affected key or keyring
+	Aux int32 // linked/unlinked key serial, or -errno for a failed instantiation
+	// What KEYCTL_DESCRIBE said of the key when the record was read;
+	// Described is false when it could not be described (key gone).
+	Described   bool
+	Type        string
+	Description string
+	UID, GID    uint32
+	Perm        uint32
+}
+
+// BlockFields are the typed fields of a block event (struct block_notification).
+type BlockFields struct {
+	Major, Minor uint32
+	Sector       uint64 // 512-byte sector relative to the whole disk; 0 when not an error
+	Device       string // kernel name, e.g. "sda", "loop0"
+	HasSector    bool
+}
+
+// USBFields are the typed fields of a USB event (struct usb_notification).
+type USBFields struct {
+	Name      string // dev_name, e.g. "1-1.2" or "usb1"
+	Busnum    uint16
+	Devnum    uint16
+	VendorID  uint16
+	ProductID uint16
+	Speed     string // e.g. "high-speed", "SuperSpeed", when known
+	Driver    string // host controller driver from kmsg, when known
+	Error     uint32
+}
+
+// LossCount value when the number of lost records is unknown.
+const CountUnknown = ^uint64(0)
+
+// Loss describes records a subscriber will never receive.
+type Loss struct {
+	// Source is the source whose records were lost ("" for all sources).
+	Source Source
+	// Origin is where they were lost: a kernel interface
+	// (OriginWatchQueue, OriginUevent, OriginKmsg) or notifyd
+	// (OriginSubscriber, OriginHistory).
+	Origin Origin
+	// Count is the number of records lost, CountUnknown when nobody knows.
+	Count uint64
+	// Estimated says Count is an estimate (uevent SEQNUM gaps).
+	Estimated bool
+	// FromSeq..ToSeq is the inclusive range of hub sequence numbers that
+	// the loss covers, when the lost events had been stamped (subscriber
+	// queue overflow, history); zero for upstream losses, which happened
+	// before any sequence number was assigned.
+	FromSeq, ToSeq uint64
+	// Tag is the watch tag the loss applies to, or NoTag for queue-wide.
+	Tag int
+	// Reason is a short human explanation.
+	Reason string
+}
+
+// Known reports whether the count is exact or estimated rather than unknown.
+func (l *Loss) Known() bool { return l.Count != CountUnknown }
+
+// IsLoss reports whether e reports a gap.
+func (e *Event) IsLoss() bool { return e.Loss != nil }
+
+// NewLoss returns a loss event for source and origin.
+func NewLoss(src Source, origin Origin, count uint64, reason string) *Event {
+	return &Event{
+		Time:    time.Now(),
+		Source:  src,
+		Subtype: MetaLoss,
+		Tag:     NoTag,
+		Origin:  origin,
+		Loss:    &Loss{Source: src, Origin: origin, Count: count, Tag: NoTag, Reason: reason},
+	}
+}
+
+// HealthState says how a source is running.
+type HealthState string
+
+// The health states.
+const (
+	// Live: reading the kernel interface that natively posts these records.
+	HealthLive HealthState = "live"
+	// Derived: records are derived from other kernel interfaces (uevent,
+	// kmsg) because the native one is not in this kernel.
+	HealthDerived HealthState = "derived"
+	// Degraded: running, but part of it failed (see Reason).
+	HealthDegraded HealthState = "degraded"
+	// Unavailable: not running; Reason and Errno say why.
+	HealthUnavailable HealthState = "unavailable"
+	// Starting: not yet known.
+	HealthStarting HealthState = "starting"
+)
+
+// Health is what a source reports about itself for the status API.
+type Health struct {
+	Name    string      `json:"name"`   // source instance, e.g. "keys", "uevent", "kmsg", "block", "usb"
+	Source  Source      `json:"source"` // event source it feeds
+	State   HealthState `json:"state"`
+	Origins []Origin    `json:"origins,omitempty"` // kernel interfaces in use
+	Reason  string      `json:"reason,omitempty"`  // human explanation, always set unless live
+	Errno   string      `json:"errno,omitempty"`   // e.g. "ENOPKG"
+	Since   time.Time   `json:"since"`
+	Events  uint64      `json:"events"` // events produced
+	Losses  uint64      `json:"losses"` // loss events produced
+}

@@ -1,0 +1,139 @@
+package fanout
+
+import (
+	"errors"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+)
+
+// Matcher decides whether a subscriber wants an event. For a loss event
+// (ev.Loss != nil) it answers whether any of the lost records could have
+// matched (filter.Filter implements this).
+type Matcher interface {
+	Match(ev *event.Event) bool
+}
+
+// Policy says what happens when a subscriber's queue is full.
+type Policy uint8
+
+const (
+	// DropOldest drops the oldest queued events and queues one loss event
+	// that covers exactly the dropped seq range and count. The default.
+	DropOldest Policy = iota
+	// Disconnect ends the subscription with ErrSlow.
+	Disconnect
+	// Coalesce keeps only the newest queued event per StateKey, counting
+	// what was folded; when that is not enough, it drops as DropOldest.
+	Coalesce
+)
+
+// Position is a resume point: the subscriber has seen everything up to
+// and including Seq of Epoch.
+type Position struct {
+	Epoch uint64
+	Seq   uint64
+}
+
+// Options configure one subscription. The zero value subscribes to
+// everything with the default queue and policy.
+type Options struct {
+	Match Matcher // nil: every event
+	// Allow is the policy hook (lsm Post) for every event to this
+	// subscriber; nil allows all. A denied event is not owed to the
+	// subscriber and is not a loss.
+	Allow func(ev *event.Event) bool
+	// Owner is the subscriber's identity for owner-restricted events
+	// (event.Event.Owner); events with another non-empty Owner are never
+	// delivered to it.
+	Owner    string
+	Policy   Policy
+	QueueLen int // events; 0 means DefaultQueueLen
+	// MaxQueueBytes caps the Raw+JSON bytes queued; 0 means no byte cap.
+	MaxQueueBytes int
+	// Resume, when set, asks for the events after that point from history.
+	Resume *Position
+	// Snapshot asks for the current-state table before live events.
+	Snapshot bool
+	// Label describes the subscriber for status listings
+	// ("websocket unix uid=1000 pid=4242").
+	Label string
+	// UID is the subscriber's uid, for per-user caps and listings.
+	UID uint32
+}
+
+// DefaultQueueLen is the queue length when Options.QueueLen is 0.
+const DefaultQueueLen = 4096
+
+// Hello is what Subscribe tells a new subscriber.
+type Hello struct {
+	Epoch uint64
+	// Seq is the last sequence number stamped when the subscription
+	// started; live events for the subscriber start after it (after
+	// whatever resume replay was queued).
+	Seq uint64
+	// Resumed says a resume point was asked for; Recovered says every
+	// missed event was replayed. When Resumed && !Recovered a loss event
+	// at the head of the queue says what was lost.
+	Resumed, Recovered bool
+	// Snapshot is the current-state table (copies with Snapshot set) when
+	// asked for, taken atomically at SnapshotSeq == Seq: live events
+	// start at SnapshotSeq+1, with no gap and no duplicate.
+	Snapshot    []*event.Event
+	SnapshotSeq uint64
+}
+
+// Errors.
+var (
+	ErrClosed  = errors.New("subscription closed")
+	ErrSlow    = errors.New("subscriber too slow: queue full")
+	ErrHubDone = errors.New("hub closed")
+	ErrLimit   = errors.New("subscriber limit reached")
+)
+
+// Config configures a Hub. The zero value is usable.
+type Config struct {
+	// Epoch for this daemon run; 0 picks a random non-zero one.
+	Epoch uint64
+	// StartSeq is the last seq of a restored history (0 for a fresh start).
+	StartSeq uint64
+	// HistoryEvents and HistoryBytes bound the history ring (defaults
+	// 65536 events, 64 MiB).
+	HistoryEvents int
+	HistoryBytes  int
+	// MaxSubscribers and MaxPerUID cap subscriptions (0: no cap).
+	MaxSubscribers int
+	MaxPerUID      int
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// SubStats are one subscription's counters. Delivered + the counts covered
+// by delivered loss events == events owed.
+type SubStats struct {
+	ID         uint64
+	Label      string
+	UID        uint32
+	Policy     Policy
+	Delivered  uint64 // events handed to the transport
+	Lost       uint64 // events covered by loss events (own queue and upstream with known count)
+	LossEvents uint64 // loss events handed out
+	Coalesced  uint64
+	Denied     uint64 // events the Allow hook refused
+	Queued     int    // current queue depth
+	QueueLen   int
+	Since      time.Time
+}
+
+// HubStats are the hub's counters.
+type HubStats struct {
+	Epoch       uint64
+	Seq         uint64
+	Published   uint64
+	Subscribers int
+	HistoryLen  int
+	HistoryLow  uint64 // oldest seq still in history (0 when empty)
+	Deliveries  uint64
+	Drops       uint64 // events dropped from subscriber queues
+	Denials     uint64
+}

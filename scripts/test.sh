@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite: installs its dependencies, checks formatting and
+# vet, runs every test under the race detector (host kernel, real
+# dbus-daemon, real Chromium, and the qemu VM with watch_queue on), then a
+# short fuzz pass over every decoder and parser. See docs/testing.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+start=$(date +%s)
+
+./scripts/deps.sh
+
+echo "== gofmt"
+bad=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
+
+echo "== go vet"
+go vet ./...
+
+# VM tier: build (or reuse) the watch_queue kernel. The VM tests find it
+# through NOTIFYD_VM_KERNEL.
+if [ -x scripts/vm-kernel.sh ]; then
+	echo "== vm kernel"
+	NOTIFYD_VM_KERNEL=$(./scripts/vm-kernel.sh)
+	export NOTIFYD_VM_KERNEL
+fi
+
+echo "== go test -race"
+go test -race -count=1 -timeout 45m ./... 2>&1 | tee /tmp/notifyd-test.log
+
+echo "== fuzz (short)"
+./scripts/fuzz.sh "${FUZZTIME:-10s}"
+
+echo "== done in $(( $(date +%s) - start ))s"
