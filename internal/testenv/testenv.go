@@ -17,15 +17,23 @@ func InCI() bool {
 	return v == "true" || v == "1"
 }
 
-// Missing skips t (outside CI) or fails it (in CI) because of what, with
-// fix naming the command that provides it.
+// InVM reports whether the tests run inside notifyd's test VM (the guest
+// /init sets NOTIFYD_VM=1), whose kernel has watch_queue and the test
+// devices: there nothing may be missing.
+func InVM() bool { return os.Getenv("NOTIFYD_VM") == "1" }
+
+// Strict reports whether a missing requirement fails rather than skips.
+func Strict() bool { return InCI() || InVM() }
+
+// Missing skips t (outside CI) or fails it (in CI or in the VM) because of
+// what, with fix naming the command that provides it.
 func Missing(t testing.TB, what, fix string) {
 	t.Helper()
 	msg := what
 	if fix != "" {
 		msg += " (fix: " + fix + ")"
 	}
-	if InCI() {
+	if Strict() {
 		t.Fatalf("required in CI: %s", msg)
 	}
 	t.Skipf("skipped: %s", msg)
@@ -55,6 +63,21 @@ func Root(t testing.TB, why string) {
 	if os.Geteuid() != 0 {
 		Missing(t, "needs root: "+why, "run the tests as root (sudo make test)")
 	}
+}
+
+// KernelFeature is for tests that need a kernel feature the VM kernel has
+// and this project's host machines do not (watch_queue, scsi_debug, USB
+// hotplug): with err != nil it fails inside the VM, and skips elsewhere,
+// CI included, naming the VM tier that runs the same test binary.
+func KernelFeature(t testing.TB, err error, what string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	if InVM() {
+		t.Fatalf("required in the VM: %s: %v", what, err)
+	}
+	t.Skipf("skipped on this kernel: %s: %v (the VM tier runs this test: go test ./vmtest)", what, err)
 }
 
 // Optional skips t, in CI too, for a capability this kind of machine is

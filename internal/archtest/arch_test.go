@@ -1,0 +1,98 @@
+// Package archtest holds tests about the module's shape: which package
+// may import which (docs/architecture.md), and that every package has a
+// doc comment.
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/notifyd/notifyd"
+
+type pkg struct {
+	ImportPath string
+	Name       string
+	Doc        string
+	Deps       []string
+	GoFiles    []string
+}
+
+func list(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps=false", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var ps []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	return ps
+}
+
+// kernelFacing are the packages that talk to the kernel; the CLI and the
+// pure model/wire packages must not link them.
+var kernelFacing = []string{
+	module + "/watchqueue",
+	module + "/internal/linux",
+	module + "/sources",
+}
+
+func deps(t *testing.T, path string) []string {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", path).Output()
+	if err != nil {
+		t.Fatalf("go list -deps %s: %v", path, err)
+	}
+	return strings.Fields(string(out))
+}
+
+func TestImportRules(t *testing.T) {
+	rules := []struct {
+		pkg       string
+		forbidden []string
+		why       string
+	}{
+		{module + "/cmd/notifyctl", kernelFacing, "notifyctl links no kernel-facing package"},
+		{module + "/event", []string{module + "/"}, "event imports only the standard library"},
+		{module + "/record", append([]string{"golang.org/x/sys"}, kernelFacing...), "record is pure Go, shared with clients"},
+		{module + "/filter", []string{module + "/fanout", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources"}, "filter imports only event"},
+		{module + "/fanout", []string{module + "/filter", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources/"}, "fanout takes matcher and policy as interfaces"},
+		{module + "/lsm", []string{module + "/fanout", module + "/web", module + "/dbusapi", module + "/sources"}, "lsm imports event and internal/linux only"},
+		{module + "/watchqueue", []string{module + "/event", module + "/fanout", module + "/sources"}, "watchqueue is the kernel interface only"},
+		{module + "/web", []string{module + "/sources/", module + "/watchqueue", module + "/dbusapi"}, "transports never reach into sources"},
+		{module + "/dbusapi", []string{module + "/sources/", module + "/watchqueue", module + "/web"}, "transports never reach into sources"},
+		{module + "/api", []string{module + "/fanout", module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi"}, "api is the wire contract only"},
+	}
+	for _, r := range rules {
+		for _, d := range deps(t, r.pkg) {
+			if d == r.pkg {
+				continue
+			}
+			for _, f := range r.forbidden {
+				if d == f || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) || strings.HasPrefix(d, f+"/") {
+					t.Errorf("%s imports %s: %s", r.pkg, d, r.why)
+				}
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasDoc(t *testing.T) {
+	for _, p := range list(t) {
+		if len(p.GoFiles) == 0 {
+			continue
+		}
+		if strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("%s has no package doc comment", p.ImportPath)
+		}
+	}
+}

@@ -1,0 +1,390 @@
+// Package config is notifyd's configuration: the embedded defaults, the
+// TOML file that overrides them, and validation whose errors name the file
+// and line. docs/configuration.md documents every key; the Default
+// function is the single source of the defaults it lists.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration. The TOML keys are the lower-case
+// names given in the tags.
+type Config struct {
+	Daemon    Daemon    `toml:"daemon"`
+	Limits    Limits    `toml:"limits"`
+	Sources   Sources   `toml:"sources"`
+	WebSocket WebSocket `toml:"websocket"`
+	DBus      DBus      `toml:"dbus"`
+	Policy    Policy    `toml:"policy"`
+}
+
+// Daemon holds process-wide settings.
+type Daemon struct {
+	RuntimeDir  string `toml:"runtime_dir"`  // unix socket, token, saved history
+	LogLevel    string `toml:"log_level"`    // debug, info, warn, error
+	LogFormat   string `toml:"log_format"`   // auto, text, json
+	SaveHistory bool   `toml:"save_history"` // keep history across restarts within one boot
+}
+
+// Limits caps resources.
+type Limits struct {
+	MaxSubscribers        int  `toml:"max_subscribers"`
+	MaxSubscribersPerUser int  `toml:"max_subscribers_per_user"`
+	HistoryEvents         int  `toml:"history_events"`
+	HistoryBytes          Size `toml:"history_bytes"`
+	QueueLen              int  `toml:"queue_len"`       // default per-subscriber queue, events
+	MaxQueueLen           int  `toml:"max_queue_len"`   // largest queue a client may ask for
+	MaxQueueBytes         Size `toml:"max_queue_bytes"` // per subscriber
+}
+
+// Sources selects and tunes the event sources.
+type Sources struct {
+	Keys               bool     `toml:"keys"`
+	Block              bool     `toml:"block"`
+	USB                bool     `toml:"usb"`
+	WatchKeys          []string `toml:"watch_keys"`          // @s @u @us @p @t or serials
+	PersistentKeyrings bool     `toml:"persistent_keyrings"` // watch every user's persistent keyring
+	KeyQueueSize       int      `toml:"key_queue_size"`      // notes, 1..512
+	UeventBuffer       Size     `toml:"uevent_buffer"`       // netlink receive buffer
+	KmsgReplay         bool     `toml:"kmsg_replay"`         // read the kernel log since boot at start
+}
+
+// WebSocket configures the unix socket and the loopback HTTP listener.
+type WebSocket struct {
+	Socket         string   `toml:"socket"`      // "" = <runtime_dir>/notifyd.sock; "off" disables
+	SocketMode     string   `toml:"socket_mode"` // octal
+	SocketGroup    string   `toml:"socket_group"`
+	Listen         string   `toml:"listen"` // host:port; "" or "off" disables
+	AllowPublic    bool     `toml:"allow_public"`
+	TokenFile      string   `toml:"token_file"` // "" = <runtime_dir>/token
+	AllowedOrigins []string `toml:"allowed_origins"`
+}
+
+// DBus configures the D-Bus service.
+type DBus struct {
+	Bus string `toml:"bus"` // system, session, off, or a bus address
+}
+
+// Policy names the policy file.
+type Policy struct {
+	File string `toml:"file"` // "" = the built-in default policy
+}
+
+// Size is a byte count written as an integer or with a unit ("8MiB").
+type Size int64
+
+// UnmarshalText parses "123", "64KiB", "8MiB", "1GiB" (also KB/MB/GB as
+// powers of 1000).
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := ParseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// UnmarshalTOML accepts both integers and strings.
+func (s *Size) UnmarshalTOML(v any) error {
+	switch x := v.(type) {
+	case int64:
+		if x < 0 {
+			return fmt.Errorf("size %d is negative", x)
+		}
+		*s = Size(x)
+		return nil
+	case string:
+		return s.UnmarshalText([]byte(x))
+	}
+	return fmt.Errorf("size: want an integer or a string like \"8MiB\", got %T", v)
+}
+
+// ParseSize parses a byte count with an optional unit.
+func ParseSize(str string) (Size, error) {
+	t := strings.TrimSpace(str)
+	units := []struct {
+		suffix string
+		mul    int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	mul := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mul = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mul
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional unit (KiB, MiB, GiB)", str)
+	}
+	return Size(n * mul), nil
+}
+
+// Default returns the embedded defaults. runtimeDir depends on who runs
+// the daemon: /run/notifyd for root, $XDG_RUNTIME_DIR/notifyd otherwise.
+func Default() Config {
+	return Config{
+		Daemon: Daemon{RuntimeDir: DefaultRuntimeDir(), LogLevel: "info", LogFormat: "auto", SaveHistory: true},
+		Limits: Limits{
+			MaxSubscribers: 1024, MaxSubscribersPerUser: 64,
+			HistoryEvents: 65536, HistoryBytes: 64 << 20,
+			QueueLen: 4096, MaxQueueLen: 65536, MaxQueueBytes: 16 << 20,
+		},
+		Sources: Sources{
+			Keys: true, Block: true, USB: true,
+			WatchKeys:    []string{"@u", "@us"},
+			KeyQueueSize: 256, UeventBuffer: 8 << 20,
+		},
+		WebSocket: WebSocket{SocketMode: "0666", Listen: "127.0.0.1:7469"},
+		DBus:      DBus{Bus: "system"},
+	}
+}
+
+// DefaultRuntimeDir is /run/notifyd for root and $XDG_RUNTIME_DIR/notifyd
+// (or a directory under the temp dir) for others.
+func DefaultRuntimeDir() string {
+	if os.Geteuid() == 0 {
+		return "/run/notifyd"
+	}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "notifyd")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("notifyd-%d", os.Geteuid()))
+}
+
+// SocketPath is the unix socket path after defaults ("" when disabled).
+func (c *Config) SocketPath() string {
+	switch c.WebSocket.Socket {
+	case "off":
+		return ""
+	case "":
+		return filepath.Join(c.Daemon.RuntimeDir, "notifyd.sock")
+	}
+	return c.WebSocket.Socket
+}
+
+// TokenPath is the bearer-token file after defaults.
+func (c *Config) TokenPath() string {
+	if c.WebSocket.TokenFile != "" {
+		return c.WebSocket.TokenFile
+	}
+	return filepath.Join(c.Daemon.RuntimeDir, "token")
+}
+
+// ListenAddr is the TCP listen address ("" when disabled).
+func (c *Config) ListenAddr() string {
+	if c.WebSocket.Listen == "off" {
+		return ""
+	}
+	return c.WebSocket.Listen
+}
+
+// Error is a configuration error with the place it refers to.
+type Error struct {
+	File string // "" for flags and defaults
+	Line int    // 0 when unknown
+	Key  string // dotted key, e.g. "websocket.listen"
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
+	}
+	if e.Key != "" {
+		b.WriteString(e.Key + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Load reads path over the defaults and validates the result. Unknown
+// keys are errors (a typo must not be silently ignored).
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes TOML data (named name in errors) over the defaults and
+// validates it.
+func Parse(data []byte, name string) (Config, error) {
+	cfg := Default()
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, &Error{File: name, Line: pe.Position.Line, Msg: pe.Message}
+		}
+		return Config{}, &Error{File: name, Msg: err.Error()}
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return Config{}, &Error{File: name, Line: lineOf(data, k), Key: k.String(), Msg: "unknown key (see docs/configuration.md)"}
+	}
+	if err := cfg.Validate(); err != nil {
+		var ce *Error
+		if errors.As(err, &ce) {
+			ce.File = name
+			ce.Line = lineOf(data, strings.Split(ce.Key, "."))
+		}
+		return Config{}, err
+	}
+	return cfg, nil
+}
+
+// lineOf finds the line that sets key (section header then key), or 0.
+func lineOf(data []byte, key []string) int {
+	if len(key) == 0 {
+		return 0
+	}
+	full := strings.Join(key, ".")
+	section, leaf := strings.Join(key[:len(key)-1], "."), key[len(key)-1]
+	cur := ""
+	for i, raw := range strings.Split(string(data), "\n") {
+		l := strings.TrimSpace(raw)
+		if strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]") {
+			cur = strings.TrimSpace(strings.Trim(l, "[]"))
+			if cur == full {
+				return i + 1 // the key is a table
+			}
+			continue
+		}
+		if cur != section {
+			continue
+		}
+		if k, _, ok := strings.Cut(l, "="); ok && strings.Trim(strings.TrimSpace(k), `"`) == leaf {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// Validate checks every value; the error names the key.
+func (c *Config) Validate() error {
+	bad := func(key, format string, a ...any) error {
+		return &Error{Key: key, Msg: fmt.Sprintf(format, a...)}
+	}
+	switch c.Daemon.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return bad("daemon.log_level", "%q: want debug, info, warn or error", c.Daemon.LogLevel)
+	}
+	switch c.Daemon.LogFormat {
+	case "auto", "text", "json":
+	default:
+		return bad("daemon.log_format", "%q: want auto, text or json", c.Daemon.LogFormat)
+	}
+	if c.Daemon.RuntimeDir == "" || !filepath.IsAbs(c.Daemon.RuntimeDir) {
+		return bad("daemon.runtime_dir", "%q: want an absolute path", c.Daemon.RuntimeDir)
+	}
+	l := c.Limits
+	for _, v := range []struct {
+		key string
+		n   int64
+		min int64
+	}{
+		{"limits.max_subscribers", int64(l.MaxSubscribers), 1},
+		{"limits.max_subscribers_per_user", int64(l.MaxSubscribersPerUser), 1},
+		{"limits.history_events", int64(l.HistoryEvents), 0},
+		{"limits.history_bytes", int64(l.HistoryBytes), 0},
+		{"limits.queue_len", int64(l.QueueLen), 1},
+		{"limits.max_queue_len", int64(l.MaxQueueLen), 1},
+		{"limits.max_queue_bytes", int64(l.MaxQueueBytes), 0},
+	} {
+		if v.n < v.min {
+			return bad(v.key, "%d: must be at least %d", v.n, v.min)
+		}
+	}
+	if l.QueueLen > l.MaxQueueLen {
+		return bad("limits.queue_len", "%d exceeds limits.max_queue_len %d", l.QueueLen, l.MaxQueueLen)
+	}
+	if l.MaxSubscribersPerUser > l.MaxSubscribers {
+		return bad("limits.max_subscribers_per_user", "%d exceeds limits.max_subscribers %d", l.MaxSubscribersPerUser, l.MaxSubscribers)
+	}
+	if n := c.Sources.KeyQueueSize; n < 1 || n > 512 {
+		return bad("sources.key_queue_size", "%d: the kernel accepts 1 to 512 notes", n)
+	}
+	for _, k := range c.Sources.WatchKeys {
+		if _, err := ParseKeySpec(k); err != nil {
+			return bad("sources.watch_keys", "%v", err)
+		}
+	}
+	if c.Sources.UeventBuffer < 0 {
+		return bad("sources.uevent_buffer", "must not be negative")
+	}
+	if m := c.WebSocket.SocketMode; m != "" {
+		if v, err := strconv.ParseUint(m, 8, 32); err != nil || v > 0o777 {
+			return bad("websocket.socket_mode", "%q: want an octal mode such as \"0660\"", m)
+		}
+	}
+	if a := c.ListenAddr(); a != "" {
+		host, port, err := net.SplitHostPort(a)
+		if err != nil {
+			return bad("websocket.listen", "%q: want host:port, e.g. 127.0.0.1:7469, or \"off\"", a)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return bad("websocket.listen", "%q: bad port", a)
+		}
+		if !c.WebSocket.AllowPublic && !IsLoopback(host) {
+			return bad("websocket.listen", "%q is not a loopback address; set websocket.allow_public = true to listen there on purpose", a)
+		}
+	}
+	switch b := c.DBus.Bus; {
+	case b == "system", b == "session", b == "off":
+	case strings.Contains(b, ":") && strings.Contains(b, "="):
+	default:
+		return bad("dbus.bus", "%q: want system, session, off or a bus address like unix:path=/run/dbus/system_bus_socket", b)
+	}
+	return nil
+}
+
+// IsLoopback reports whether host (a name or address) is loopback only.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// KeySpec is a parsed key or keyring name from sources.watch_keys.
+type KeySpec struct {
+	Name   string // as written
+	Serial int32  // serial, or a KEY_SPEC_* special value (negative)
+}
+
+// Special keyring IDs (include/uapi/linux/keyctl.h KEY_SPEC_*).
+var specialKeys = map[string]int32{
+	"@t": -1, "@p": -2, "@s": -3, "@u": -4, "@us": -5, "@g": -6, "@a": -7,
+}
+
+// ParseKeySpec parses "@s", "@u", "@us", "@p", "@t", "@g", "@a", a
+// decimal serial or a 0x hex serial.
+func ParseKeySpec(s string) (KeySpec, error) {
+	if v, ok := specialKeys[s]; ok {
+		return KeySpec{Name: s, Serial: v}, nil
+	}
+	v, err := strconv.ParseInt(s, 0, 32)
+	if err != nil || v <= 0 {
+		return KeySpec{}, fmt.Errorf("key %q: want @s, @u, @us, @p, @t, @g, @a or a positive key serial", s)
+	}
+	return KeySpec{Name: s, Serial: int32(v)}, nil
+}

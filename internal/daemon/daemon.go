@@ -1,0 +1,420 @@
+//go:build daemonwip
+
+// Package daemon wires notifyd together and owns its lifecycle: it builds
+// the hub, the policy engine, the sources and the transports from a
+// config.Config, starts every goroutine, and returns only when all of them
+// have stopped. cmd/notifyd is a thin shell around Run.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/notifyd/notifyd/dbusapi"
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/internal/config"
+	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/metrics"
+	"github.com/notifyd/notifyd/sources"
+	"github.com/notifyd/notifyd/sources/block"
+	"github.com/notifyd/notifyd/sources/keys"
+	"github.com/notifyd/notifyd/sources/kmsg"
+	"github.com/notifyd/notifyd/sources/uevent"
+	"github.com/notifyd/notifyd/sources/usb"
+	"github.com/notifyd/notifyd/watchqueue"
+	"github.com/notifyd/notifyd/web"
+	"github.com/notifyd/notifyd/web/dashboard"
+)
+
+// Options are what cmd/notifyd hands to Run.
+type Options struct {
+	Config     config.Config
+	ConfigPath string // "" when running on embedded defaults; reloaded on SIGHUP
+	Logger     *slog.Logger
+	Level      *slog.LevelVar
+	// Stdout receives the start-up banner (dashboard URL with token).
+	Stdout io.Writer
+	// Reload delivers SIGHUP.
+	Reload <-chan struct{}
+	// Ready, if set, is called once every listener is up (tests).
+	Ready func(*Daemon)
+	// Version is printed in the banner and the status API.
+	Version string
+}
+
+// Daemon is a running notifyd. Its methods are safe for concurrent use.
+type Daemon struct {
+	opts    Options
+	log     *slog.Logger
+	hub     *fanout.Hub
+	policy  *lsm.Engine
+	srcs    []sources.Source
+	keys    *keys.Keys
+	web     *web.Server
+	dbus    *dbusapi.Service
+	mu      sync.Mutex
+	cfg     config.Config
+	sockets []string
+	url     string
+}
+
+// Hub returns the daemon's hub (tests, benchmarks).
+func (d *Daemon) Hub() *fanout.Hub { return d.hub }
+
+// URL is the dashboard URL including the token fragment ("" when the TCP
+// listener is off).
+func (d *Daemon) URL() string { return d.url }
+
+// SocketPath is the unix socket path ("" when off).
+func (d *Daemon) SocketPath() string { return d.cfg.SocketPath() }
+
+// Sources returns every source's health.
+func (d *Daemon) Sources() []event.Health {
+	hs := make([]event.Health, 0, len(d.srcs)+1)
+	for _, s := range d.srcs {
+		hs = append(hs, s.Health())
+	}
+	if d.dbus != nil {
+		hs = append(hs, d.dbus.Health())
+	}
+	return hs
+}
+
+// Run starts notifyd and blocks until ctx is cancelled and everything has
+// stopped. It returns an error only when the daemon cannot start at all
+// (for example the runtime directory or the unix socket cannot be made);
+// a source or transport that is not available on this machine is reported
+// and the rest keeps running.
+func Run(ctx context.Context, o Options) (err error) {
+	cfg := o.Config
+	log := o.Logger
+	d := &Daemon{opts: o, log: log, cfg: cfg}
+
+	if err := os.MkdirAll(cfg.Daemon.RuntimeDir, 0o755); err != nil {
+		return fmt.Errorf("create runtime directory: %w", err)
+	}
+
+	pol, err := loadPolicy(cfg.Policy.File)
+	if err != nil {
+		return err
+	}
+	d.policy = lsm.NewEngine(pol)
+
+	var ks *keys.Keys
+	hcfg := fanout.Config{
+		HistoryEvents:  cfg.Limits.HistoryEvents,
+		HistoryBytes:   int(cfg.Limits.HistoryBytes),
+		MaxSubscribers: cfg.Limits.MaxSubscribers,
+		MaxPerUID:      cfg.Limits.MaxSubscribersPerUser,
+		OnChange:       func() { d.subscriptionsChanged() },
+	}
+	d.hub = fanout.New(hcfg)
+	if cfg.Daemon.SaveHistory {
+		restoreHistory(d.hub, cfg.Daemon.RuntimeDir, log)
+	}
+	log.Info("notifyd starting", "version", o.Version, "epoch", event.FormatEpoch(d.hub.Epoch()), "seq", d.hub.Seq(),
+		"uid", os.Geteuid(), "runtime_dir", cfg.Daemon.RuntimeDir)
+
+	// Sources.
+	if cfg.Sources.Keys {
+		ks = keys.New(keys.Config{Watch: cfg.Sources.WatchKeys, Persistent: cfg.Sources.PersistentKeyrings, QueueSize: cfg.Sources.KeyQueueSize})
+		d.keys = ks
+		d.srcs = append(d.srcs, ks)
+	}
+	var mon *uevent.Monitor
+	var klog *kmsg.Reader
+	if cfg.Sources.Block || cfg.Sources.USB {
+		mon = uevent.NewMonitor(uevent.Config{RecvBuffer: int(cfg.Sources.UeventBuffer)})
+		klog = kmsg.NewReader(kmsg.Config{Replay: cfg.Sources.KmsgReplay})
+	}
+	if cfg.Sources.Block {
+		d.srcs = append(d.srcs, block.New(block.Config{Uevents: mon, Kmsg: klog}))
+	}
+	if cfg.Sources.USB {
+		d.srcs = append(d.srcs, usb.New(usb.Config{Uevents: mon, Kmsg: klog}))
+	}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	runCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for _, s := range d.srcs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.Run(runCtx, d.hub); err != nil {
+				lvl := slog.LevelWarn
+				if errors.Is(err, watchqueue.ErrNotSupported) {
+					lvl = slog.LevelInfo
+				}
+				log.Log(runCtx, lvl, "source not running", "source", s.Name(), "err", err)
+			}
+		}()
+	}
+
+	// Transports.
+	var attach func(owner string, c *lsm.Cred) (*os.File, func(), error)
+	if ks != nil {
+		attach = func(owner string, c *lsm.Cred) (*os.File, func(), error) { return ks.AttachClient(owner) }
+	}
+	mounts := map[string]http.Handler{
+		"/":        dashboard.Handler(),
+		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy}),
+	}
+	d.web, err = web.New(web.Config{
+		Hub:            d.hub,
+		Policy:         d.policy,
+		Sources:        d.Sources,
+		AttachKeyWatch: attach,
+		TokenFile:      cfg.TokenPath(),
+		AllowedOrigins: cfg.WebSocket.AllowedOrigins,
+		Mounts:         mounts,
+		MaxQueueLen:    cfg.Limits.MaxQueueLen,
+		QueueLen:       cfg.Limits.QueueLen,
+		MaxQueueBytes:  int(cfg.Limits.MaxQueueBytes),
+		Version:        o.Version,
+	})
+	if err != nil {
+		return fmt.Errorf("create web server: %w", err)
+	}
+	defer d.web.Close()
+
+	if p := cfg.SocketPath(); p != "" {
+		l, err := listenUnix(p, cfg.WebSocket.SocketMode, cfg.WebSocket.SocketGroup)
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); d.web.ServeUnix(l) }()
+		log.Info("listening", "unix", p)
+	}
+	if a := cfg.ListenAddr(); a != "" {
+		l, err := web.ListenTCP(a, cfg.WebSocket.AllowPublic)
+		if err != nil {
+			log.Warn("loopback listener not started", "addr", a, "err", err)
+		} else {
+			if cfg.WebSocket.AllowPublic && !config.IsLoopback(hostOf(a)) {
+				log.Warn("listening on a non-loopback address: anyone who can reach it and has the token sees events", "addr", a)
+			}
+			tok, err := d.web.Token()
+			if err != nil {
+				return fmt.Errorf("read token: %w", err)
+			}
+			d.url = fmt.Sprintf("http://%s/#token=%s", l.Addr(), tok)
+			wg.Add(1)
+			go func() { defer wg.Done(); d.web.ServeTCP(l) }()
+		}
+	}
+
+	if cfg.DBus.Bus != "off" {
+		d.dbus = dbusapi.New(dbusapi.Config{Hub: d.hub, Policy: d.policy, Sources: d.Sources, AttachKeyWatch: attach, Bus: cfg.DBus.Bus, Logger: log})
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.dbus.Run(runCtx); err != nil {
+				log.Warn("D-Bus service stopped", "err", err)
+			}
+		}()
+	}
+
+	d.banner()
+	if ok, err := sddaemon.SdNotify(false, sddaemon.SdNotifyReady); err != nil {
+		log.Warn("notify systemd", "err", err)
+	} else if ok {
+		log.Debug("told systemd we are ready")
+	}
+	if o.Ready != nil {
+		o.Ready(d)
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping")
+			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
+			d.web.Close() // tells every WebSocket subscriber "bye"
+			stop()
+			d.hub.Close()
+			wg.Wait()
+			if cfg.Daemon.SaveHistory {
+				if err := saveHistory(d.hub, cfg.Daemon.RuntimeDir); err != nil {
+					log.Warn("history not saved", "err", err)
+				}
+			}
+			for _, p := range d.sockets {
+				os.Remove(p)
+			}
+			log.Info("stopped")
+			return nil
+		case <-o.Reload:
+			d.reload()
+		}
+	}
+}
+
+// reload re-reads the configuration file and the policy on SIGHUP. What
+// can change live: the log level and the policy. A broken file keeps the
+// running configuration and says why.
+func (d *Daemon) reload() {
+	log := d.log
+	cfg := d.cfg
+	if d.opts.ConfigPath != "" {
+		c, err := config.Load(d.opts.ConfigPath)
+		if err != nil {
+			log.Error("reload: configuration rejected, keeping the running one", "err", err)
+			return
+		}
+		cfg = c
+	}
+	pol, err := loadPolicy(cfg.Policy.File)
+	if err != nil {
+		log.Error("reload: policy rejected, keeping the running one", "err", err)
+		return
+	}
+	d.policy.Swap(pol)
+	if d.opts.Level != nil {
+		d.opts.Level.Set(ParseLevel(cfg.Daemon.LogLevel))
+	}
+	d.mu.Lock()
+	d.cfg.Policy, d.cfg.Daemon.LogLevel = cfg.Policy, cfg.Daemon.LogLevel
+	d.mu.Unlock()
+	log.Info("reloaded", "policy", policyName(cfg.Policy.File), "log_level", cfg.Daemon.LogLevel)
+}
+
+// subscriptionsChanged re-derives the kernel-side filter of the key queue
+// from the union of every live subscription's filter.
+func (d *Daemon) subscriptionsChanged() {
+	if d.keys == nil || d.hub == nil {
+		return
+	}
+	var fs []*filter.Filter
+	for _, m := range d.hub.Matchers() {
+		f, ok := m.(*filter.Filter)
+		if !ok || m == nil {
+			return // a subscriber wants everything: keep the full filter
+		}
+		fs = append(fs, f)
+	}
+	entries := filter.Kernel(fs)
+	wq := make([]watchqueue.FilterEntry, 0, len(entries))
+	for _, e := range entries {
+		wq = append(wq, watchqueue.FilterEntry{Type: e.Type, InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, Subtypes: e.Subtypes})
+	}
+	if err := d.keys.SetKernelFilter(wq); err != nil && !errors.Is(err, watchqueue.ErrNotSupported) {
+		d.log.Warn("set kernel filter", "err", err)
+	}
+}
+
+func (d *Daemon) banner() {
+	w := d.opts.Stdout
+	if w == nil {
+		return
+	}
+	fmt.Fprintf(w, "notifyd %s  epoch %s\n", d.opts.Version, event.FormatEpoch(d.hub.Epoch()))
+	// Give sources a moment to report whether they could start.
+	time.Sleep(200 * time.Millisecond)
+	for _, h := range d.Sources() {
+		line := fmt.Sprintf("  %-8s %-11s", h.Name, h.State)
+		if len(h.Origins) > 0 {
+			os := make([]string, len(h.Origins))
+			for i, o := range h.Origins {
+				os[i] = string(o)
+			}
+			line += " from " + strings.Join(os, "+")
+		}
+		if h.Reason != "" {
+			line += "  (" + h.Reason + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if p := d.cfg.SocketPath(); p != "" {
+		fmt.Fprintf(w, "  socket   %s   (notifyctl monitor)\n", p)
+	}
+	if d.url != "" {
+		fmt.Fprintf(w, "  dashboard %s\n", d.url)
+	}
+}
+
+func loadPolicy(path string) (*lsm.Policy, error) {
+	if path == "" {
+		return lsm.Default(), nil
+	}
+	p, err := lsm.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("load policy: %w", err)
+	}
+	return p, nil
+}
+
+func policyName(path string) string {
+	if path == "" {
+		return "built-in default"
+	}
+	return path
+}
+
+func hostOf(addr string) string {
+	h, _, _ := net.SplitHostPort(addr)
+	return h
+}
+
+// listenUnix creates the unix socket with the configured mode and group,
+// replacing a stale socket file left by a previous run.
+func listenUnix(path, mode, group string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("listen on %s: another notifyd is running", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on unix socket: %w", err)
+	}
+	if mode != "" {
+		m, _ := strconv.ParseUint(mode, 8, 32)
+		if err := os.Chmod(path, os.FileMode(m)); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set socket mode: %w", err)
+		}
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("socket group: %w", err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("set socket group: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// CheckPolicy loads a policy file and reports what is wrong with it.
+func CheckPolicy(path string) error {
+	_, err := loadPolicy(path)
+	return err
+}
