@@ -1,0 +1,320 @@
+package filter
+
+import (
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/notifyd/notifyd/event"
+)
+
+// kind is how a field's values are written and compared.
+type kind uint8
+
+const (
+	kindString kind = iota // text, compared exactly or by glob
+	kindEnum               // text from a fixed set (source, origin)
+	kindNumber             // integer, decimal or 0x
+	kindHex                // integer always written in hex (vendor, product, keyperm)
+	kindDev                // block device: kernel name ("sda") or "major:minor"
+)
+
+// fieldID names a field of event.Event.
+type fieldID uint8
+
+const (
+	fSource fieldID = iota
+	fSubtype
+	fOrigin
+	fTag
+	fSeq
+	fObject
+	fOwner
+	fKey
+	fAux
+	fKeyType
+	fKeyDesc
+	fKeyUID
+	fKeyGID
+	fKeyPerm
+	fDev
+	fMajor
+	fMinor
+	fSector
+	fUSB
+	fBusnum
+	fDevnum
+	fVendor
+	fProduct
+	fSpeed
+	fDriver
+	fError
+	fProp
+)
+
+// fieldDef describes one filter field.
+type fieldDef struct {
+	id     fieldID
+	name   string
+	kind   kind
+	source event.Source // the only source whose events have the field; "" for all
+	signed bool         // number may be negative (printed as int64)
+	min    int64        // value range for numbers
+	max    uint64
+	enum   []string // allowed values for kindEnum
+	doc    string
+}
+
+var fields = []*fieldDef{
+	{id: fSource, name: "source", kind: kindEnum, enum: []string{string(event.SourceKey), string(event.SourceBlock), string(event.SourceUSB), string(event.SourceMeta)}, doc: "event source"},
+	{id: fSubtype, name: "subtype", kind: kindString, doc: "named subtype (add, remove, linked, critical-medium, ...)"},
+	{id: fOrigin, name: "origin", kind: kindEnum, enum: []string{
+		string(event.OriginWatchQueue), string(event.OriginWatchDevices), string(event.OriginUevent), string(event.OriginKmsg),
+		string(event.OriginSysfs), string(event.OriginSubscriber), string(event.OriginHistory), string(event.OriginDaemon),
+	}, doc: "kernel interface or notifyd part the event came from"},
+	{id: fTag, name: "tag", kind: kindNumber, max: 255, doc: "watch tag 0..255 (absent when the event carries no tag)"},
+	{id: fSeq, name: "seq", kind: kindNumber, max: 1<<64 - 1, doc: "hub sequence number"},
+	{id: fObject, name: "object", kind: kindString, doc: `object identity ("usb:1-1.2", "block:8:0", "key:123")`},
+	{id: fOwner, name: "owner", kind: kindString, doc: `client that attached the watch ("" for daemon watches)`},
+	{id: fKey, name: "key", kind: kindNumber, source: event.SourceKey, signed: true, min: -1 << 31, max: 1<<31 - 1, doc: "serial of the affected key or keyring"},
+	{id: fAux, name: "aux", kind: kindNumber, source: event.SourceKey, signed: true, min: -1 << 31, max: 1<<31 - 1, doc: "linked/unlinked key serial, or -errno"},
+	{id: fKeyType, name: "keytype", kind: kindString, source: event.SourceKey, doc: "key type (user, keyring, ...), when the key could be described"},
+	{id: fKeyDesc, name: "keydesc", kind: kindString, source: event.SourceKey, doc: "key description, when the key could be described"},
+	{id: fKeyUID, name: "keyuid", kind: kindNumber, source: event.SourceKey, max: 1<<32 - 1, doc: "key owner uid, when described"},
+	{id: fKeyGID, name: "keygid", kind: kindNumber, source: event.SourceKey, max: 1<<32 - 1, doc: "key group, when described"},
+	{id: fKeyPerm, name: "keyperm", kind: kindHex, source: event.SourceKey, max: 1<<32 - 1, doc: "key permission mask (hex), when described"},
+	{id: fDev, name: "dev", kind: kindDev, source: event.SourceBlock, doc: `block device: kernel name ("sda") or "major:minor"`},
+	{id: fMajor, name: "major", kind: kindNumber, source: event.SourceBlock, max: 1<<32 - 1, doc: "block device major number"},
+	{id: fMinor, name: "minor", kind: kindNumber, source: event.SourceBlock, max: 1<<32 - 1, doc: "block device minor number"},
+	{id: fSector, name: "sector", kind: kindNumber, source: event.SourceBlock, max: 1<<64 - 1, doc: "failing 512-byte sector (I/O errors that report one)"},
+	{id: fUSB, name: "usb", kind: kindString, source: event.SourceUSB, doc: `USB device name (dev_name: "1-1.2", "usb1")`},
+	{id: fBusnum, name: "busnum", kind: kindNumber, source: event.SourceUSB, max: 1<<16 - 1, doc: "USB bus number"},
+	{id: fDevnum, name: "devnum", kind: kindNumber, source: event.SourceUSB, max: 1<<16 - 1, doc: "USB device number"},
+	{id: fVendor, name: "vendor", kind: kindHex, source: event.SourceUSB, max: 1<<16 - 1, doc: "USB idVendor (hex, as lsusb)"},
+	{id: fProduct, name: "product", kind: kindHex, source: event.SourceUSB, max: 1<<16 - 1, doc: "USB idProduct (hex, as lsusb)"},
+	{id: fSpeed, name: "speed", kind: kindString, source: event.SourceUSB, doc: "USB speed (high-speed, SuperSpeed, ...), when known"},
+	{id: fDriver, name: "driver", kind: kindString, source: event.SourceUSB, doc: "USB host controller driver, when known"},
+	{id: fError, name: "error", kind: kindNumber, source: event.SourceUSB, max: 1<<32 - 1, doc: "USB error code"},
+}
+
+// propPrefix starts a property field: prop.DEVPATH, prop.MESSAGE.
+const propPrefix = "prop."
+
+var propDef = &fieldDef{id: fProp, name: propPrefix, kind: kindString, doc: "uevent property or kmsg attribute NAME"}
+
+var fieldByName = func() map[string]*fieldDef {
+	m := make(map[string]*fieldDef, len(fields))
+	for _, f := range fields {
+		m[f.name] = f
+	}
+	return m
+}()
+
+// fieldList is the human list of valid field names for errors.
+var fieldList = func() string {
+	names := make([]string, 0, len(fields)+1)
+	for _, f := range fields {
+		names = append(names, f.name)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ") + ", prop.NAME"
+}()
+
+// Fields returns the names of the fields a filter may use, "prop.NAME"
+// standing for every property.
+func Fields() []string {
+	names := make([]string, 0, len(fields)+1)
+	for _, f := range fields {
+		names = append(names, f.name)
+	}
+	return append(names, "prop.NAME")
+}
+
+func validPropName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// strValue returns a text field of ev; ok is false when ev does not have it.
+func strValue(f fieldID, prop string, ev *event.Event) (string, bool) {
+	switch f {
+	case fSource:
+		return string(ev.Source), ev.Source != ""
+	case fSubtype:
+		return ev.Subtype, ev.Subtype != ""
+	case fOrigin:
+		return string(ev.Origin), ev.Origin != ""
+	case fObject:
+		return ev.StateKey, ev.StateKey != ""
+	case fOwner:
+		return ev.Owner, true
+	case fKeyType:
+		if k := ev.Key; k != nil && k.Described {
+			return k.Type, true
+		}
+	case fKeyDesc:
+		if k := ev.Key; k != nil && k.Described {
+			return k.Description, true
+		}
+	case fUSB:
+		if u := ev.USB; u != nil {
+			return u.Name, true
+		}
+	case fSpeed:
+		if u := ev.USB; u != nil && u.Speed != "" {
+			return u.Speed, true
+		}
+	case fDriver:
+		if u := ev.USB; u != nil && u.Driver != "" {
+			return u.Driver, true
+		}
+	case fProp:
+		v, ok := ev.Props[prop]
+		return v, ok
+	}
+	return "", false
+}
+
+// numValue returns a numeric field of ev as uint64 (signed fields in two's
+// complement); ok is false when ev does not have it.
+func numValue(f fieldID, ev *event.Event) (uint64, bool) {
+	switch f {
+	case fTag:
+		if ev.Tag >= 0 {
+			return uint64(ev.Tag), true
+		}
+	case fSeq:
+		return ev.Seq, true
+	case fKey:
+		if k := ev.Key; k != nil {
+			return uint64(int64(k.ID)), true
+		}
+	case fAux:
+		if k := ev.Key; k != nil {
+			return uint64(int64(k.Aux)), true
+		}
+	case fKeyUID:
+		if k := ev.Key; k != nil && k.Described {
+			return uint64(k.UID), true
+		}
+	case fKeyGID:
+		if k := ev.Key; k != nil && k.Described {
+			return uint64(k.GID), true
+		}
+	case fKeyPerm:
+		if k := ev.Key; k != nil && k.Described {
+			return uint64(k.Perm), true
+		}
+	case fMajor:
+		if b := ev.Block; b != nil {
+			return uint64(b.Major), true
+		}
+	case fMinor:
+		if b := ev.Block; b != nil {
+			return uint64(b.Minor), true
+		}
+	case fSector:
+		if b := ev.Block; b != nil && b.HasSector {
+			return b.Sector, true
+		}
+	case fBusnum:
+		if u := ev.USB; u != nil {
+			return uint64(u.Busnum), true
+		}
+	case fDevnum:
+		if u := ev.USB; u != nil {
+			return uint64(u.Devnum), true
+		}
+	case fVendor:
+		if u := ev.USB; u != nil && (u.VendorID != 0 || u.ProductID != 0) {
+			return uint64(u.VendorID), true
+		}
+	case fProduct:
+		if u := ev.USB; u != nil && (u.VendorID != 0 || u.ProductID != 0) {
+			return uint64(u.ProductID), true
+		}
+	case fError:
+		if u := ev.USB; u != nil {
+			return uint64(u.Error), true
+		}
+	}
+	return 0, false
+}
+
+// parseNumber parses a numeric literal for f: decimal or 0x hex (hex
+// digits without 0x for kindHex), optionally negative for signed fields.
+func parseNumber(f *fieldDef, s string) (uint64, bool) {
+	neg := false
+	t := s
+	if strings.HasPrefix(t, "-") {
+		if !f.signed {
+			return 0, false
+		}
+		neg, t = true, t[1:]
+	}
+	var v uint64
+	var err error
+	switch {
+	case strings.HasPrefix(t, "0x") || strings.HasPrefix(t, "0X"):
+		v, err = strconv.ParseUint(t[2:], 16, 64)
+	case f.kind == kindHex:
+		v, err = strconv.ParseUint(t, 16, 64)
+	default:
+		v, err = strconv.ParseUint(t, 10, 64)
+	}
+	if err != nil || t == "" {
+		return 0, false
+	}
+	if neg {
+		if v > uint64(-f.min) {
+			return 0, false
+		}
+		return uint64(-int64(v)), true
+	}
+	if v > f.max {
+		return 0, false
+	}
+	return v, true
+}
+
+// formatNumber is parseNumber's inverse, in canonical form.
+func formatNumber(f *fieldDef, v uint64) string {
+	switch {
+	case f.kind == kindHex && f.max <= 0xffff:
+		return "0x" + leftPad(strconv.FormatUint(v, 16), 4)
+	case f.kind == kindHex:
+		return "0x" + leftPad(strconv.FormatUint(v, 16), 8)
+	case f.signed:
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatUint(v, 10)
+}
+
+func leftPad(s string, n int) string {
+	for len(s) < n {
+		s = "0" + s
+	}
+	return s
+}
+
+// parseDevNum parses "major:minor".
+func parseDevNum(s string) (major, minor uint32, ok bool) {
+	i := strings.IndexByte(s, ':')
+	if i <= 0 || i == len(s)-1 {
+		return 0, 0, false
+	}
+	a, err1 := strconv.ParseUint(s[:i], 10, 32)
+	b, err2 := strconv.ParseUint(s[i+1:], 10, 32)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return uint32(a), uint32(b), true
+}
