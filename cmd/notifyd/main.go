@@ -1,5 +1,3 @@
-//go:build daemonwip
-
 // Command notifyd is the notifyd daemon: it reads kernel notifications
 // (key/keyring changes from the notification queue, block and USB events
 // from uevents and the kernel log) and fans them out to D-Bus, WebSocket

@@ -57,6 +57,7 @@ type Sources struct {
 	KeyQueueSize       int      `toml:"key_queue_size"`      // notes, 1..512
 	UeventBuffer       Size     `toml:"uevent_buffer"`       // netlink receive buffer
 	KmsgReplay         bool     `toml:"kmsg_replay"`         // read the kernel log since boot at start
+	KeyKernelFilter    bool     `toml:"key_kernel_filter"`   // narrow the key queue's kernel filter to live subscriptions
 }
 
 // WebSocket configures the unix socket and the loopback HTTP listener.

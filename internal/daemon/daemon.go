@@ -1,5 +1,3 @@
-//go:build daemonwip
-
 // Package daemon wires notifyd together and owns its lifecycle: it builds
 // the hub, the policy engine, the sources and the transports from a
 // config.Config, starts every goroutine, and returns only when all of them
@@ -11,12 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +29,7 @@ import (
 	"github.com/notifyd/notifyd/internal/config"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/metrics"
+	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/sources"
 	"github.com/notifyd/notifyd/sources/block"
 	"github.com/notifyd/notifyd/sources/keys"
@@ -66,6 +65,8 @@ type Daemon struct {
 	policy  *lsm.Engine
 	srcs    []sources.Source
 	keys    *keys.Keys
+	feeds   []feed // shared kernel readers the block and USB sources consume
+	events  *metrics.Events
 	web     *web.Server
 	dbus    *dbusapi.Service
 	mu      sync.Mutex
@@ -86,12 +87,12 @@ func (d *Daemon) SocketPath() string { return d.cfg.SocketPath() }
 
 // Sources returns every source's health.
 func (d *Daemon) Sources() []event.Health {
-	hs := make([]event.Health, 0, len(d.srcs)+1)
+	hs := make([]event.Health, 0, len(d.srcs)+len(d.feeds)+1)
 	for _, s := range d.srcs {
 		hs = append(hs, s.Health())
 	}
-	if d.dbus != nil {
-		hs = append(hs, d.dbus.Health())
+	for _, f := range d.feeds {
+		hs = append(hs, f.Health())
 	}
 	return hs
 }
@@ -140,8 +141,9 @@ func Run(ctx context.Context, o Options) (err error) {
 	var mon *uevent.Monitor
 	var klog *kmsg.Reader
 	if cfg.Sources.Block || cfg.Sources.USB {
-		mon = uevent.NewMonitor(uevent.Config{RecvBuffer: int(cfg.Sources.UeventBuffer)})
-		klog = kmsg.NewReader(kmsg.Config{Replay: cfg.Sources.KmsgReplay})
+		mon = uevent.New(uevent.Config{RcvBuf: int(cfg.Sources.UeventBuffer)})
+		klog = kmsg.New(kmsg.Config{Replay: cfg.Sources.KmsgReplay})
+		d.feeds = append(d.feeds, mon, klog)
 	}
 	if cfg.Sources.Block {
 		d.srcs = append(d.srcs, block.New(block.Config{Uevents: mon, Kmsg: klog}))
@@ -154,11 +156,22 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer wg.Wait()
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
+	d.events = metrics.NewEvents()
+	sink := countingSink{hub: d.hub, events: d.events}
+	for _, f := range d.feeds {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.Run(runCtx); err != nil {
+				log.Warn("kernel reader not running", "reader", f.Health().Name, "err", err)
+			}
+		}()
+	}
 	for _, s := range d.srcs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.Run(runCtx, d.hub); err != nil {
+			if err := s.Run(runCtx, sink); err != nil {
 				lvl := slog.LevelWarn
 				if errors.Is(err, watchqueue.ErrNotSupported) {
 					lvl = slog.LevelInfo
@@ -175,7 +188,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	mounts := map[string]http.Handler{
 		"/":        dashboard.Handler(),
-		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy}),
+		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Events: d.events}),
 	}
 	d.web, err = web.New(web.Config{
 		Hub:            d.hub,
@@ -200,6 +213,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		if err != nil {
 			return err
 		}
+		d.sockets = append(d.sockets, p)
 		wg.Add(1)
 		go func() { defer wg.Done(); d.web.ServeUnix(l) }()
 		log.Info("listening", "unix", p)
@@ -223,7 +237,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 
 	if cfg.DBus.Bus != "off" {
-		d.dbus = dbusapi.New(dbusapi.Config{Hub: d.hub, Policy: d.policy, Sources: d.Sources, AttachKeyWatch: attach, Bus: cfg.DBus.Bus, Logger: log})
+		d.dbus = dbusapi.New(dbusapi.Config{Hub: d.hub, Policy: d.policy, Sources: d.Sources, AttachKeyWatch: attach, Bus: cfg.DBus.Bus})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -298,9 +312,12 @@ func (d *Daemon) reload() {
 }
 
 // subscriptionsChanged re-derives the kernel-side filter of the key queue
-// from the union of every live subscription's filter.
+// from the union of every live subscription's filter, when
+// sources.key_kernel_filter is on. It is off by default: a record the
+// kernel drops never reaches the history ring, so a subscriber resuming
+// later with a wider filter could not be told what it missed.
 func (d *Daemon) subscriptionsChanged() {
-	if d.keys == nil || d.hub == nil {
+	if d.keys == nil || d.hub == nil || !d.cfg.Sources.KeyKernelFilter {
 		return
 	}
 	var fs []*filter.Filter
@@ -314,7 +331,7 @@ func (d *Daemon) subscriptionsChanged() {
 	entries := filter.Kernel(fs)
 	wq := make([]watchqueue.FilterEntry, 0, len(entries))
 	for _, e := range entries {
-		wq = append(wq, watchqueue.FilterEntry{Type: e.Type, InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, Subtypes: e.Subtypes})
+		wq = append(wq, watchqueue.FilterEntry{Type: record.Type(e.Type), InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, Subtypes: e.Subtypes})
 	}
 	if err := d.keys.SetKernelFilter(wq); err != nil && !errors.Is(err, watchqueue.ErrNotSupported) {
 		d.log.Warn("set kernel filter", "err", err)
@@ -340,6 +357,14 @@ func (d *Daemon) banner() {
 		}
 		if h.Reason != "" {
 			line += "  (" + h.Reason + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if d.dbus != nil {
+		h := d.dbus.Health()
+		line := fmt.Sprintf("  dbus     %-11s %s on %s", h.State, h.Name, d.cfg.DBus.Bus)
+		if h.Err != "" {
+			line += "  (" + h.Err + "; retrying)"
 		}
 		fmt.Fprintln(w, line)
 	}
@@ -374,44 +399,40 @@ func hostOf(addr string) string {
 	return h
 }
 
-// listenUnix creates the unix socket with the configured mode and group,
-// replacing a stale socket file left by a previous run.
+// listenUnix creates the unix socket with the configured mode and group.
 func listenUnix(path, mode, group string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("listen on %s: another notifyd is running", path)
-		}
-		os.Remove(path)
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on unix socket: %w", err)
-	}
-	if mode != "" {
-		m, _ := strconv.ParseUint(mode, 8, 32)
-		if err := os.Chmod(path, os.FileMode(m)); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("set socket mode: %w", err)
-		}
-	}
+	m, _ := strconv.ParseUint(mode, 8, 32) // validated by config
+	gid := -1
 	if group != "" {
 		g, err := user.LookupGroup(group)
 		if err != nil {
-			l.Close()
-			return nil, fmt.Errorf("socket group: %w", err)
+			return nil, fmt.Errorf("look up socket group: %w", err)
 		}
-		gid, _ := strconv.Atoi(g.Gid)
-		if err := os.Chown(path, -1, gid); err != nil {
-			l.Close()
-			return nil, fmt.Errorf("set socket group: %w", err)
-		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	l, err := web.ListenUnix(path, fs.FileMode(m), gid)
+	if err != nil {
+		return nil, fmt.Errorf("listen on unix socket: %w", err)
 	}
 	return l, nil
 }
+
+// feed is a shared kernel reader (uevent netlink, /dev/kmsg) that sources
+// subscribe to.
+type feed interface {
+	Run(ctx context.Context) error
+	Health() event.Health
+}
+
+// countingSink counts every published event for the metrics, then hands
+// it to the hub.
+type countingSink struct {
+	hub    *fanout.Hub
+	events *metrics.Events
+}
+
+func (c countingSink) Publish(ev *event.Event) { c.events.Observe(ev); c.hub.Publish(ev) }
+func (c countingSink) Seed(ev *event.Event)    { c.hub.Seed(ev) }
 
 // CheckPolicy loads a policy file and reports what is wrong with it.
 func CheckPolicy(path string) error {

@@ -1,5 +1,3 @@
-//go:build daemonwip
-
 package daemon
 
 import (
