@@ -165,6 +165,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err := f.Run(runCtx); err != nil {
 				log.Warn("kernel reader not running", "reader", f.Health().Name, "err", err)
 			}
+			log.Debug("kernel reader stopped", "reader", f.Health().Name)
 		}()
 	}
 	for _, s := range d.srcs {
@@ -178,6 +179,7 @@ func Run(ctx context.Context, o Options) (err error) {
 				}
 				log.Log(runCtx, lvl, "source not running", "source", s.Name(), "err", err)
 			}
+			log.Debug("source stopped", "source", s.Name())
 		}()
 	}
 
@@ -261,11 +263,14 @@ func Run(ctx context.Context, o Options) (err error) {
 		select {
 		case <-ctx.Done():
 			log.Info("stopping")
+			t0 := time.Now()
 			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
 			d.web.Close() // tells every WebSocket subscriber "bye"
+			t1 := time.Now()
 			stop()
 			d.hub.Close()
 			wg.Wait()
+			t2 := time.Now()
 			if cfg.Daemon.SaveHistory {
 				if err := saveHistory(d.hub, cfg.Daemon.RuntimeDir); err != nil {
 					log.Warn("history not saved", "err", err)
@@ -274,7 +279,9 @@ func Run(ctx context.Context, o Options) (err error) {
 			for _, p := range d.sockets {
 				os.Remove(p)
 			}
-			log.Info("stopped")
+			log.Info("stopped", "took", time.Since(t0).Round(time.Millisecond).String(),
+				"transports", t1.Sub(t0).Round(time.Millisecond).String(), "sources", t2.Sub(t1).Round(time.Millisecond).String(),
+				"history", time.Since(t2).Round(time.Millisecond).String())
 			return nil
 		case <-o.Reload:
 			d.reload()
