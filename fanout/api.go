@@ -2,6 +2,7 @@ package fanout
 
 import (
 	"errors"
+	"strconv"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
@@ -106,6 +107,14 @@ type Config struct {
 	MaxPerUID      int
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
+	// OnChange, when set, is called after the set of subscriptions
+	// changed (subscribe, close, disconnect, hub close), outside the hub's
+	// locks, so that the daemon can re-derive the kernel filter from
+	// Matchers. Calls never overlap, and a change made while OnChange runs
+	// causes one more call. It may run on a publisher's goroutine (a
+	// Disconnect happens inside Publish), so it must not block for long.
+	// (Added by the fanout implementation.)
+	OnChange func()
 }
 
 // SubStats are one subscription's counters. Delivered + the counts covered
@@ -123,6 +132,24 @@ type SubStats struct {
 	Queued     int    // current queue depth
 	QueueLen   int
 	Since      time.Time
+
+	// Added by the fanout implementation (additive):
+
+	// Owed counts the items the subscription was owed: every event that
+	// passed owner, Match and Allow, each upstream loss event by its count
+	// (1 when unknown) and each history loss event as 1. The identity
+	// Delivered + Lost + Pending == Owed holds at every Stats call; once
+	// the queue is drained Pending is 0.
+	Owed uint64
+	// Pending is the part of Owed queued and not yet handed out (queued
+	// items plus the pending loss), in the same units.
+	Pending uint64
+	// Dropped counts events dropped from the queue (DropOldest, or
+	// Coalesce when coalescing was not enough); they are in Lost once the
+	// loss event covering them is handed out.
+	Dropped    uint64
+	QueueBytes int    // approximate bytes queued
+	Err        string // why the subscription ended, "" while live
 }
 
 // HubStats are the hub's counters.
@@ -136,4 +163,18 @@ type HubStats struct {
 	Deliveries  uint64
 	Drops       uint64 // events dropped from subscriber queues
 	Denials     uint64
+}
+
+// String returns the policy's wire name: "drop-oldest", "disconnect" or
+// "coalesce". (Added by the fanout implementation.)
+func (p Policy) String() string {
+	switch p {
+	case DropOldest:
+		return "drop-oldest"
+	case Disconnect:
+		return "disconnect"
+	case Coalesce:
+		return "coalesce"
+	}
+	return "policy(" + strconv.Itoa(int(p)) + ")"
 }

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -36,14 +37,63 @@ func main() {
 
 // A stage pairs a benchmark with the ceiling it is compared to.
 type stage struct {
-	Name    string  // what is measured
-	Pkg     string  // package holding both benchmarks
-	Bench   string  // benchmark (with sub-benchmark) name, without the -N suffix
-	Ceiling string  // ceiling benchmark in the same package ("" = absolute figure)
-	Metric  string  // metric unit compared, e.g. "records/s"
-	Target  float64 // target ratio figure/ceiling (0 = none)
-	Extra   []string
-	Note    string
+	Name  string // what is measured
+	Pkg   string // package holding both benchmarks
+	Bench string // benchmark (with sub-benchmark) name, without the -N suffix
+	// Ceiling is the ceiling benchmark in the same package. "" with
+	// CeilMetric set: the ceiling is another metric of Bench itself (a
+	// benchmark that runs figure and ceiling side by side). Both empty:
+	// an absolute figure.
+	Ceiling    string
+	Metric     string // metric unit compared, e.g. "records/s"
+	CeilMetric string // the ceiling's metric unit ("" = Metric)
+	// Lower says a lower figure is better (ns/event, latency): the ratio
+	// is then ceiling/figure, so that above 1 is always better.
+	Lower  bool
+	Target float64 // target ratio figure/ceiling (0 = none)
+	// Checks are absolute targets on metrics of Bench.
+	Checks []check
+	Extra  []string // further metrics of Bench shown under the row
+	// Benchtime overrides -benchtime for this stage's package run (for
+	// benchmarks whose one op is a fixed-size burst or a paced run).
+	Benchtime string
+	// NotMeasured, when set, is why this stage is not measured at all;
+	// it is listed in the table with the reason and nothing is run.
+	NotMeasured string
+	Note        string
+}
+
+// A check is an absolute target on one metric: its median (divided by
+// Per when set, and then named As) must be at most Limit, or at least
+// Limit when AtLeast is set.
+type check struct {
+	Metric  string
+	Limit   float64
+	AtLeast bool
+	Per     float64 // divide the metric by this (e.g. deliveries per event)
+	As      string  // the divided metric's name
+}
+
+func (c check) String() string {
+	op := "≤"
+	if c.AtLeast {
+		op = "≥"
+	}
+	return fmt.Sprintf("%s %s %s", orDefault(c.As, c.Metric), op, human(c.Limit))
+}
+
+func (c check) value(v float64) float64 {
+	if c.Per > 0 {
+		return v / c.Per
+	}
+	return v
+}
+
+func (c check) ok(v float64) bool {
+	if c.AtLeast {
+		return v >= c.Limit
+	}
+	return v <= c.Limit
 }
 
 // result is one stage's outcome.
@@ -61,11 +111,20 @@ type result struct {
 	CeilMax      float64            `json:"ceiling_max,omitempty"`
 	Ratio        float64            `json:"ratio,omitempty"`
 	Target       float64            `json:"target,omitempty"`
+	Checks       []checkResult      `json:"checks,omitempty"`
 	Reached      *bool              `json:"reached,omitempty"`
 	Extra        map[string]float64 `json:"extra,omitempty"`
 	NotMeasured  string             `json:"not_measured,omitempty"`
 	Note         string             `json:"note,omitempty"`
 	measurements map[string][]float64
+}
+
+// checkResult is one absolute target's outcome.
+type checkResult struct {
+	Target  string  `json:"target"`
+	Value   float64 `json:"value"`
+	Reached bool    `json:"reached"`
+	Missing bool    `json:"missing,omitempty"`
 }
 
 const usage = `notifyd-bench - measure notifyd's event path against its ceilings
@@ -90,14 +149,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("stages", "", "comma-separated stage name substrings to run (default all)")
 	jsonOut := fs.String("json", "bench-results.json", "write the results as JSON to this `file` (\"\" for none)")
 	list := fs.Bool("list", false, "list the stages and exit")
+	profDir := fs.String("cpuprofile", "", "write a CPU profile of each package run into this `dir` (with the test binary, for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *list {
 		for _, s := range stages {
-			fmt.Fprintf(stdout, "%-40s %s %s (ceiling %s)\n", s.Name, s.Pkg, s.Bench, orDash(s.Ceiling))
+			ceil := s.Ceiling
+			if ceil == "" && s.CeilMetric != "" {
+				ceil = s.Bench + " " + s.CeilMetric
+			}
+			fmt.Fprintf(stdout, "%-44s %s %s (ceiling %s)\n", s.Name, strings.TrimPrefix(s.Pkg, mod), s.Bench, orDash(ceil))
 		}
 		return nil
+	}
+	if *profDir != "" {
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			return fmt.Errorf("create profile dir: %w", err)
+		}
 	}
 	var sel []stage
 	for _, s := range stages {
@@ -105,40 +174,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			sel = append(sel, s)
 		}
 	}
-	// Group the benchmarks by package so each package runs once per count,
-	// with a stage's figure and ceiling interleaved in the same process.
-	byPkg := map[string][]string{}
-	var pkgs []string
+	// Group the benchmarks by package (and benchtime) so each package
+	// runs once per count, with a stage's figure and ceiling in the same
+	// process.
+	type runKey struct{ pkg, benchtime string }
+	byRun := map[runKey][]string{}
+	var runs []runKey
 	for _, s := range sel {
-		if _, ok := byPkg[s.Pkg]; !ok {
-			pkgs = append(pkgs, s.Pkg)
+		if s.NotMeasured != "" {
+			continue
 		}
-		byPkg[s.Pkg] = append(byPkg[s.Pkg], s.Bench)
+		k := runKey{s.Pkg, *benchtime}
+		if s.Benchtime != "" {
+			k.benchtime = s.Benchtime
+		}
+		if _, ok := byRun[k]; !ok {
+			runs = append(runs, k)
+		}
+		byRun[k] = append(byRun[k], s.Bench)
 		if s.Ceiling != "" {
-			byPkg[s.Pkg] = append(byPkg[s.Pkg], s.Ceiling)
+			byRun[k] = append(byRun[k], s.Ceiling)
 		}
 	}
 	meas := map[string]map[string][]float64{} // pkg+bench -> metric -> values
+	skips := map[string]string{}              // pkg+bench -> why it skipped
 	failed := map[string]string{}
 	start := time.Now()
-	for _, pkg := range pkgs {
-		re := benchRegexp(byPkg[pkg])
-		fmt.Fprintf(stderr, "bench: %s (%s, %d runs of %s)\n", pkg, re, *count, *benchtime)
-		cmd := exec.CommandContext(ctx, "go", "test", "-run", "^$", "-bench", re, "-benchmem",
-			"-benchtime", *benchtime, "-count", strconv.Itoa(*count), "-timeout", "30m", pkg)
+	for _, k := range runs {
+		re := benchRegexp(byRun[k])
+		fmt.Fprintf(stderr, "bench: %s (%s, %d runs of %s)\n", k.pkg, re, *count, k.benchtime)
+		args := []string{"test", "-v", "-run", "^$", "-bench", re, "-benchmem",
+			"-benchtime", k.benchtime, "-count", strconv.Itoa(*count), "-timeout", "30m"}
+		if *profDir != "" {
+			base := filepath.Join(*profDir, strings.ReplaceAll(strings.TrimPrefix(k.pkg, mod), "/", "_"))
+			args = append(args, "-cpuprofile", base+".prof", "-o", base+".test")
+		}
+		cmd := exec.CommandContext(ctx, "go", append(args, k.pkg)...)
 		cmd.Stderr = stderr
 		out, err := cmd.Output()
-		parse(string(out), pkg, meas)
+		parse(string(out), k.pkg, meas, skips)
 		if err != nil {
-			failed[pkg] = err.Error()
-			fmt.Fprintf(stderr, "bench: %s: %v\n%s", pkg, err, tail(string(out), 20))
+			failed[k.pkg] = err.Error()
+			fmt.Fprintf(stderr, "bench: %s: %v\n%s", k.pkg, err, tail(string(out), 20))
 		}
 	}
 	var results []result
 	for _, s := range sel {
-		results = append(results, evaluate(s, meas, failed))
+		results = append(results, evaluate(s, meas, skips, failed))
 	}
 	printTable(stdout, results, time.Since(start))
+	if *profDir != "" {
+		fmt.Fprintf(stdout, "\nCPU profiles in %s: go tool pprof -top DIR/PKG.test DIR/PKG.prof\n", *profDir)
+	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(map[string]any{
 			"date": time.Now().UTC().Format(time.RFC3339), "count": *count, "benchtime": *benchtime, "results": results,
@@ -167,42 +254,97 @@ func matchesAny(name, csv string) bool {
 	return false
 }
 
-// benchRegexp builds a -bench pattern matching exactly the named
-// benchmarks (go test splits the pattern on unbracketed slashes).
+// benchRegexp builds a -bench pattern matching the named benchmarks (go
+// test splits the pattern on unbracketed slashes). When every name has a
+// sub-benchmark, the second level is restricted too (to the union of the
+// sub-benchmark names: a superset when several top-level names differ).
 func benchRegexp(names []string) string {
-	top := map[string]bool{}
+	top, sub := map[string]bool{}, map[string]bool{}
+	allSub := true
 	for _, n := range names {
-		top[strings.SplitN(n, "/", 2)[0]] = true
+		t, s, ok := strings.Cut(n, "/")
+		top[t] = true
+		if ok {
+			sub[s] = true
+		} else {
+			allSub = false
+		}
 	}
+	re := "^(" + strings.Join(quoted(top), "|") + ")$"
+	if allSub {
+		re += "/^(" + strings.Join(quoted(sub), "|") + ")$"
+	}
+	return re
+}
+
+func quoted(set map[string]bool) []string {
 	var ks []string
-	for k := range top {
+	for k := range set {
 		ks = append(ks, regexp.QuoteMeta(k))
 	}
 	sort.Strings(ks)
-	return "^(" + strings.Join(ks, "|") + ")$"
+	return ks
 }
 
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+(\d+)\s+(.*)$`)
+var (
+	skipLine  = regexp.MustCompile(`^--- SKIP: (Benchmark\S+?)(?:-\d+)?(?:\s|$)`)
+	logLine   = regexp.MustCompile(`^\S+\.go:\d+: (.*)$`)
+	benchName = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?(?:\s+(.*))?$`)
+	benchVals = regexp.MustCompile(`^(\d+)\s+(\S+\s+\S+.*)$`)
+)
 
-// parse collects every metric of every benchmark line in out.
-func parse(out, pkg string, meas map[string]map[string][]float64) {
+// parse collects every metric of every benchmark result in out. A result
+// is "BenchmarkName-P <tab> N <tab> value unit ...", but whatever the
+// benchmark prints to stderr while it runs lands after the name, pushing
+// "N value unit ..." onto a later line: that line is then credited to the
+// last name seen. A skipped benchmark's reason (go test -v prints it after
+// "--- SKIP: Name") goes into skips.
+func parse(out, pkg string, meas map[string]map[string][]float64, skips map[string]string) {
 	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	pending, skipped, lastLog := "", "", ""
 	for sc.Scan() {
-		m := benchLine.FindStringSubmatch(strings.TrimSpace(sc.Text()))
-		if m == nil {
+		line := strings.TrimSpace(sc.Text())
+		if m := skipLine.FindStringSubmatch(line); m != nil {
+			skipped, pending = pkg+" "+m[1], ""
+			if skips != nil {
+				skips[skipped] = orDefault(lastLog, "skipped")
+			}
 			continue
 		}
-		key := pkg + " " + m[1]
+		if m := logLine.FindStringSubmatch(line); m != nil {
+			if skipped != "" && skips != nil {
+				skips[skipped] = m[1]
+			}
+			lastLog = m[1]
+			continue
+		}
+		skipped = ""
+		name, rest := "", line
+		if m := benchName.FindStringSubmatch(line); m != nil {
+			name, rest = m[1], m[2]
+			pending, lastLog = name, ""
+		} else if pending != "" {
+			name = pending
+		} else {
+			continue
+		}
+		v := benchVals.FindStringSubmatch(rest)
+		if v == nil {
+			continue
+		}
+		pending = ""
+		key := pkg + " " + name
 		if meas[key] == nil {
 			meas[key] = map[string][]float64{}
 		}
-		f := strings.Fields(m[3])
+		f := strings.Fields(v[2])
 		for i := 0; i+1 < len(f); i += 2 {
-			v, err := strconv.ParseFloat(f[i], 64)
+			x, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
 				continue
 			}
-			meas[key][f[i+1]] = append(meas[key][f[i+1]], v)
+			meas[key][f[i+1]] = append(meas[key][f[i+1]], x)
 		}
 	}
 }
@@ -219,11 +361,22 @@ func stats(v []float64) (med, lo, hi float64) {
 	return med, s[0], s[n-1]
 }
 
-func evaluate(s stage, meas map[string]map[string][]float64, failed map[string]string) result {
+func evaluate(s stage, meas map[string]map[string][]float64, skips, failed map[string]string) result {
 	r := result{Stage: s.Name, Bench: s.Pkg + " " + s.Bench, Metric: s.Metric, Ceiling: s.Ceiling, Target: s.Target, Note: s.Note}
-	fig := meas[s.Pkg+" "+s.Bench][s.Metric]
+	if s.NotMeasured != "" {
+		r.NotMeasured = s.NotMeasured
+		return r
+	}
+	m := meas[s.Pkg+" "+s.Bench]
+	fig := m[s.Metric]
 	if len(fig) == 0 {
 		r.NotMeasured = "no " + s.Metric + " figure from " + s.Bench
+		for name := s.Bench; name != ""; name = name[:max(0, strings.LastIndexByte(name, '/'))] {
+			if why, ok := skips[s.Pkg+" "+name]; ok {
+				r.NotMeasured = s.Bench + " skipped: " + why
+				break
+			}
+		}
 		if f, ok := failed[s.Pkg]; ok {
 			r.NotMeasured += " (" + f + ")"
 		}
@@ -234,34 +387,68 @@ func evaluate(s stage, meas map[string]map[string][]float64, failed map[string]s
 	if len(s.Extra) > 0 {
 		r.Extra = map[string]float64{}
 		for _, e := range s.Extra {
-			if v := meas[s.Pkg+" "+s.Bench][e]; len(v) > 0 {
+			if v := m[e]; len(v) > 0 {
 				r.Extra[e], _, _ = stats(v)
 			}
 		}
 	}
-	if s.Ceiling != "" {
-		ceil := meas[s.Pkg+" "+s.Ceiling][s.Metric]
+	reached := true
+	for _, c := range s.Checks {
+		cr := checkResult{Target: c.String()}
+		if v := m[c.Metric]; len(v) > 0 {
+			cr.Value, _, _ = stats(v)
+			cr.Value = c.value(cr.Value)
+			cr.Reached = c.ok(cr.Value)
+		} else {
+			cr.Missing = true
+		}
+		reached = reached && cr.Reached
+		r.Checks = append(r.Checks, cr)
+	}
+	var ceil []float64
+	switch {
+	case s.Ceiling != "":
+		ceil = meas[s.Pkg+" "+s.Ceiling][orDefault(s.CeilMetric, s.Metric)]
 		if len(ceil) == 0 {
 			r.NotMeasured = "ceiling " + s.Ceiling + " not measured"
-			return r
 		}
+	case s.CeilMetric != "":
+		r.Ceiling = s.Bench + " " + s.CeilMetric
+		ceil = m[s.CeilMetric]
+		if len(ceil) == 0 {
+			r.NotMeasured = "no " + s.CeilMetric + " ceiling from " + s.Bench
+		}
+	}
+	if len(ceil) > 0 {
 		r.CeilMedian, r.CeilMin, r.CeilMax = stats(ceil)
 		if r.CeilMedian > 0 {
 			r.Ratio = r.Median / r.CeilMedian
-			if lowerIsBetter(s.Metric) && r.Median > 0 {
+			if (s.Lower || lowerIsBetter(s.Metric)) && r.Median > 0 {
 				r.Ratio = r.CeilMedian / r.Median
 			}
 		}
 		if s.Target > 0 {
-			ok := r.Ratio >= s.Target
-			r.Reached = &ok
+			reached = reached && r.Ratio >= s.Target
 		}
+	} else if s.Target > 0 {
+		reached = false
+	}
+	if s.Target > 0 || len(s.Checks) > 0 {
+		r.Reached = &reached
 	}
 	return r
 }
 
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
 func lowerIsBetter(metric string) bool {
-	return strings.HasSuffix(metric, "/op") || strings.HasPrefix(metric, "p50") || strings.HasPrefix(metric, "p99") ||
+	return strings.HasSuffix(metric, "/op") || strings.HasPrefix(metric, "ns/") || strings.Contains(metric, "-ns/") ||
+		strings.HasPrefix(metric, "p50") || strings.HasPrefix(metric, "p99") ||
 		strings.Contains(metric, "latency") || strings.Contains(metric, "B/conn")
 }
 
@@ -275,48 +462,68 @@ func human(v float64) string {
 		return fmt.Sprintf("%.1fk", v/1e3)
 	case a >= 100:
 		return fmt.Sprintf("%.0f", v)
+	case a != 0 && a < 0.01:
+		return fmt.Sprintf("%.1e", v)
 	}
 	return fmt.Sprintf("%.3g", v)
 }
 
 func printTable(w io.Writer, rs []result, took time.Duration) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "stage\tfigure (median [min..max])\tceiling (median [min..max])\tratio\ttarget\treached\t")
+	fmt.Fprintln(tw, "stage\tfigure (median [min..max])\tceiling (median [min..max])\tratio\ttarget (value)\treached\tnote")
 	for _, r := range rs {
 		if r.NotMeasured != "" && r.Runs == 0 {
-			fmt.Fprintf(tw, "%s\tnot measured: %s\t\t\t\t\t\n", r.Stage, r.NotMeasured)
+			fmt.Fprintf(tw, "%s\tnot measured\t-\t-\t-\t-\t%s\n", r.Stage, r.NotMeasured)
 			continue
 		}
 		fig := fmt.Sprintf("%s %s [%s..%s]", human(r.Median), r.Metric, human(r.Min), human(r.Max))
-		ceil, ratio, target, reached := "-", "-", "-", "-"
+		ceil, ratio, reached := "-", "-", "-"
+		var targets []string
 		if r.CeilMedian > 0 {
 			ceil = fmt.Sprintf("%s [%s..%s]", human(r.CeilMedian), human(r.CeilMin), human(r.CeilMax))
 			ratio = fmt.Sprintf("%.0f%%", r.Ratio*100)
-		} else if r.NotMeasured != "" {
-			ceil = r.NotMeasured
 		}
 		if r.Target > 0 {
-			target = fmt.Sprintf("≥%.0f%%", r.Target*100)
+			targets = append(targets, fmt.Sprintf("≥%.0f%%", r.Target*100))
+		}
+		for _, c := range r.Checks {
+			v := human(c.Value)
+			if c.Missing {
+				v = "missing"
+			}
+			targets = append(targets, fmt.Sprintf("%s (%s)", c.Target, v))
 		}
 		if r.Reached != nil {
 			reached = map[bool]string{true: "yes", false: "NO"}[*r.Reached]
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Stage, fig, ceil, ratio, target, reached)
-		if len(r.Extra) > 0 {
-			var ks []string
-			for k := range r.Extra {
-				ks = append(ks, k)
-			}
-			sort.Strings(ks)
-			var parts []string
-			for _, k := range ks {
-				parts = append(parts, fmt.Sprintf("%s %s", human(r.Extra[k]), k))
-			}
-			fmt.Fprintf(tw, "\t  %s\t\t\t\t\t\n", strings.Join(parts, ", "))
+		note := r.Note
+		if r.NotMeasured != "" {
+			note = strings.TrimPrefix(note+"; "+r.NotMeasured, "; ")
 		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Stage, fig, ceil, ratio, orDash(strings.Join(targets, ", ")), reached, note)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "(%s; ratios compare figures taken in the same run)\n", took.Round(time.Second))
+	first := true
+	for _, r := range rs {
+		if len(r.Extra) == 0 {
+			continue
+		}
+		if first {
+			fmt.Fprintf(w, "\nmore figures (medians):\n")
+			first = false
+		}
+		var ks []string
+		for k := range r.Extra {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		var parts []string
+		for _, k := range ks {
+			parts = append(parts, fmt.Sprintf("%s %s", human(r.Extra[k]), k))
+		}
+		fmt.Fprintf(w, "  %s: %s\n", r.Stage, strings.Join(parts, ", "))
+	}
+	fmt.Fprintf(w, "(%s; ratios compare figures taken in the same run; above 100%% is better than the ceiling)\n", took.Round(time.Second))
 }
 
 func tail(s string, n int) string {

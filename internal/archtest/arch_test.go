@@ -67,7 +67,7 @@ func TestImportRules(t *testing.T) {
 		{module + "/filter", []string{module + "/fanout", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources"}, "filter imports only event"},
 		{module + "/fanout", []string{module + "/filter", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources/"}, "fanout takes matcher and policy as interfaces"},
 		{module + "/lsm", []string{module + "/fanout", module + "/web", module + "/dbusapi", module + "/sources"}, "lsm imports event and internal/linux only"},
-		{module + "/watchqueue", []string{module + "/event", module + "/fanout", module + "/sources"}, "watchqueue is the kernel interface only"},
+		{module + "/watchqueue", []string{module + "/fanout", module + "/sources", module + "/filter", module + "/lsm"}, "watchqueue is the kernel interface only (it decodes with record)"},
 		{module + "/web", []string{module + "/sources/", module + "/watchqueue", module + "/dbusapi"}, "transports never reach into sources"},
 		{module + "/dbusapi", []string{module + "/sources/", module + "/watchqueue", module + "/web"}, "transports never reach into sources"},
 		{module + "/api", []string{module + "/fanout", module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi"}, "api is the wire contract only"},

@@ -1,0 +1,294 @@
+package ctl
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/record"
+)
+
+var cmdStatus = &command{
+	name:  "status",
+	args:  "[--json]",
+	short: "show sources and their health, subscribers, counters and loss totals",
+	examples: []string{
+		`notifyctl status`,
+		`notifyctl status --json | jq '.sources[] | select(.state != "live")'`,
+	},
+	flags: func(fs *flag.FlagSet, o *opts) {
+		fs.BoolVar(&o.json, "json", false, "print the status document (docs/websocket.md) as JSON")
+	},
+	run: func(ctx context.Context, o *opts, args []string) error {
+		if len(args) > 0 {
+			return usage("status takes no arguments")
+		}
+		st, err := GetStatus(ctx, o.ep)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			b, _ := json.MarshalIndent(st, "", "  ")
+			return writeLine(o.stdout, b)
+		}
+		writeStatus(o.stdout, st)
+		return nil
+	},
+}
+
+var cmdCheckFilter = &command{
+	name:  "check-filter",
+	args:  "FILTER",
+	short: "parse a filter expression and explain what it matches",
+	long: `
+Parses FILTER as the daemon would and prints its normalised form and an
+explanation. A syntax error shows where in the expression it is, and the
+exit code is 2. Needs no daemon.`,
+	examples: []string{
+		`notifyctl check-filter 'source == usb && subtype in (add, remove)'`,
+		`notifyctl check-filter 'source == block && dev == sda && subtype ~ "critical-*"'`,
+	},
+	run: func(ctx context.Context, o *opts, args []string) error {
+		if len(args) != 1 {
+			return usage("check-filter: one FILTER argument expected (quote it)")
+		}
+		f, err := filter.Parse(args[0])
+		if err != nil {
+			var se *filter.SyntaxError
+			if errors.As(err, &se) {
+				fmt.Fprintf(o.stdout, "  %s\n  %s^\n", args[0], strings.Repeat(" ", min(se.Pos, len(args[0]))))
+			}
+			return &ExitError{Code: ExitUsage, Err: err}
+		}
+		s := f.String()
+		if s == "" {
+			s = "(empty: matches every event)"
+		}
+		fmt.Fprintf(o.stdout, "filter: %s\n%s\n", s, strings.TrimRight(f.Explain(), "\n"))
+		return nil
+	},
+}
+
+var cmdHistory = &command{
+	name:  "history",
+	args:  "[FILTER] [--since EPOCH:SEQ] [--max N] [--json]",
+	short: "print the events the daemon still holds in its history",
+	long: `
+Asks the daemon (over its unix socket) for a sealed memory file holding the
+matching events of its history ring in the record stream format
+(docs/record-abi.md), checks that the file is sealed against any change,
+maps it read-only and prints the events. --since limits it to events after
+a position of the same daemon run.`,
+	examples: []string{
+		`notifyctl history`,
+		`notifyctl history 'source == block' --json`,
+		`notifyctl history --since 3f1c0a9e5b7d2e10:1200 --max 50`,
+	},
+	flags: func(fs *flag.FlagSet, o *opts) {
+		fs.BoolVar(&o.json, "json", false, "print NDJSON")
+		fs.StringVar(&o.since, "since", "", "only events after EPOCH:SEQ")
+		fs.IntVar(&o.max, "max", 0, "at most N events, the oldest first; 0: all")
+		fs.BoolVar(&o.noColor, "no-color", false, "never colour loss lines")
+	},
+	run: runHistory,
+}
+
+func runHistory(ctx context.Context, o *opts, args []string) error {
+	if len(args) > 1 {
+		return usage("history: one FILTER argument expected (quote it)")
+	}
+	req, err := o.request(args)
+	if err != nil {
+		return err
+	}
+	q := req.Query()
+	if o.max > 0 {
+		q.Set(api.ParamMax, strconv.Itoa(o.max))
+	}
+	rep, evs, err := FetchHistory(ctx, o.ep, q)
+	if err != nil {
+		return err
+	}
+	p := newPrinter(o.stdout, o.noColor)
+	for _, ev := range evs {
+		if o.json {
+			if err := writeLine(o.stdout, ev.JSON()); err != nil {
+				return err
+			}
+		} else {
+			p.event(ev)
+		}
+	}
+	if !o.json {
+		p.note("%d events from the history of epoch %s (daemon at seq %d)", rep.Count, rep.Epoch, rep.Seq)
+	}
+	return nil
+}
+
+// FetchHistory gets the history memfd, verifies its seals, maps it
+// read-only and decodes it.
+func FetchHistory(ctx context.Context, e Endpoint, q url.Values) (*api.HistoryReply, []*event.Event, error) {
+	body, fds, err := FetchFD(ctx, e, api.PathHistory, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	var rep api.HistoryReply
+	if err := json.Unmarshal(body, &rep); err != nil {
+		return nil, nil, fmt.Errorf("decode history answer: %w", err)
+	}
+	if len(fds) != 1 {
+		return nil, nil, fmt.Errorf("history: want one file descriptor, got %d", len(fds))
+	}
+	evs, err := ReadSealed(fds[0], rep.Size)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(evs) != rep.Count {
+		return nil, nil, fmt.Errorf("history: the daemon announced %d events, the file holds %d", rep.Count, len(evs))
+	}
+	return &rep, evs, nil
+}
+
+// ReadSealed checks that fd is a memfd sealed with api.HistorySeals and of
+// the announced size, maps it read-only and decodes the record stream.
+func ReadSealed(fd int, size int64) ([]*event.Event, error) {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil {
+		return nil, fmt.Errorf("history: get seals: %w", err)
+	}
+	if seals&api.HistorySeals != api.HistorySeals {
+		return nil, fmt.Errorf("history: file not sealed (seals %#x, want %#x): refusing to map it", seals, api.HistorySeals)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, fmt.Errorf("history: stat: %w", err)
+	}
+	if st.Size != size {
+		return nil, fmt.Errorf("history: file is %d bytes, the daemon announced %d", st.Size, size)
+	}
+	if size == 0 {
+		return nil, errors.New("history: empty file (a stream has at least a header)")
+	}
+	b, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("history: mmap: %w", err)
+	}
+	defer unix.Munmap(b)
+	evs, err := record.DecodeStream(b)
+	if err != nil {
+		return nil, fmt.Errorf("history: %w", err)
+	}
+	// Decoded events must not point into the mapping, which goes away:
+	// re-encode what might alias it.
+	for _, ev := range evs {
+		if len(ev.Raw) > 0 {
+			ev.Raw = append([]byte(nil), ev.Raw...)
+		}
+	}
+	return evs, nil
+}
+
+var cmdCompletion = &command{
+	name:  "completion",
+	args:  "bash|zsh",
+	short: "print a shell completion script",
+	examples: []string{
+		`notifyctl completion bash > /etc/bash_completion.d/notifyctl`,
+		`notifyctl completion zsh > "${fpath[1]}/_notifyctl"`,
+		`source <(notifyctl completion bash)`,
+	},
+	run: func(ctx context.Context, o *opts, args []string) error {
+		if len(args) != 1 {
+			return usage("completion: want bash or zsh")
+		}
+		switch args[0] {
+		case "bash":
+			fmt.Fprint(o.stdout, bashCompletion())
+		case "zsh":
+			fmt.Fprint(o.stdout, zshCompletion())
+		default:
+			return usage("completion: unknown shell %q (bash or zsh)", args[0])
+		}
+		return nil
+	},
+}
+
+// flagNames returns a command's flags as "--name".
+func flagNames(c *command) []string {
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	globalFlags(fs, &opts{})
+	if c.flags != nil {
+		c.flags(fs, &opts{})
+	}
+	var n []string
+	fs.VisitAll(func(f *flag.Flag) { n = append(n, "--"+f.Name) })
+	return append(n, "--help")
+}
+
+func bashCompletion() string {
+	var b strings.Builder
+	b.WriteString("# bash completion for notifyctl (generated by notifyctl completion bash)\n_notifyctl() {\n")
+	b.WriteString("\tlocal cur=${COMP_WORDS[COMP_CWORD]} cmd=\"\" i\n")
+	b.WriteString("\tfor ((i=1; i<COMP_CWORD; i++)); do case ${COMP_WORDS[i]} in -*) ;; *) cmd=${COMP_WORDS[i]}; break;; esac; done\n")
+	b.WriteString("\tcase $cmd in\n")
+	fmt.Fprintf(&b, "\t\"\") COMPREPLY=($(compgen -W '%s help --socket --url --token-file --help' -- \"$cur\"));;\n", strings.ReplaceAll(commandNames(), ",", ""))
+	for _, c := range commands {
+		words := strings.Join(flagNames(c), " ")
+		switch c.name {
+		case "completion":
+			words += " bash zsh"
+		case "monitor", "history":
+			words += " --policy"
+		}
+		fmt.Fprintf(&b, "\t%s) COMPREPLY=($(compgen -W '%s' -- \"$cur\"));;\n", c.name, words)
+	}
+	b.WriteString("\tesac\n\tcase ${COMP_WORDS[COMP_CWORD-1]} in\n")
+	b.WriteString("\t--policy) COMPREPLY=($(compgen -W 'drop-oldest disconnect coalesce' -- \"$cur\"));;\n")
+	b.WriteString("\t--socket|--token-file) COMPREPLY=($(compgen -f -- \"$cur\"));;\n")
+	b.WriteString("\tesac\n}\ncomplete -F _notifyctl notifyctl\n")
+	return b.String()
+}
+
+func zshCompletion() string {
+	var b strings.Builder
+	b.WriteString("#compdef notifyctl\n# zsh completion for notifyctl (generated by notifyctl completion zsh)\n_notifyctl() {\n")
+	b.WriteString("\tlocal -a cmds\n\tcmds=(\n")
+	for _, c := range commands {
+		fmt.Fprintf(&b, "\t\t'%s:%s'\n", c.name, strings.ReplaceAll(c.short, "'", ""))
+	}
+	b.WriteString("\t)\n\tif (( CURRENT == 2 )); then _describe 'command' cmds; return; fi\n\tcase $words[2] in\n")
+	for _, c := range commands {
+		var specs []string
+		for _, f := range flagNames(c) {
+			spec := "'" + f + "'"
+			switch f {
+			case "--policy":
+				spec = "'--policy[slow-subscriber policy]:policy:(drop-oldest disconnect coalesce)'"
+			case "--socket", "--token-file":
+				spec = "'" + f + "[path]:file:_files'"
+			}
+			specs = append(specs, spec)
+		}
+		if c.name == "completion" {
+			specs = append(specs, "'1:shell:(bash zsh)'")
+		}
+		fmt.Fprintf(&b, "\t%s) _arguments %s;;\n", c.name, strings.Join(specs, " "))
+	}
+	b.WriteString("\tesac\n}\n_notifyctl \"$@\"\n")
+	return b.String()
+}

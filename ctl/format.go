@@ -1,0 +1,211 @@
+package ctl
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/event"
+)
+
+// printer writes events in the human form: one line per event.
+type printer struct {
+	w     io.Writer
+	color bool
+}
+
+func newPrinter(w io.Writer, noColor bool) *printer {
+	p := &printer{w: w}
+	if f, ok := w.(*os.File); ok && !noColor && os.Getenv("NO_COLOR") == "" {
+		if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); err == nil {
+			p.color = true
+		}
+	}
+	return p
+}
+
+const (
+	ansiRed   = "\x1b[1;31m"
+	ansiDim   = "\x1b[2m"
+	ansiReset = "\x1b[0m"
+)
+
+// FormatEvent returns the one-line human form of ev:
+//
+//	16:40:01.123 key    linked         key=123 aux=456 keytype=keyring desc="_ses" tag=3  #42
+//	16:40:01.125 !! LOST 12 key events at watch_queue (seq 10-21): notification queue overflowed  #21
+func FormatEvent(ev *event.Event) string {
+	var b strings.Builder
+	t := ev.Time
+	if t.IsZero() {
+		t = time.Now()
+	}
+	b.WriteString(t.Local().Format("15:04:05.000"))
+	b.WriteByte(' ')
+	if l := ev.Loss; l != nil {
+		b.WriteString("!! LOST ")
+		switch {
+		case !l.Known():
+			b.WriteString("an unknown number of")
+		case l.Estimated:
+			b.WriteString("about " + strconv.FormatUint(l.Count, 10))
+		default:
+			b.WriteString(strconv.FormatUint(l.Count, 10))
+		}
+		src := string(l.Source)
+		if src == "" {
+			src = string(ev.Source)
+		}
+		if src != "" {
+			b.WriteString(" " + src)
+		}
+		b.WriteString(" events at " + string(ev.Origin))
+		if l.FromSeq != 0 || l.ToSeq != 0 {
+			fmt.Fprintf(&b, " (seq %d-%d)", l.FromSeq, l.ToSeq)
+		}
+		if l.Reason != "" {
+			b.WriteString(": " + l.Reason)
+		}
+		if ev.Seq != 0 {
+			fmt.Fprintf(&b, "  #%d", ev.Seq)
+		}
+		return b.String()
+	}
+	sub := ev.Subtype
+	if ev.Snapshot {
+		sub = "present"
+	}
+	fmt.Fprintf(&b, "%-6s %-14s", ev.Source, sub)
+	var f []string
+	add := func(k, v string) { f = append(f, k+"="+v) }
+	if k := ev.Key; k != nil {
+		add("key", strconv.FormatInt(int64(k.ID), 10))
+		if k.Aux != 0 {
+			add("aux", strconv.FormatInt(int64(k.Aux), 10))
+		}
+		if k.Type != "" {
+			add("keytype", k.Type)
+		}
+		if k.Description != "" {
+			add("desc", strconv.Quote(k.Description))
+		}
+		if k.Described {
+			add("uid", strconv.FormatInt(int64(int32(k.UID)), 10))
+		}
+	}
+	if d := ev.Block; d != nil {
+		if d.Device != "" {
+			add("dev", d.Device)
+		}
+		add("devnum", fmt.Sprintf("%d:%d", d.Major, d.Minor))
+		if d.HasSector {
+			add("sector", strconv.FormatUint(d.Sector, 10))
+		}
+	}
+	if u := ev.USB; u != nil {
+		add("usb", u.Name)
+		if u.Busnum != 0 || u.Devnum != 0 {
+			add("bus", fmt.Sprintf("%03d/%03d", u.Busnum, u.Devnum))
+		}
+		if u.VendorID != 0 || u.ProductID != 0 {
+			add("id", fmt.Sprintf("%04x:%04x", u.VendorID, u.ProductID))
+		}
+		if u.Speed != "" {
+			add("speed", u.Speed)
+		}
+		if u.Error != 0 {
+			add("error", strconv.FormatUint(uint64(u.Error), 10))
+		}
+	}
+	if ev.Tag != event.NoTag {
+		add("tag", strconv.Itoa(ev.Tag))
+	}
+	if ev.Origin != "" && ev.Origin != event.OriginWatchQueue {
+		add("via", string(ev.Origin))
+	}
+	if m, ok := ev.Props["MESSAGE"]; ok {
+		add("msg", strconv.Quote(m))
+	}
+	b.WriteString(" " + strings.Join(f, " "))
+	if !ev.Snapshot || ev.Seq != 0 {
+		fmt.Fprintf(&b, "  #%d", ev.Seq)
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+func (p *printer) event(ev *event.Event) {
+	line := FormatEvent(ev)
+	if p.color && ev.Loss != nil {
+		line = ansiRed + line + ansiReset
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+// note prints a notice line ("# ...").
+func (p *printer) note(format string, args ...any) {
+	line := "# " + fmt.Sprintf(format, args...)
+	if p.color {
+		line = ansiDim + line + ansiReset
+	}
+	fmt.Fprintln(p.w, line)
+}
+
+// writeStatus prints the status document for humans.
+func writeStatus(w io.Writer, st *api.Status) {
+	fmt.Fprintf(w, "notifyd: epoch %s, seq %d, protocol %d\n", st.Hub.Epoch, st.Hub.Seq, st.Protocol)
+	fmt.Fprintln(w, "\nSources:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  NAME\tSOURCE\tSTATE\tVIA\tEVENTS\tLOSSES\tSINCE\tREASON")
+	for _, h := range st.Sources {
+		var via []string
+		for _, o := range h.Origins {
+			via = append(via, string(o))
+		}
+		reason := h.Reason
+		if h.Errno != "" && !strings.Contains(reason, h.Errno) {
+			reason += " (" + h.Errno + ")"
+		}
+		since := "-"
+		if !h.Since.IsZero() {
+			since = h.Since.Local().Format("2006-01-02 15:04:05")
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", h.Name, h.Source, h.State, strings.Join(via, ","), h.Events, h.Losses, since, reason)
+	}
+	if len(st.Sources) == 0 {
+		fmt.Fprintln(tw, "  (none reported)")
+	}
+	tw.Flush()
+	h := st.Hub
+	fmt.Fprintf(w, "\nHub: %d published, history %d events", h.Published, h.HistoryLen)
+	if h.HistoryLow != 0 {
+		fmt.Fprintf(w, " (seq %d-%d)", h.HistoryLow, h.Seq)
+	}
+	fmt.Fprintf(w, ", %d deliveries, %d dropped from queues, %d denied by policy\n", h.Deliveries, h.Drops, h.Denials)
+	wb := st.Web
+	fmt.Fprintf(w, "WebSocket: %d open, %d accepted, %d refused, %d frames (%d batches), %d write timeouts, %d key watches\n",
+		wb.Connections, wb.Accepted, wb.Refused, wb.Frames, wb.Batches, wb.WriteTimeouts, wb.KeyWatches)
+	fmt.Fprintf(w, "\nSubscribers (%d):\n", len(st.Subscribers))
+	subs := append([]api.SubscriberStatus(nil), st.Subscribers...)
+	sort.Slice(subs, func(i, j int) bool { return subs[i].ID < subs[j].ID })
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ID\tUID\tPOLICY\tDELIVERED\tLOST\tLOSS-EVENTS\tDENIED\tQUEUE\tLABEL")
+	var lost uint64
+	for _, s := range subs {
+		lost += s.Lost
+		fmt.Fprintf(tw, "  %d\t%d\t%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\n", s.ID, s.UID, s.Policy, s.Delivered, s.Lost, s.LossEvents, s.Denied, s.Queued, s.QueueLen, s.Label)
+	}
+	tw.Flush()
+	var srcLoss uint64
+	for _, s := range st.Sources {
+		srcLoss += s.Losses
+	}
+	fmt.Fprintf(w, "\nLoss totals: %d loss events from sources, %d events lost by current subscribers\n", srcLoss, lost)
+}

@@ -1,0 +1,323 @@
+package dbusapi_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/dbusapi"
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/internal/testenv"
+)
+
+// policyFile is the shipped bus policy; the test bus includes it.
+const policyFile = "../dist/dbus-1/system.d/org.notifyd.Notifyd1.conf"
+
+// busConfig is a system-bus-like configuration: the default policy of
+// Debian's /usr/share/dbus-1/system.conf (deny own and method calls,
+// allow signals and replies, no eavesdropping) plus the shipped policy.
+const busConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>system</type>
+  <listen>unix:path=%s</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow user="*"/>
+    <deny own="*"/>
+    <deny send_type="method_call"/>
+    <allow send_type="signal"/>
+    <allow send_requested_reply="true" send_type="method_return"/>
+    <allow send_requested_reply="true" send_type="error"/>
+    <allow receive_type="method_call"/>
+    <allow receive_type="method_return"/>
+    <allow receive_type="error"/>
+    <allow receive_type="signal"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Introspectable"/>
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <deny send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus" send_member="UpdateActivationEnvironment"/>
+  </policy>
+  <policy user="root">
+    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+  </policy>
+  <include>%s</include>
+  <servicedir>%s</servicedir>
+  <limit name="max_connections_per_user">1000</limit>
+</busconfig>
+`
+
+// testBus is a private dbus-daemon started by the test.
+type testBus struct {
+	t        testing.TB
+	dir      string
+	sock     string
+	addr     string
+	services string // the bus's activation directory (empty)
+	cmd      *exec.Cmd
+	log      syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the concurrent writers exec uses.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startBus(t testing.TB) *testBus {
+	t.Helper()
+	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
+	dir, err := os.MkdirTemp("", "notifyd-dbus-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// World-searchable so that the bystander running as nobody can
+	// reach the socket.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := filepath.Abs(policyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &testBus{t: t, dir: dir, sock: filepath.Join(dir, "bus.sock")}
+	b.addr = "unix:path=" + b.sock
+	cfg := filepath.Join(dir, "bus.conf")
+	b.services = filepath.Join(dir, "system-services")
+	if err := os.Mkdir(b.services, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(busConfig, b.sock, pol, b.services)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(func() {
+		b.stop()
+		os.RemoveAll(dir)
+		if t.Failed() {
+			t.Logf("dbus-daemon log:\n%s", b.log.String())
+		}
+	})
+	return b
+}
+
+func (b *testBus) start() {
+	b.t.Helper()
+	os.Remove(b.sock)
+	cmd := exec.Command("dbus-daemon", "--config-file="+filepath.Join(b.dir, "bus.conf"), "--nofork", "--print-address=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	// The bus's log (and that of services it starts) is shown only when
+	// the test fails.
+	cmd.Stderr = &b.log
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		b.t.Fatalf("start dbus-daemon: %v", err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		b.t.Fatalf("dbus-daemon printed no address: %v", err)
+	}
+	if !strings.HasPrefix(line, "unix:path="+b.sock) {
+		b.t.Logf("dbus-daemon address %q", strings.TrimSpace(line))
+	}
+	b.cmd = cmd
+}
+
+func (b *testBus) stop() {
+	if b.cmd == nil {
+		return
+	}
+	b.cmd.Process.Kill()
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
+// daemon is the service under test on a real hub.
+type daemon struct {
+	hub    *fanout.Hub
+	svc    *dbusapi.Service
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startDaemon(t testing.TB, b *testBus, mod func(*dbusapi.Config)) *daemon {
+	t.Helper()
+	hub := fanout.New(fanout.Config{})
+	cfg := dbusapi.Config{
+		Hub: hub,
+		Bus: b.addr,
+		Sources: func() []event.Health {
+			return []event.Health{
+				{Name: "uevent", Source: event.SourceUSB, State: event.HealthLive, Origins: []event.Origin{event.OriginUevent}, Since: time.Unix(1700000000, 0), Events: 7},
+				{Name: "keys", Source: event.SourceKey, State: event.HealthUnavailable, Reason: "no CONFIG_WATCH_QUEUE", Errno: "ENOPKG"},
+			}
+		},
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &daemon{hub: hub, svc: dbusapi.New(cfg), cancel: cancel, done: make(chan error, 1)}
+	go func() { d.done <- d.svc.Run(ctx) }()
+	t.Cleanup(func() { d.stop(t); hub.Close() })
+	d.waitServing(t, 10*time.Second)
+	return d
+}
+
+func (d *daemon) stop(t testing.TB) {
+	if d.cancel == nil {
+		return
+	}
+	d.cancel()
+	d.cancel = nil
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Errorf("Run did not return 10 s after cancel")
+	}
+}
+
+func (d *daemon) waitServing(t testing.TB, max time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < max {
+		if d.svc.Health().State == dbusapi.StateServing {
+			return time.Since(start)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("service not serving after %v: %+v", max, d.svc.Health())
+	return 0
+}
+
+// pyProc is a running python client printing JSON lines.
+type pyProc struct {
+	t     testing.TB
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan map[string]any
+	wg    sync.WaitGroup
+}
+
+// python returns Debian's python3, which has python3-dbus and python3-gi
+// (a python3 earlier on PATH, such as a pyenv shim, may not).
+func python(t testing.TB) string {
+	t.Helper()
+	py := "/usr/bin/python3"
+	if _, err := os.Stat(py); err != nil {
+		py = testenv.LookPath(t, "python3", "apt-get install python3")
+	}
+	if err := exec.Command(py, "-c", "import dbus, dbus.mainloop.glib, gi.repository.GLib").Run(); err != nil {
+		testenv.Missing(t, "python3-dbus and python3-gi not importable by "+py, "apt-get install python3-dbus python3-gi")
+	}
+	return py
+}
+
+// startPy runs testdata/applet.py with args, optionally as another user
+// (setpriv).
+func startPy(t testing.TB, asUID int, args ...string) *pyProc {
+	t.Helper()
+	py := python(t)
+	script, _ := filepath.Abs("testdata/applet.py")
+	argv := append([]string{py, script}, args...)
+	if asUID >= 0 {
+		sp := testenv.LookPath(t, "setpriv", "apt-get install util-linux")
+		argv = append([]string{sp, fmt.Sprintf("--reuid=%d", asUID), fmt.Sprintf("--regid=%d", asUID), "--clear-groups", "--"}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stderr = os.Stderr
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", argv, err)
+	}
+	p := &pyProc{t: t, cmd: cmd, stdin: in, lines: make(chan map[string]any, 100000)}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		defer close(p.lines)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("python printed %q: %v", sc.Text(), err)
+				continue
+			}
+			p.lines <- m
+		}
+	}()
+	t.Cleanup(p.kill)
+	return p
+}
+
+// next returns the next line of the given kind, skipping others.
+func (p *pyProc) next(kind string, max time.Duration) map[string]any {
+	p.t.Helper()
+	timeout := time.After(max)
+	for {
+		select {
+		case m, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("python exited while waiting for %q", kind)
+			}
+			if m["kind"] == kind {
+				return m
+			}
+		case <-timeout:
+			p.t.Fatalf("no %q line from python within %v", kind, max)
+		}
+	}
+}
+
+// finish closes stdin and collects the remaining lines.
+func (p *pyProc) finish() []map[string]any {
+	p.stdin.Close()
+	var rest []map[string]any
+	for m := range p.lines {
+		rest = append(rest, m)
+	}
+	p.cmd.Wait()
+	return rest
+}
+
+func (p *pyProc) kill() {
+	if p.cmd.ProcessState == nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+	p.wg.Wait()
+}

@@ -1,0 +1,512 @@
+package fanout
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+)
+
+// Default history bounds.
+const (
+	DefaultHistoryEvents = 65536
+	DefaultHistoryBytes  = 64 << 20
+)
+
+// Hub stamps, remembers and fans out events. See the package comment for
+// its guarantees. All methods are safe for concurrent use.
+type Hub struct {
+	cfg      Config
+	now      func() time.Time
+	maxHist  int
+	maxBytes int
+
+	mu        sync.Mutex // guards everything below; taken before any Subscription.mu
+	epoch     uint64
+	seq       uint64
+	closed    bool
+	published uint64
+	hist      ring // contiguous seqs; hist.at(0).ev.Seq is the oldest
+	histBytes int
+	state     map[string]*stateEntry
+	subs      []*Subscription
+	nextID    uint64
+	perUID    map[uint32]int
+
+	deliveries atomic.Uint64
+	drops      atomic.Uint64
+	denials    atomic.Uint64
+
+	chMu      sync.Mutex // serialises Config.OnChange calls
+	chPending bool
+	chRunning bool
+}
+
+// stateEntry is one object of the current-state table; snap is the
+// Snapshot copy, made on first use and shared by every snapshot after.
+type stateEntry struct {
+	ev   *event.Event
+	snap *event.Event
+}
+
+// New returns a hub. The zero Config is usable.
+func New(cfg Config) *Hub {
+	h := &Hub{
+		cfg:      cfg,
+		now:      cfg.Now,
+		maxHist:  cfg.HistoryEvents,
+		maxBytes: cfg.HistoryBytes,
+		epoch:    cfg.Epoch,
+		seq:      cfg.StartSeq,
+		state:    make(map[string]*stateEntry),
+		perUID:   make(map[uint32]int),
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	if h.maxHist <= 0 {
+		h.maxHist = DefaultHistoryEvents
+	}
+	if h.maxBytes <= 0 {
+		h.maxBytes = DefaultHistoryBytes
+	}
+	for h.epoch == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go ≥ 1.24)
+		h.epoch = binary.LittleEndian.Uint64(b[:])
+	}
+	return h
+}
+
+// Epoch returns the hub's epoch.
+func (h *Hub) Epoch() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.epoch
+}
+
+// Seq returns the last sequence number stamped.
+func (h *Hub) Seq() uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.seq
+}
+
+// Publish stamps ev with the epoch and the next sequence number, records it
+// in the history ring (and in the current-state table when it has a
+// StateKey) and queues it for every subscription that is owed it. It never
+// blocks on a subscriber and starts no goroutine. The caller must not touch
+// ev afterwards. Publishing on a closed hub does nothing.
+func (h *Hub) Publish(ev *event.Event) {
+	if ev == nil {
+		return
+	}
+	size := eventSize(ev)
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.seq++
+	ev.Epoch, ev.Seq = h.epoch, h.seq
+	if ev.Time.IsZero() {
+		ev.Time = h.now()
+	}
+	h.published++
+	h.remember(ev, size)
+	if ev.StateKey != "" && ev.Loss == nil {
+		h.setStateLocked(ev)
+	}
+	ended := false
+	for _, s := range h.subs {
+		if s.offer(ev, size) {
+			ended = true
+		}
+	}
+	if ended {
+		h.subs = slices.DeleteFunc(h.subs, func(s *Subscription) bool {
+			if s.gone {
+				h.forgetLocked(s)
+			}
+			return s.gone
+		})
+	}
+	h.mu.Unlock()
+	if ended {
+		h.changed()
+	}
+}
+
+// Seed records ev (which must have a StateKey) in the current-state table
+// without publishing it: no sequence number, no history, no subscriber
+// sees it except in later snapshots. It is stamped with the epoch and the
+// current sequence number. The caller must not touch ev afterwards.
+func (h *Hub) Seed(ev *event.Event) {
+	if ev == nil || ev.StateKey == "" || ev.Loss != nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	ev.Epoch, ev.Seq = h.epoch, h.seq
+	if ev.Time.IsZero() {
+		ev.Time = h.now()
+	}
+	h.setStateLocked(ev)
+}
+
+func (h *Hub) setStateLocked(ev *event.Event) {
+	if ev.StateRemove {
+		delete(h.state, ev.StateKey)
+		return
+	}
+	if e := h.state[ev.StateKey]; e != nil {
+		e.ev, e.snap = ev, nil
+		return
+	}
+	h.state[ev.StateKey] = &stateEntry{ev: ev}
+}
+
+// remember appends ev to the history ring and evicts the oldest events
+// beyond either bound.
+func (h *Hub) remember(ev *event.Event, size int) {
+	h.hist.push(item{ev: ev, size: size})
+	h.histBytes += size
+	for h.hist.len() > 0 && (h.hist.len() > h.maxHist || h.histBytes > h.maxBytes) {
+		h.histBytes -= h.hist.pop().size
+	}
+}
+
+// histLow is the oldest seq the history holds, or seq+1 when it is empty:
+// the history holds everything after p iff p+1 >= histLow.
+func (h *Hub) histLow() uint64 {
+	if h.hist.len() == 0 {
+		return h.seq + 1
+	}
+	return h.hist.at(0).ev.Seq
+}
+
+// histAt returns the event with sequence number seq, which must be in
+// [histLow, h.seq].
+func (h *Hub) histAt(seq uint64) item {
+	return h.hist.at(int(seq - h.histLow()))
+}
+
+// Subscribe starts a subscription. It fails with ErrHubDone after Close,
+// with ErrLimit when a cap in Config is reached, and on invalid options.
+func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
+	if o.Policy > Coalesce {
+		return nil, Hello{}, fmt.Errorf("subscribe: unknown policy %d", o.Policy)
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = DefaultQueueLen
+	}
+	if o.MaxQueueBytes < 0 {
+		o.MaxQueueBytes = 0
+	}
+	s := &Subscription{
+		hub:   h,
+		opts:  o,
+		ready: make(chan struct{}, 1),
+		done:  make(chan struct{}),
+		since: h.now(),
+	}
+	if o.Policy == Coalesce {
+		s.keys = make(map[string]int)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, Hello{}, ErrHubDone
+	}
+	if h.cfg.MaxSubscribers > 0 && len(h.subs) >= h.cfg.MaxSubscribers {
+		h.mu.Unlock()
+		return nil, Hello{}, fmt.Errorf("subscribe: %w: %d subscriptions", ErrLimit, len(h.subs))
+	}
+	if h.cfg.MaxPerUID > 0 && h.perUID[o.UID] >= h.cfg.MaxPerUID {
+		h.mu.Unlock()
+		return nil, Hello{}, fmt.Errorf("subscribe: %w: %d subscriptions for uid %d", ErrLimit, h.perUID[o.UID], o.UID)
+	}
+	h.nextID++
+	s.id = h.nextID
+	hello := Hello{Epoch: h.epoch, Seq: h.seq}
+	if o.Snapshot {
+		hello.Snapshot = h.snapshotLocked(s)
+		hello.SnapshotSeq = h.seq
+	}
+	queued := false
+	if o.Resume != nil {
+		hello.Resumed = true
+		s.mu.Lock()
+		hello.Recovered = h.replayLocked(s, *o.Resume)
+		queued = s.q.len() > 0 || s.pend.active
+		s.mu.Unlock()
+	}
+	if s.err != nil {
+		// A Disconnect subscription whose replay did not fit its queue
+		// ends at once; what fit can still be drained.
+		h.mu.Unlock()
+		return s, hello, nil
+	}
+	h.subs = append(h.subs, s)
+	h.perUID[o.UID]++
+	h.mu.Unlock()
+	if queued {
+		s.signal()
+	}
+	h.changed()
+	return s, hello, nil
+}
+
+// snapshotLocked returns the Snapshot copies of the state entries s may see,
+// ordered by StateKey.
+func (h *Hub) snapshotLocked(s *Subscription) []*event.Event {
+	out := make([]*event.Event, 0, len(h.state))
+	for _, e := range h.state {
+		if e.snap == nil {
+			e.snap = snapshotCopy(e.ev)
+		}
+		if s.wants(e.snap) && (s.opts.Allow == nil || s.opts.Allow(e.snap)) {
+			out = append(out, e.snap)
+		}
+	}
+	slices.SortFunc(out, func(a, b *event.Event) int { return strings.Compare(a.StateKey, b.StateKey) })
+	return out
+}
+
+// snapshotCopy copies ev's exported fields (not its JSON cache) and marks
+// the copy as a snapshot item.
+func snapshotCopy(ev *event.Event) *event.Event {
+	return &event.Event{
+		Epoch: ev.Epoch, Seq: ev.Seq, Time: ev.Time,
+		Source: ev.Source, Subtype: ev.Subtype, Tag: ev.Tag, Origin: ev.Origin,
+		Key: ev.Key, Block: ev.Block, USB: ev.USB,
+		Props: ev.Props, Raw: ev.Raw, Loss: ev.Loss, Owner: ev.Owner,
+		StateKey: ev.StateKey, StateRemove: ev.StateRemove,
+		Snapshot: true,
+	}
+}
+
+// replayLocked queues, for a resuming subscription, a history loss for what
+// the ring no longer holds and then every held event after p that s is
+// owed. It reports whether everything was recovered: the history held all
+// of it and it all fit in the queue. Called with h.mu and s.mu held.
+func (h *Hub) replayLocked(s *Subscription, p Position) bool {
+	low := h.histLow()
+	from := p.Seq + 1
+	held := true
+	switch {
+	case p.Epoch != h.epoch || p.Seq > h.seq:
+		held = false
+		reason := "epoch changed: the daemon restarted since the resume point"
+		if p.Epoch == h.epoch {
+			reason = "resume point is ahead of the hub"
+		}
+		l := h.historyLoss(1, low-1, reason)
+		s.enqueueLocked(item{ev: l, size: eventSize(l)})
+		from = low
+	case from < low:
+		held = false
+		l := h.historyLoss(from, low-1, fmt.Sprintf("history no longer holds seq %d..%d", from, low-1))
+		s.enqueueLocked(item{ev: l, size: eventSize(l)})
+		from = low
+	}
+	for seq := from; seq <= h.seq; seq++ {
+		it := h.histAt(seq)
+		if !s.wants(it.ev) {
+			continue
+		}
+		if s.allowed(it.ev) {
+			s.enqueueLocked(it)
+		}
+	}
+	return held && !s.pend.active && s.err == nil
+}
+
+// historyLoss makes the loss event a resuming subscriber gets for the seqs
+// the history cannot replay. Its count is unknown: nobody knows how many
+// of the missing events the subscriber's filter would have matched.
+func (h *Hub) historyLoss(from, to uint64, reason string) *event.Event {
+	l := event.NewLoss("", event.OriginHistory, event.CountUnknown, reason)
+	l.Epoch, l.Time = h.epoch, h.now()
+	if from <= to {
+		l.Loss.FromSeq, l.Loss.ToSeq = from, to
+	}
+	return l
+}
+
+// remove takes s out of the subscription set; it reports whether s was in it.
+func (h *Hub) remove(s *Subscription) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	i := slices.Index(h.subs, s)
+	if i < 0 {
+		return false
+	}
+	h.subs = slices.Delete(h.subs, i, i+1)
+	h.forgetLocked(s)
+	return true
+}
+
+func (h *Hub) forgetLocked(s *Subscription) {
+	if h.perUID[s.opts.UID]--; h.perUID[s.opts.UID] <= 0 {
+		delete(h.perUID, s.opts.UID)
+	}
+}
+
+// changed calls Config.OnChange outside the hub's locks. Calls never
+// overlap; a change made while OnChange runs causes one more call, so the
+// last call always sees the final subscription set.
+func (h *Hub) changed() {
+	if h.cfg.OnChange == nil {
+		return
+	}
+	h.chMu.Lock()
+	h.chPending = true
+	if h.chRunning {
+		h.chMu.Unlock()
+		return
+	}
+	h.chRunning = true
+	for h.chPending {
+		h.chPending = false
+		h.chMu.Unlock()
+		h.cfg.OnChange()
+		h.chMu.Lock()
+	}
+	h.chRunning = false
+	h.chMu.Unlock()
+}
+
+// Close ends every subscription with ErrHubDone (what they had queued can
+// still be drained) and makes Publish, Seed and Subscribe no-ops or
+// errors. The hub owns no goroutines, so there is nothing to wait for.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	subs := h.subs
+	h.subs = nil
+	clear(h.perUID)
+	for _, s := range subs {
+		s.mu.Lock()
+		s.endLocked(ErrHubDone)
+		s.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if len(subs) > 0 {
+		h.changed()
+	}
+}
+
+// Stats returns the hub's counters.
+func (h *Hub) Stats() HubStats {
+	h.mu.Lock()
+	st := HubStats{
+		Epoch:       h.epoch,
+		Seq:         h.seq,
+		Published:   h.published,
+		Subscribers: len(h.subs),
+		HistoryLen:  h.hist.len(),
+	}
+	if h.hist.len() > 0 {
+		st.HistoryLow = h.hist.at(0).ev.Seq
+	}
+	h.mu.Unlock()
+	st.Deliveries = h.deliveries.Load()
+	st.Drops = h.drops.Load()
+	st.Denials = h.denials.Load()
+	return st
+}
+
+// Subscribers returns the counters of every live subscription, oldest
+// first.
+func (h *Hub) Subscribers() []SubStats {
+	h.mu.Lock()
+	subs := slices.Clone(h.subs)
+	h.mu.Unlock()
+	out := make([]SubStats, 0, len(subs))
+	for _, s := range subs {
+		out = append(out, s.Stats())
+	}
+	return out
+}
+
+// Matchers returns the Match of every live subscription, so that the
+// daemon can derive the kernel-side filter. A nil entry is a subscription
+// without a filter: it wants every event.
+func (h *Hub) Matchers() []Matcher {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]Matcher, 0, len(h.subs))
+	for _, s := range h.subs {
+		out = append(out, s.opts.Match)
+	}
+	return out
+}
+
+// History returns, oldest first, up to max (0: no limit) remembered events
+// with seq > after that m matches (nil: all), allow allows (nil: all) and
+// that are not restricted to an owner other than owner. Loss events in the
+// history are included when m says they could have matched. Events older
+// than HubStats.HistoryLow are gone; compare after+1 with it to know.
+func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, owner string, max int) []*event.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	from := after + 1
+	if low := h.histLow(); from < low {
+		from = low
+	}
+	var out []*event.Event
+	for seq := from; seq <= h.seq; seq++ {
+		if max > 0 && len(out) >= max {
+			break
+		}
+		ev := h.histAt(seq).ev
+		if ev.Owner != "" && ev.Owner != owner {
+			continue
+		}
+		if m != nil && !m.Match(ev) {
+			continue
+		}
+		if allow != nil && !allow(ev) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// eventSize approximates what ev costs in memory and on the wire: the raw
+// record plus an estimate of its JSON form (which holds Raw again as hex).
+// It allocates nothing.
+func eventSize(ev *event.Event) int {
+	n := 3*len(ev.Raw) + 160 + len(ev.Subtype) + len(ev.StateKey) + len(ev.Owner) + len(ev.Source)
+	for k, v := range ev.Props {
+		n += len(k) + len(v) + 6
+	}
+	if k := ev.Key; k != nil {
+		n += 64 + len(k.Type) + len(k.Description)
+	}
+	if ev.Block != nil {
+		n += 80 + len(ev.Block.Device)
+	}
+	if u := ev.USB; u != nil {
+		n += 96 + len(u.Name) + len(u.Speed) + len(u.Driver)
+	}
+	if l := ev.Loss; l != nil {
+		n += 64 + len(l.Reason)
+	}
+	return n
+}

@@ -1,0 +1,385 @@
+package fanout
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+)
+
+// Subscription is one subscriber's bounded queue. Its methods are safe for
+// concurrent use, but the queue is meant to have one consumer: Drain and
+// Next hand each queued item out exactly once.
+type Subscription struct {
+	hub   *Hub
+	opts  Options
+	id    uint64
+	since time.Time
+	ready chan struct{} // 1-buffered: "something was queued"
+	done  chan struct{} // closed when the subscription ends
+
+	gone   bool          // out of hub.subs; guarded by hub.mu
+	denied atomic.Uint64 // written under hub.mu, read anywhere
+
+	mu    sync.Mutex
+	q     ring
+	bytes int     // sum of queued item sizes
+	pend  pending // loss to hand out before the queue
+	keys  map[string]int
+	dups  int // queued events superseded by a newer queued one (Coalesce)
+	err   error
+	freed bool // Close discarded the queue
+
+	owed, delivered, lost, lossEvents, coalesced, dropped uint64
+	queuedUnits                                           uint64 // units in q
+}
+
+// pending is the loss a subscription accumulates while its queue
+// overflows; it is handed out as one loss event ahead of the queue.
+type pending struct {
+	active    bool
+	from, to  uint64
+	count     uint64 // records known to be lost
+	unknown   bool   // some merged loss had an unknown count
+	units     uint64 // identity units covered
+	dropped   uint64 // events dropped as oldest
+	coalesced uint64 // events superseded by a newer one
+	merged    uint64 // loss events merged in
+}
+
+func (p *pending) extend(seq uint64) {
+	if seq == 0 {
+		return
+	}
+	if p.from == 0 || seq < p.from {
+		p.from = seq
+	}
+	if seq > p.to {
+		p.to = seq
+	}
+}
+
+// units is what ev counts for in the accounting identity: one for an
+// event, the count of a loss event whose count is known, and one for a
+// loss event whose count is unknown.
+func units(ev *event.Event) uint64 {
+	if l := ev.Loss; l != nil && l.Known() {
+		return l.Count
+	}
+	return 1
+}
+
+// ID is the subscription's hub-unique number.
+func (s *Subscription) ID() uint64 { return s.id }
+
+// Ready is signalled (it is 1-buffered) when something is queued into an
+// empty queue; a consumer waits on it and then calls Drain, which takes
+// everything, so no signal is missed. A signal may be stale (Drain was
+// called without waiting): Drain then returns nothing.
+func (s *Subscription) Ready() <-chan struct{} { return s.ready }
+
+// Done is closed when the subscription ends; Err says why.
+func (s *Subscription) Done() <-chan struct{} { return s.done }
+
+// Err is nil while the subscription is live, then ErrSlow, ErrHubDone or
+// ErrClosed.
+func (s *Subscription) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// wants reports whether s may see ev by owner and filter.
+func (s *Subscription) wants(ev *event.Event) bool {
+	if ev.Owner != "" && ev.Owner != s.opts.Owner {
+		return false
+	}
+	return s.opts.Match == nil || s.opts.Match.Match(ev)
+}
+
+// allowed asks the policy hook, counting denials.
+func (s *Subscription) allowed(ev *event.Event) bool {
+	if s.opts.Allow == nil || s.opts.Allow(ev) {
+		return true
+	}
+	s.denied.Add(1)
+	s.hub.denials.Add(1)
+	return false
+}
+
+// offer queues ev if s is owed it. It reports whether s ended (Disconnect).
+// Called with hub.mu held.
+func (s *Subscription) offer(ev *event.Event, size int) bool {
+	if !s.wants(ev) || !s.allowed(ev) {
+		return false
+	}
+	s.mu.Lock()
+	wasEmpty := s.q.len() == 0 && !s.pend.active
+	ended := s.enqueueLocked(item{ev: ev, size: size})
+	s.mu.Unlock()
+	if ended {
+		s.gone = true
+		return true
+	}
+	if wasEmpty {
+		// Drain takes everything, so a signal is needed only when the
+		// queue stops being empty: while it is not, a signal is pending
+		// or the consumer is on its way to Drain.
+		s.signal()
+	}
+	return false
+}
+
+func (s *Subscription) signal() {
+	select {
+	case s.ready <- struct{}{}:
+	default:
+	}
+}
+
+// full reports whether it does not fit: the queue holds QueueLen items, or
+// the byte cap would be exceeded (a single item larger than the cap is
+// still queued into an empty queue).
+func (s *Subscription) full(it item) bool {
+	if s.q.len() >= s.opts.QueueLen {
+		return true
+	}
+	return s.opts.MaxQueueBytes > 0 && s.q.len() > 0 && s.bytes+it.size > s.opts.MaxQueueBytes
+}
+
+// enqueueLocked queues it under the subscription's policy. It reports
+// whether the subscription ended because of it (Disconnect); the item is
+// then not owed. Called with s.mu held.
+func (s *Subscription) enqueueLocked(it item) bool {
+	if s.err != nil {
+		return s.err == ErrSlow
+	}
+	for s.full(it) {
+		switch s.opts.Policy {
+		case Disconnect:
+			s.endLocked(ErrSlow)
+			return true
+		case Coalesce:
+			if s.dups > 0 {
+				s.coalesceLocked()
+				continue
+			}
+		}
+		s.dropOldestLocked()
+	}
+	u := units(it.ev)
+	s.owed += u
+	s.queuedUnits += u
+	s.bytes += it.size
+	s.q.push(it)
+	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
+		if s.keys[it.ev.StateKey]++; s.keys[it.ev.StateKey] > 1 {
+			s.dups++
+		}
+	}
+	return false
+}
+
+func (s *Subscription) dropOldestLocked() {
+	it := s.q.pop()
+	s.unqueueLocked(it)
+	s.pend.merge(it.ev, false)
+	if it.ev.Loss == nil {
+		s.dropped++
+		s.hub.drops.Add(1)
+	}
+}
+
+// unqueueLocked updates the counters for an item leaving the queue without
+// being handed out.
+func (s *Subscription) unqueueLocked(it item) {
+	s.queuedUnits -= units(it.ev)
+	s.bytes -= it.size
+	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
+		k := it.ev.StateKey
+		if s.keys[k] > 1 {
+			s.dups--
+		}
+		if s.keys[k]--; s.keys[k] <= 0 {
+			delete(s.keys, k)
+		}
+	}
+}
+
+// coalesceLocked removes every queued event that a newer queued event with
+// the same StateKey supersedes, folding them into the pending loss.
+func (s *Subscription) coalesceLocked() {
+	s.q.filter(func(_ int, it item) bool {
+		k := it.ev.StateKey
+		if k == "" || it.ev.Loss != nil || s.keys[k] <= 1 {
+			return true
+		}
+		s.unqueueLocked(it)
+		s.pend.merge(it.ev, true)
+		s.coalesced++
+		return false
+	})
+	s.dups = 0
+}
+
+func (p *pending) merge(ev *event.Event, coalesced bool) {
+	p.active = true
+	p.units += units(ev)
+	if l := ev.Loss; l != nil {
+		p.merged++
+		if l.Known() {
+			p.count += l.Count
+		} else {
+			p.unknown = true
+		}
+		p.extend(ev.Seq)
+		p.extend(l.FromSeq)
+		p.extend(l.ToSeq)
+		return
+	}
+	p.count++
+	p.extend(ev.Seq)
+	if coalesced {
+		p.coalesced++
+	} else {
+		p.dropped++
+	}
+}
+
+// lossEvent turns the pending loss into the loss event handed out. Its Seq
+// is 0: it is not a hub event, and its range is in Loss.FromSeq..ToSeq.
+func (p *pending) lossEvent(h *Hub) *event.Event {
+	var parts []string
+	if p.dropped > 0 {
+		parts = append(parts, fmt.Sprintf("dropped %d oldest", p.dropped))
+	}
+	if p.coalesced > 0 {
+		parts = append(parts, fmt.Sprintf("coalesced %d superseded", p.coalesced))
+	}
+	if p.merged > 0 {
+		parts = append(parts, fmt.Sprintf("merged %d loss events", p.merged))
+	}
+	count := p.count
+	if p.unknown {
+		count = event.CountUnknown
+	}
+	l := event.NewLoss("", event.OriginSubscriber, count, "subscriber queue full: "+strings.Join(parts, ", "))
+	l.Epoch, l.Time = h.epoch, h.now()
+	l.Loss.FromSeq, l.Loss.ToSeq = p.from, p.to
+	return l
+}
+
+// endLocked ends the subscription with err (the first reason sticks).
+func (s *Subscription) endLocked(err error) {
+	if s.err != nil {
+		return
+	}
+	s.err = err
+	close(s.done)
+}
+
+// Drain appends to dst everything queued, in order, and returns it without
+// blocking: first the pending loss event if the queue overflowed, then the
+// queued events and loss events. After the subscription ended with ErrSlow
+// or ErrHubDone what was queued can still be drained; after Close nothing.
+func (s *Subscription) Drain(dst []*event.Event) []*event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.freed {
+		return dst
+	}
+	var delivered uint64
+	if s.pend.active {
+		dst = append(dst, s.pend.lossEvent(s.hub))
+		s.lost += s.pend.units
+		s.lossEvents++
+		s.pend = pending{}
+	}
+	for s.q.len() > 0 {
+		it := s.q.pop()
+		dst = append(dst, it.ev)
+		if it.ev.Loss != nil {
+			s.lost += units(it.ev)
+			s.lossEvents++
+		} else {
+			delivered++
+		}
+	}
+	s.delivered += delivered
+	s.hub.deliveries.Add(delivered)
+	s.bytes, s.queuedUnits, s.dups = 0, 0, 0
+	clear(s.keys)
+	return dst
+}
+
+// Next waits until something is queued and returns it (as Drain), or
+// returns the reason the subscription ended once nothing is left, or
+// ctx's error.
+func (s *Subscription) Next(ctx context.Context) ([]*event.Event, error) {
+	for {
+		if evs := s.Drain(nil); len(evs) > 0 {
+			return evs, nil
+		}
+		select {
+		case <-s.ready:
+		case <-s.done:
+			if evs := s.Drain(nil); len(evs) > 0 {
+				return evs, nil
+			}
+			return nil, s.Err()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Close ends the subscription with ErrClosed and discards its queue.
+func (s *Subscription) Close() {
+	removed := s.hub.remove(s)
+	s.mu.Lock()
+	s.endLocked(ErrClosed)
+	s.freed = true
+	s.q.reset()
+	s.pend = pending{}
+	s.bytes, s.queuedUnits = 0, 0
+	s.mu.Unlock()
+	if removed {
+		s.hub.changed()
+	}
+}
+
+// Stats returns the subscription's counters, consistent with each other:
+// Delivered + Lost + Pending == Owed at every instant.
+func (s *Subscription) Stats() SubStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := SubStats{
+		ID:         s.id,
+		Label:      s.opts.Label,
+		UID:        s.opts.UID,
+		Policy:     s.opts.Policy,
+		Delivered:  s.delivered,
+		Lost:       s.lost,
+		LossEvents: s.lossEvents,
+		Coalesced:  s.coalesced,
+		Denied:     s.denied.Load(),
+		Queued:     s.q.len(),
+		QueueLen:   s.opts.QueueLen,
+		Since:      s.since,
+		Owed:       s.owed,
+		Pending:    s.queuedUnits + s.pend.units,
+		Dropped:    s.dropped,
+		QueueBytes: s.bytes,
+	}
+	if s.pend.active {
+		st.Queued++
+	}
+	if s.err != nil {
+		st.Err = s.err.Error()
+	}
+	return st
+}

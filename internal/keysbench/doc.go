@@ -1,0 +1,15 @@
+// Package keysbench measures notifyd's key source under a storm of key
+// updates (KEYCTL_UPDATE as fast as one thread can) beside keyutils'
+// "keyctl watch" on the same kind of storm: events per second received and
+// loss, with notifyd reporting loss as loss events where keyctl prints
+// "-- LOSS --".
+//
+// Key notifications need a kernel with CONFIG_WATCH_QUEUE and
+// CONFIG_KEY_NOTIFICATIONS, so the measurement runs in the VM tier:
+// BenchmarkVMKeyStorm (on the host) builds a guest initramfs holding this
+// package's test binary, boots the watch_queue kernel from
+// scripts/vm-kernel.sh under qemu, runs BenchmarkKeyStorm in the guest and
+// reports the guest's figures as its own. The guest is emulated (TCG), so
+// only the ratio to keyctl watch is meaningful, not the absolute rates.
+// cmd/notifyd-bench runs it; docs/performance.md explains the figures.
+package keysbench

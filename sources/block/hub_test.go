@@ -1,0 +1,122 @@
+package block
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/sources/internal/looptest"
+	"github.com/notifyd/notifyd/sources/kmsg"
+	"github.com/notifyd/notifyd/sources/sysfs"
+	"github.com/notifyd/notifyd/sources/uevent"
+)
+
+// TestIntegrationHubSnapshotAndLive runs the block source into a real
+// fan-out hub: a snapshot subscription sees the disks present at start
+// (from the source's Seed) stamped with a sequence number, then a new loop
+// device's add and remove as live events after it; a later snapshot no
+// longer lists the removed device.
+func TestIntegrationHubSnapshotAndLive(t *testing.T) {
+	testenv.Root(t, "creates loop devices and binds NETLINK_KOBJECT_UEVENT")
+	if _, err := os.Stat("/dev/loop-control"); err != nil {
+		testenv.Missing(t, "/dev/loop-control: "+err.Error(), "modprobe loop")
+	}
+	hub := fanout.New(fanout.Config{})
+	defer hub.Close()
+	mon := uevent.New(uevent.Config{})
+	km := kmsg.New(kmsg.Config{})
+	src := New(Config{Uevents: mon, Kmsg: km})
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 3)
+	go func() { errs <- mon.Run(ctx) }()
+	go func() { errs <- km.Run(ctx) }()
+	go func() { errs <- src.Run(ctx, hub) }()
+	defer func() {
+		cancel()
+		for range 3 {
+			if err := <-errs; err != nil {
+				t.Errorf("run: %v", err)
+			}
+		}
+	}()
+	present, err := sysfs.BlockDevices(sysfs.Root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub *fanout.Subscription
+	var hello fanout.Hello
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if sub != nil {
+			sub.Close()
+		}
+		sub, hello, err = hub.Subscribe(fanout.Options{Snapshot: true, Label: "block test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src.Health().State == event.HealthDerived && len(hello.Snapshot) >= len(present) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("snapshot has %d items, sysfs %d; health %+v", len(hello.Snapshot), len(present), src.Health())
+		}
+	}
+	defer sub.Close()
+	keys := map[string]bool{}
+	for _, ev := range hello.Snapshot {
+		if !ev.Snapshot || ev.Source != event.SourceBlock {
+			t.Errorf("snapshot item %+v", ev)
+		}
+		keys[ev.StateKey] = true
+	}
+	for _, d := range present {
+		if !keys[stateKey(d.Major, d.Minor)] {
+			t.Errorf("%s (%d:%d) missing from the snapshot", d.Name, d.Major, d.Minor)
+		}
+	}
+
+	d, err := looptest.Add()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := func(what string, match func(*event.Event) bool) *event.Event {
+		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer wcancel()
+		for {
+			evs, err := sub.Next(wctx)
+			if err != nil {
+				t.Fatalf("waiting for %s: %v", what, err)
+			}
+			for _, ev := range evs {
+				if match(ev) {
+					return ev
+				}
+			}
+		}
+	}
+	add := next(d.Name+" add", func(ev *event.Event) bool {
+		return ev.Block != nil && ev.Block.Device == d.Name && ev.Subtype == event.BlockAdd
+	})
+	if add.Seq <= hello.Seq || add.Epoch != hello.Epoch {
+		t.Errorf("add seq %d epoch %x, snapshot at %d epoch %x", add.Seq, add.Epoch, hello.Seq, hello.Epoch)
+	}
+	if err := d.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	rm := next(d.Name+" remove", func(ev *event.Event) bool {
+		return ev.Block != nil && ev.Block.Device == d.Name && ev.Subtype == event.BlockRemove
+	})
+	s2, h2, err := hub.Subscribe(fanout.Options{Snapshot: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.Close()
+	for _, ev := range h2.Snapshot {
+		if ev.StateKey == rm.StateKey {
+			t.Errorf("removed %s still in the snapshot: %+v", d.Name, ev)
+		}
+	}
+}

@@ -1,0 +1,511 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"reflect"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/watchqueue"
+	"golang.org/x/sys/unix"
+)
+
+// childEnv makes the test binary act as a key-watching client process
+// (see TestMain and clientMain).
+const childEnv = "NOTIFYD_KEYS_TEST_CLIENT"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(clientMain())
+	}
+	os.Exit(m.Run())
+}
+
+// sink records what a source publishes and seeds.
+type sink struct {
+	mu        sync.Mutex
+	published []*event.Event
+	seeded    []*event.Event
+}
+
+func (s *sink) Publish(ev *event.Event) {
+	s.mu.Lock()
+	s.published = append(s.published, ev)
+	s.mu.Unlock()
+}
+
+func (s *sink) Seed(ev *event.Event) {
+	s.mu.Lock()
+	s.seeded = append(s.seeded, ev)
+	s.mu.Unlock()
+}
+
+func (s *sink) events() []*event.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*event.Event(nil), s.published...)
+}
+
+// wait polls until ok holds for the published events.
+func (s *sink) wait(t *testing.T, what string, timeout time.Duration, ok func([]*event.Event) bool) []*event.Event {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		evs := s.events()
+		if ok(evs) {
+			return evs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; got %s", what, dump(evs))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func dump(evs []*event.Event) string {
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "\n  %s/%s tag=%d owner=%q", e.Source, e.Subtype, e.Tag, e.Owner)
+		if e.Key != nil {
+			fmt.Fprintf(&b, " key=%d aux=%d", e.Key.ID, e.Key.Aux)
+		}
+		if e.Loss != nil {
+			fmt.Fprintf(&b, " loss=%+v", *e.Loss)
+		}
+	}
+	return b.String()
+}
+
+func find(evs []*event.Event, f func(*event.Event) bool) *event.Event {
+	for _, e := range evs {
+		if f(e) {
+			return e
+		}
+	}
+	return nil
+}
+
+func keyEvent(sub string, id, aux int32, owner string) func(*event.Event) bool {
+	return func(e *event.Event) bool {
+		return e.Source == event.SourceKey && e.Subtype == sub && e.Key != nil && e.Key.ID == id && e.Key.Aux == aux && e.Owner == owner
+	}
+}
+
+func addKey(t *testing.T, typ, desc string, payload []byte, ring int32) int32 {
+	t.Helper()
+	var id int
+	err := watchqueue.OnKeyThread(func() (err error) {
+		id, err = unix.AddKey(typ, desc, payload, int(ring))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("add_key %s %q: %v", typ, desc, err)
+	}
+	return int32(id)
+}
+
+func keyctl(t *testing.T, cmd int, args ...int) {
+	t.Helper()
+	a := make([]int, 4)
+	copy(a, args)
+	if err := watchqueue.OnKeyThread(func() error {
+		_, err := unix.KeyctlInt(cmd, a[0], a[1], a[2], a[3])
+		return err
+	}); err != nil {
+		t.Fatalf("keyctl %d %v: %v", cmd, args, err)
+	}
+}
+
+// --- host tests (keys work on every kernel; only watches need the VM) ---
+
+func TestParseKey(t *testing.T) {
+	for in, want := range map[string]int32{"@s": -3, "@u": -4, "@us": -5, "@p": -2, "@t": -1, "12": 12, "0x10": 16} {
+		got, err := ParseKey(in)
+		if err != nil || got != want {
+			t.Errorf("ParseKey(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "@x", "0", "-3", "abc", "99999999999"} {
+		if _, err := ParseKey(in); err == nil {
+			t.Errorf("ParseKey(%q) accepted", in)
+		}
+	}
+}
+
+func TestPasswdUIDs(t *testing.T) {
+	uids, err := passwdUIDs("testdata/passwd")
+	if err != nil || !reflect.DeepEqual(uids, []uint32{0, 1, 1000}) {
+		t.Fatalf("uids = %v, %v", uids, err)
+	}
+	if _, err := passwdUIDs("testdata/missing"); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func TestDescribeAndSeed(t *testing.T) {
+	ring := addKey(t, "keyring", "keys-test-seed", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	k1 := addKey(t, "user", "seed;one", []byte("1"), ring)
+	k2 := addKey(t, "user", "seed-two", []byte("2"), ring)
+
+	f, ok := Describe(k1)
+	if !ok || f.Type != "user" || f.Description != "seed;one" || f.UID != uint32(os.Geteuid()) || f.Perm == 0 {
+		t.Fatalf("Describe = %+v %v", f, ok)
+	}
+	keyctl(t, unix.KEYCTL_INVALIDATE, int(k2))
+	time.Sleep(100 * time.Millisecond) // invalidated keys are collected at once
+	if f, ok := Describe(0x7ffffff0); ok || f.Described {
+		t.Fatalf("Describe of a missing key = %+v", f)
+	}
+
+	k := New(Config{})
+	k.watches[1] = watch{name: "ring", serial: ring}
+	s := &sink{}
+	k.seed(s)
+	got := map[int32]*event.Event{}
+	for _, e := range s.seeded {
+		if !e.Snapshot || e.Subtype != event.SnapshotPresent || e.Key == nil || e.StateKey != record.KeyStateKey(e.Key.ID) {
+			t.Fatalf("bad seed %+v", e)
+		}
+		got[e.Key.ID] = e
+	}
+	if got[ring] == nil || got[k1] == nil || got[ring].Key.Type != "keyring" {
+		t.Fatalf("seeded %v, want ring %d and key %d", dump(s.seeded), ring, k1)
+	}
+	if got[k2] != nil {
+		t.Fatalf("invalidated key %d seeded", k2)
+	}
+}
+
+func TestRunUnavailable(t *testing.T) {
+	probe := watchqueue.HaveKeyNotifications()
+	if probe == nil {
+		t.Skip("this kernel has key notifications; the VM tests cover Run") // nothing to check here
+	}
+	k := New(Config{Watch: []string{"@s"}})
+	err := k.Run(context.Background(), &sink{})
+	if !errors.Is(err, watchqueue.ErrNotSupported) {
+		t.Fatalf("Run = %v, want ErrNotSupported", err)
+	}
+	h := k.Health()
+	if h.State != event.HealthUnavailable || h.Reason == "" || h.Errno == "" || h.Name != "keys" || h.Source != event.SourceKey {
+		t.Fatalf("health = %+v", h)
+	}
+	var errno unix.Errno
+	if errors.As(probe, &errno) && h.Errno != unix.ErrnoName(errno) {
+		t.Fatalf("health errno %s, probe %v", h.Errno, errno)
+	}
+	if errors.Is(probe, unix.ENOPKG) && !strings.Contains(h.Reason, "CONFIG_WATCH_QUEUE") {
+		t.Fatalf("reason %q does not name CONFIG_WATCH_QUEUE", h.Reason)
+	}
+	if _, _, err := k.AttachClient("x"); !errors.Is(err, watchqueue.ErrNotSupported) {
+		t.Fatalf("AttachClient = %v", err)
+	}
+}
+
+func TestSetKernelFilterRejects(t *testing.T) {
+	k := New(Config{})
+	if err := k.SetKernelFilter([]watchqueue.FilterEntry{{Type: record.TypeBlock}}); err == nil {
+		t.Fatal("notifyd type accepted for the kernel filter")
+	}
+	if err := k.SetKernelFilter([]watchqueue.FilterEntry{{Type: record.TypeKey, Subtypes: watchqueue.AllSubtypes}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// --- VM tests: need watch_queue ---
+
+func need(t *testing.T) {
+	t.Helper()
+	testenv.KernelFeature(t, watchqueue.HaveKeyNotifications(), "watch_queue key notifications")
+}
+
+// start runs a key source until the test ends.
+func start(t *testing.T, cfg Config) (*Keys, *sink) {
+	t.Helper()
+	k := New(cfg)
+	s := &sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx, s) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	deadline := time.Now().Add(10 * time.Second)
+	for k.Health().State == event.HealthStarting {
+		if time.Now().After(deadline) {
+			t.Fatal("source did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h := k.Health(); h.State != event.HealthLive {
+		t.Fatalf("health %+v", h)
+	}
+	return k, s
+}
+
+// exercise performs every key operation on ring and returns the wanted
+// events for a watch on ring (and on k1, watched through watchK1).
+func exercise(t *testing.T, ring int32, owner string, watchK1 func(k1 int32)) []func(*event.Event) bool {
+	t.Helper()
+	k1 := addKey(t, "user", "k1", []byte("a"), ring)
+	watchK1(k1)
+	addKey(t, "user", "k1", []byte("b"), ring) // updated
+	keyctl(t, unix.KEYCTL_SETPERM, int(k1), 0x3f3f0000)
+	keyctl(t, unix.KEYCTL_REVOKE, int(k1))
+	keyctl(t, unix.KEYCTL_UNLINK, int(k1), int(ring))
+	k2 := addKey(t, "user", "k2", []byte("c"), ring)
+	keyctl(t, unix.KEYCTL_CLEAR, int(ring))
+	keyctl(t, unix.KEYCTL_INVALIDATE, int(ring))
+	return []func(*event.Event) bool{
+		keyEvent(event.KeyLinked, ring, k1, owner),
+		keyEvent(event.KeyUpdated, k1, 0, owner),
+		keyEvent(event.KeySetattr, k1, 0, owner),
+		keyEvent(event.KeyRevoked, k1, 0, owner),
+		keyEvent(event.KeyUnlinked, ring, k1, owner),
+		keyEvent(event.KeyLinked, ring, k2, owner),
+		keyEvent(event.KeyCleared, ring, 0, owner),
+		keyEvent(event.KeyInvalidated, ring, 0, owner),
+	}
+}
+
+func all(ws []func(*event.Event) bool) func([]*event.Event) bool {
+	return func(evs []*event.Event) bool {
+		for _, w := range ws {
+			if find(evs, w) == nil {
+				return false
+			}
+		}
+		return true
+	}
+}
+
+func TestIntegrationDaemonWatch(t *testing.T) {
+	need(t)
+	ring := addKey(t, "keyring", "keys-daemon", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	seedKey := addKey(t, "user", "present", []byte("p"), ring)
+	k, s := start(t, Config{Watch: []string{strconv.Itoa(int(ring))}})
+	s.mu.Lock()
+	seeded := append([]*event.Event(nil), s.seeded...)
+	s.mu.Unlock()
+	if find(seeded, func(e *event.Event) bool { return e.Key != nil && e.Key.ID == seedKey }) == nil {
+		t.Fatalf("key %d not seeded: %s", seedKey, dump(seeded))
+	}
+	var k1 int32
+	want := exercise(t, ring, "", func(id int32) {
+		k1 = id
+		if tag, err := k.Watch(id); err != nil || tag != 2 {
+			t.Fatalf("Watch = %d, %v; want tag 2", tag, err)
+		}
+	})
+	evs := s.wait(t, "every subtype", 10*time.Second, all(want))
+	e := find(evs, keyEvent(event.KeyLinked, ring, k1, ""))
+	if e.Origin != event.OriginWatchQueue || e.Tag != 1 || e.StateKey != record.KeyStateKey(ring) ||
+		!e.Key.Described || e.Key.Type != "keyring" || e.Key.Description != "keys-daemon" || len(e.Raw) != 16 {
+		t.Fatalf("linked event %+v key %+v", e, e.Key)
+	}
+	// The invalidated ring and the revoked, unlinked k1 are collected:
+	// both watches are removed.
+	isRemoval := func(id int32) func(*event.Event) bool {
+		return func(e *event.Event) bool { return e.Subtype == event.MetaRemoval && e.Key != nil && e.Key.ID == id }
+	}
+	rm := s.wait(t, "removal of both watches", 30*time.Second, func(evs []*event.Event) bool {
+		return find(evs, isRemoval(ring)) != nil && find(evs, isRemoval(k1)) != nil
+	})
+	for id, tag := range map[int32]int{ring: 1, k1: 2} {
+		r := find(rm, isRemoval(id))
+		if r.Source != event.SourceKey || !r.StateRemove || r.Tag != tag || r.StateKey != record.KeyStateKey(id) {
+			t.Fatalf("removal %+v", r)
+		}
+	}
+	k.mu.Lock()
+	n := len(k.watches)
+	k.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d watches still tracked after removal", n)
+	}
+	if h := k.Health(); h.Events == 0 {
+		t.Fatalf("health counts no events: %+v", h)
+	}
+}
+
+func TestIntegrationClientWatchInProcess(t *testing.T) {
+	need(t)
+	k, s := start(t, Config{})
+	wr, detach, err := k.AttachClient("client-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	defer wr.Close()
+	if _, err := wr.Write([]byte("forged!!")); !errors.Is(err, unix.EXDEV) {
+		t.Fatalf("write to the client's end = %v, want EXDEV", err)
+	}
+	ring := addKey(t, "keyring", "keys-client", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	if err := watchqueue.WatchKeyFD(int(wr.Fd()), ring, 1); err != nil {
+		t.Fatal(err)
+	}
+	want := exercise(t, ring, "client-a", func(k1 int32) {
+		if err := watchqueue.WatchKeyFD(int(wr.Fd()), k1, 2); err != nil {
+			t.Fatal(err)
+		}
+	})
+	s.wait(t, "every subtype for client-a", 10*time.Second, all(want))
+	for _, e := range s.events() {
+		if e.Owner != "client-a" {
+			t.Fatalf("event without the client's owner: %s", dump([]*event.Event{e}))
+		}
+	}
+}
+
+// clientMain runs in a child process: it watches a keyring of its own
+// through the write end it inherited as fd 3, makes one change, and
+// reports the serials; it also tries to watch the keyring given in
+// NOTIFYD_KEYS_TEST_FOREIGN, which it may not view.
+func clientMain() int {
+	runtime.LockOSThread() // the process keyring is installed in this thread
+	wr := 3
+	ring, err := unix.AddKey("keyring", "child-ring", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	if err != nil {
+		fmt.Println("error add ring:", err)
+		return 1
+	}
+	if _, err := unix.KeyctlInt(unix.KEYCTL_WATCH_KEY, ring, wr, 7, 0); err != nil {
+		fmt.Println("error watch:", err)
+		return 1
+	}
+	key, err := unix.AddKey("user", "child-key", []byte("x"), ring)
+	if err != nil {
+		fmt.Println("error add key:", err)
+		return 1
+	}
+	foreign, _ := strconv.Atoi(os.Getenv("NOTIFYD_KEYS_TEST_FOREIGN"))
+	_, ferr := unix.KeyctlInt(unix.KEYCTL_WATCH_KEY, foreign, wr, 8, 0)
+	fmt.Printf("ring=%d key=%d foreign=%v\n", ring, key, ferr)
+	return 0
+}
+
+func TestIntegrationClientProcess(t *testing.T) {
+	need(t)
+	testenv.Root(t, "runs the client as another user")
+	k, s := start(t, Config{})
+	wrA, detachA, err := k.AttachClient("client-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detachA()
+	wrB, detachB, err := k.AttachClient("client-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detachB()
+	defer wrB.Close()
+	if _, _, err := k.AttachClient("client-a"); err == nil {
+		t.Fatal("same owner attached twice")
+	}
+	// A root-only keyring the client may not view.
+	secret := addKey(t, "keyring", "root-secret", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	keyctl(t, unix.KEYCTL_SETPERM, int(secret), 0x3f000000) // possessor only
+
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "NOTIFYD_KEYS_TEST_FOREIGN="+strconv.Itoa(int(secret)))
+	cmd.ExtraFiles = []*os.File{wrA}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 4242, Gid: 4242}}
+	out, err := cmd.CombinedOutput()
+	wrA.Close() // the daemon's side keeps its own write end
+	if err != nil {
+		t.Fatalf("client: %v: %s", err, out)
+	}
+	var ring, key int32
+	var ferr string
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "ring=%d key=%d foreign=%s", &ring, &key, &ferr); err != nil {
+		t.Fatalf("client said %q: %v", out, err)
+	}
+	if !strings.Contains(string(out), "permission denied") && !strings.Contains(string(out), "required key not available") {
+		t.Fatalf("client could watch a keyring it cannot view: %s", out)
+	}
+	evs := s.wait(t, "the client's linked event", 10*time.Second, func(evs []*event.Event) bool {
+		return find(evs, keyEvent(event.KeyLinked, ring, key, "client-a")) != nil
+	})
+	e := find(evs, keyEvent(event.KeyLinked, ring, key, "client-a"))
+	if e.Tag != 7 || e.Origin != event.OriginWatchQueue {
+		t.Fatalf("client event %+v", e)
+	}
+	// Client B, and the daemon's own watches, saw nothing of it.
+	time.Sleep(200 * time.Millisecond)
+	for _, e := range s.events() {
+		if e.Owner != "client-a" {
+			t.Fatalf("event leaked beyond client-a: %s", dump([]*event.Event{e}))
+		}
+	}
+}
+
+func TestIntegrationOverflowLoss(t *testing.T) {
+	need(t)
+	ring := addKey(t, "keyring", "keys-burst", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	_, s := start(t, Config{Watch: []string{strconv.Itoa(int(ring))}, QueueSize: 1})
+	// 32 notes. The burst runs as one call on the key thread, which the
+	// reader also needs (to describe keys), so it cannot keep up.
+	err := watchqueue.OnKeyThread(func() error {
+		for i := range 200 {
+			if _, err := unix.AddKey("user", "b"+strconv.Itoa(i), nil, int(ring)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := s.wait(t, "a loss event", 20*time.Second, func(evs []*event.Event) bool {
+		return find(evs, func(e *event.Event) bool { return e.Loss != nil }) != nil
+	})
+	l := find(evs, func(e *event.Event) bool { return e.Loss != nil })
+	if l.Source != event.SourceKey || l.Loss.Known() || l.Loss.Origin != event.OriginWatchQueue || l.Subtype != event.MetaLoss {
+		t.Fatalf("loss %+v %+v", l, l.Loss)
+	}
+}
+
+func TestIntegrationRemovalOnGC(t *testing.T) {
+	need(t)
+	const p = "/proc/sys/kernel/keys/gc_delay"
+	if old, err := os.ReadFile(p); err == nil {
+		if err := os.WriteFile(p, []byte("1"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(p, old, 0o644) })
+	}
+	ring := addKey(t, "keyring", "keys-gc", nil, unix.KEY_SPEC_PROCESS_KEYRING)
+	key := addKey(t, "user", "gc-me", []byte("x"), ring)
+	_, s := start(t, Config{Watch: []string{strconv.Itoa(int(key))}})
+	keyctl(t, unix.KEYCTL_REVOKE, int(key))
+	keyctl(t, unix.KEYCTL_UNLINK, int(key), int(ring))
+	evs := s.wait(t, "removal after gc", 30*time.Second, func(evs []*event.Event) bool {
+		return find(evs, func(e *event.Event) bool { return e.Subtype == event.MetaRemoval }) != nil
+	})
+	r := find(evs, func(e *event.Event) bool { return e.Subtype == event.MetaRemoval })
+	if r.Key == nil || r.Key.ID != key || !r.StateRemove || r.StateKey != record.KeyStateKey(key) {
+		t.Fatalf("removal %+v", r)
+	}
+	if find(evs, keyEvent(event.KeyRevoked, key, 0, "")) == nil {
+		t.Fatalf("no revoked event: %s", dump(evs))
+	}
+}

@@ -1,0 +1,490 @@
+// Package web is notifyd's HTTP server: the WebSocket endpoint of the
+// protocol in package api (docs/websocket.md), the JSON status document,
+// fd passing on the unix socket (key-watch pipes and sealed history
+// memfds), and the mounts the daemon hands it (the dashboard, metrics).
+//
+// It serves two kinds of listener:
+//
+//   - a unix socket (ServeUnix): every request carries the peer's
+//     credentials (SO_PEERCRED, SO_PEERPIDFD via lsm.PeerCred), which the
+//     lsm policy sees at subscribe time (Engine.Watch) and for every event
+//     (Engine.Allow); a subscription ends when the connecting process
+//     exits. Only here can a client ask for file descriptors.
+//   - loopback TCP (ServeTCP) for browsers: a bearer token from a file only
+//     its owner can read (header or token query parameter) and a strict
+//     Origin check. ListenTCP refuses a non-loopback address unless asked.
+//
+// Each WebSocket connection has exactly one reader goroutine (the HTTP
+// handler's) and one writer goroutine, as in gorilla's chat example. The
+// writer is the only goroutine that writes frames; it drains the
+// subscription's queue and sends everything queued at once as one batch
+// frame, each event's JSON encoded once (event.Event.JSON) for all
+// connections. Backpressure is the fan-out hub's: each subscription has a
+// bounded queue and a policy (drop-oldest with a loss event, disconnect,
+// coalesce); a writer that cannot finish a frame within WriteWait drops
+// the connection, since gorilla's connection is unusable after a write
+// timeout.
+//
+// The package does not log; Close waits for every goroutine it started.
+package web
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/lsm"
+)
+
+// Timing defaults, after gorilla's chat example.
+const (
+	// DefaultWriteWait is how long one frame may take to write. A client
+	// that does not read for that long is disconnected: after a write
+	// timeout gorilla's connection state is corrupt, so a deadline is a
+	// disconnect policy, never a retry.
+	DefaultWriteWait = 10 * time.Second
+	// DefaultPongWait is how long the server waits for any frame (a pong
+	// at least) from the client before it considers the peer dead.
+	DefaultPongWait = 60 * time.Second
+	// DefaultPingPeriod is how often the server pings: well within
+	// PongWait, so that a live client's pong always arrives in time.
+	DefaultPingPeriod = DefaultPongWait * 9 / 10
+	// maxBatch bounds the events per batch frame, so that one frame stays
+	// well under a client's read limit and writes stay interleaved with
+	// pings.
+	maxBatch = 512
+	// maxBatchBytes bounds a batch frame's size.
+	maxBatchBytes = 1 << 20
+	// ctrlQueue is how many control answers (status, error) may wait for
+	// the writer before the reader stops reading (backpressure on a
+	// client that floods requests).
+	ctrlQueue = 16
+)
+
+// Config configures a Server. Only Hub is required.
+type Config struct {
+	// Hub is the fan-out hub subscriptions are made on. Required.
+	Hub *fanout.Hub
+	// Policy is the lsm engine: Watch at subscribe time, Allow for every
+	// event. nil allows everything (tests, single-user setups).
+	Policy *lsm.Engine
+	// Sources reports the sources' health for status; nil reports none.
+	Sources func() []event.Health
+	// AttachKeyWatch makes a per-client notification pipe whose events are
+	// published with Event.Owner == owner and returns its write end and a
+	// detach function (sources/keys.(*Keys).AttachClient). nil: the
+	// key-watch request answers 501.
+	AttachKeyWatch func(owner string, c *lsm.Cred) (*os.File, func(), error)
+	// TokenFile holds the bearer token for TCP clients; created with a
+	// fresh random token (mode 0600) when absent. It must not be readable
+	// by group or others. "" disables ServeTCP.
+	TokenFile string
+	// AllowedOrigins are the browser origins ("http://host:port", or a
+	// path.Match pattern such as "http://localhost:*") accepted on TCP
+	// besides the request's own host. A request without an Origin header
+	// (a non-browser client) is accepted.
+	AllowedOrigins []string
+	// Mounts are extra handlers on the TCP listener by pattern ("/" for
+	// the dashboard, "/metrics"), behind the token check unless listed in
+	// PublicMounts.
+	Mounts map[string]http.Handler
+	// PublicMounts are the Mounts patterns served without a token. nil
+	// means just "/": the dashboard page, which holds no data and takes
+	// the token from its URL fragment (see docs/websocket.md). An empty
+	// non-nil slice puts every mount behind the token.
+	PublicMounts []string
+	// TCPCred is the subject the policy applies to token-authenticated
+	// TCP clients; nil means the daemon's own uid and gid (the token
+	// file's owner is the daemon's user).
+	TCPCred *lsm.Cred
+	// WriteWait and PongWait override DefaultWriteWait and
+	// DefaultPongWait when non-zero. Pings go out every PongWait*9/10
+	// (DefaultPingPeriod).
+	WriteWait, PongWait time.Duration
+	// QueueLen is the default subscription queue depth (0:
+	// fanout.DefaultQueueLen); MaxQueueLen caps what a client may ask for
+	// (0: api.MaxQueue); MaxQueueBytes caps the bytes queued per
+	// subscription (0: no byte cap).
+	QueueLen, MaxQueueLen, MaxQueueBytes int
+	// Version is the daemon's version, reported in hello and status.
+	Version string
+}
+
+// Server serves the WebSocket API. Create it with New.
+type Server struct {
+	cfg       Config
+	token     string
+	writeWait time.Duration
+	pongWait  time.Duration
+	upUnix    websocket.Upgrader
+	upTCP     websocket.Upgrader
+
+	quit     chan struct{}
+	closing  atomic.Bool
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	servers  []*http.Server
+	conns    int
+	attaches map[string]*attachment
+
+	accepted, refused, frames, batches, timeouts atomic.Uint64
+}
+
+// New returns a Server for cfg. With a TokenFile it reads the token, or
+// creates the file with a new random token.
+func New(cfg Config) (*Server, error) {
+	if cfg.Hub == nil {
+		return nil, errors.New("web: Config.Hub is required")
+	}
+	s := &Server{
+		cfg:       cfg,
+		writeWait: cfg.WriteWait,
+		pongWait:  cfg.PongWait,
+		quit:      make(chan struct{}),
+		attaches:  make(map[string]*attachment),
+	}
+	if s.writeWait == 0 {
+		s.writeWait = DefaultWriteWait
+	}
+	if s.pongWait == 0 {
+		s.pongWait = DefaultPongWait
+	}
+	if cfg.TokenFile != "" {
+		tok, err := LoadToken(cfg.TokenFile)
+		if err != nil {
+			return nil, err
+		}
+		s.token = tok
+	}
+	pool := &sync.Pool{}
+	s.upUnix = websocket.Upgrader{
+		ReadBufferSize:  4096,
+		WriteBufferSize: 4096,
+		WriteBufferPool: pool,
+		// Browsers cannot reach a unix socket; local tools send no Origin.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	s.upTCP = s.upUnix
+	s.upTCP.CheckOrigin = s.originOK
+	return s, nil
+}
+
+// Token returns the bearer token TCP clients must present; it fails
+// without a TokenFile.
+func (s *Server) Token() (string, error) {
+	if s.token == "" {
+		return "", errors.New("no token file configured")
+	}
+	return s.token, nil
+}
+
+type ctxKey int
+
+const (
+	keyConn ctxKey = iota
+)
+
+type transport string
+
+const (
+	transportUnix transport = "unix"
+	transportTCP  transport = "tcp"
+)
+
+// ServeUnix serves ln (a unix socket listener) until Close; it returns nil
+// after Close.
+func (s *Server) ServeUnix(ln net.Listener) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc(api.PathWS, func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, transportUnix) })
+	mux.HandleFunc(api.PathStatus, func(w http.ResponseWriter, r *http.Request) { s.serveStatus(w, r, transportUnix) })
+	mux.HandleFunc(api.PathKeyWatch, s.serveKeyWatch)
+	mux.HandleFunc(api.PathDetach, s.serveDetach)
+	mux.HandleFunc(api.PathHistory, s.serveHistory)
+	return s.serve(ln, mux)
+}
+
+// ServeTCP serves ln (from ListenTCP) until Close; it returns nil after
+// Close. It needs a TokenFile.
+func (s *Server) ServeTCP(ln net.Listener) error {
+	if s.token == "" {
+		return errors.New("serve tcp: no token file configured")
+	}
+	mux := http.NewServeMux()
+	mux.Handle(api.PathWS, s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, transportTCP) })))
+	mux.Handle(api.PathStatus, s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStatus(w, r, transportTCP) })))
+	for _, p := range []string{api.PathKeyWatch, api.PathDetach, api.PathHistory} {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			s.httpError(w, http.StatusForbidden, api.CodeForbidden, "file descriptors are passed on the unix socket only", nil)
+		})
+	}
+	publicMounts := s.cfg.PublicMounts
+	if publicMounts == nil {
+		publicMounts = []string{"/"}
+	}
+	for pat, h := range s.cfg.Mounts {
+		public := false
+		for _, p := range publicMounts {
+			public = public || p == pat
+		}
+		if !public {
+			h = s.auth(h)
+		}
+		mux.Handle(pat, h)
+	}
+	return s.serve(ln, mux)
+}
+
+func (s *Server) serve(ln net.Listener, h http.Handler) error {
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, keyConn, c)
+		},
+	}
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.servers = append(s.servers, hs)
+	s.mu.Unlock()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// enter registers a request handler that outlives the HTTP server's own
+// tracking (hijacked connections); it fails once Close has begun.
+func (s *Server) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Close stops the listeners, says bye to every WebSocket client, ends
+// every key-watch attachment, and waits for all goroutines. It is safe to
+// call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closing.Swap(true) {
+		s.mu.Unlock()
+		s.wg.Wait()
+		return nil
+	}
+	servers := s.servers
+	s.mu.Unlock()
+	close(s.quit)
+	for _, hs := range servers {
+		hs.Close() // listeners and non-hijacked connections
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// auth enforces the bearer token on TCP.
+func (s *Server) auth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok := ""
+		if a := r.Header.Get("Authorization"); a != "" {
+			scheme, t, _ := strings.Cut(a, " ")
+			if !strings.EqualFold(scheme, "Bearer") {
+				s.unauthorized(w, "Authorization header must be \"Bearer TOKEN\"")
+				return
+			}
+			tok = strings.TrimSpace(t)
+		} else {
+			tok = r.URL.Query().Get(api.ParamToken)
+		}
+		if tok == "" {
+			s.unauthorized(w, "missing token: send \"Authorization: Bearer TOKEN\" or ?token=TOKEN (the token is in the daemon's token file)")
+			return
+		}
+		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.token)) != 1 {
+			s.unauthorized(w, "wrong token")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="notifyd"`)
+	s.httpError(w, http.StatusUnauthorized, api.CodeUnauthorized, msg, nil)
+}
+
+// originOK accepts no Origin (non-browser clients), the request's own
+// host, and the configured allow-list.
+func (s *Server) originOK(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, pat := range s.cfg.AllowedOrigins {
+		if pat == o {
+			return true
+		}
+		if ok, err := path.Match(pat, o); err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) httpError(w http.ResponseWriter, status int, code api.ErrorCode, msg string, pos *int) {
+	s.refused.Add(1)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	b, _ := json.Marshal(api.HTTPError{Code: code, Message: msg, Pos: pos})
+	w.Write(append(b, '\n'))
+}
+
+// peerCred returns the credentials of the unix-socket peer of r, or the
+// TCP subject. The caller closes it.
+func (s *Server) peerCred(r *http.Request, tr transport) (*lsm.Cred, error) {
+	if tr == transportTCP {
+		if c := s.cfg.TCPCred; c != nil {
+			cp := *c
+			cp.PidFD = -1
+			return &cp, nil
+		}
+		return &lsm.Cred{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PidFD: -1, Label: "tcp-token"}, nil
+	}
+	c, _ := r.Context().Value(keyConn).(net.Conn)
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil, fmt.Errorf("peer credentials: not a unix socket connection (%T)", c)
+	}
+	return lsm.PeerCred(uc)
+}
+
+// compile parses the filter text; a nil filter matches everything.
+func compile(text string) (*filter.Filter, *api.Error) {
+	f, err := filter.Parse(text)
+	if err != nil {
+		e := &api.Error{Type: api.TypeError, Code: api.CodeBadFilter, Message: err.Error()}
+		var se *filter.SyntaxError
+		if errors.As(err, &se) {
+			p := se.Pos
+			e.Pos = &p
+		}
+		return nil, e
+	}
+	return f, nil
+}
+
+// Status returns the status document, listing every subscriber.
+func (s *Server) Status() api.Status { return s.status(nil) }
+
+// status lists only the subscriptions of viewer's uid unless viewer is nil
+// or the policy lets it do admin operations.
+func (s *Server) status(viewer *lsm.Cred) api.Status {
+	all := viewer == nil || s.cfg.Policy == nil || s.cfg.Policy.Watch(viewer, lsm.Target{Admin: true}) == nil
+	h := s.cfg.Hub.Stats()
+	st := api.Status{
+		Type:     api.TypeStatus,
+		Protocol: api.ProtocolVersion,
+		Version:  s.cfg.Version,
+		Time:     time.Now().UTC(),
+		Hub: api.HubStatus{
+			Epoch: event.FormatEpoch(h.Epoch), Seq: h.Seq, Published: h.Published, Subscribers: h.Subscribers,
+			HistoryLen: h.HistoryLen, HistoryLow: h.HistoryLow, Deliveries: h.Deliveries, Drops: h.Drops, Denials: h.Denials,
+		},
+		Sources:     []event.Health{},
+		Subscribers: []api.SubscriberStatus{},
+		Web: api.WebStatus{
+			Accepted: s.accepted.Load(), Refused: s.refused.Load(), Frames: s.frames.Load(),
+			Batches: s.batches.Load(), WriteTimeouts: s.timeouts.Load(),
+		},
+	}
+	if s.cfg.Sources != nil {
+		if hs := s.cfg.Sources(); hs != nil {
+			st.Sources = hs
+		}
+	}
+	for _, ss := range s.cfg.Hub.Subscribers() {
+		if !all && ss.UID != viewer.UID {
+			continue
+		}
+		st.Subscribers = append(st.Subscribers, api.SubscriberStatus{
+			ID: ss.ID, Label: ss.Label, UID: ss.UID, Policy: policyName(ss.Policy), Delivered: ss.Delivered,
+			Lost: ss.Lost, LossEvents: ss.LossEvents, Coalesced: ss.Coalesced, Denied: ss.Denied,
+			Queued: ss.Queued, QueueLen: ss.QueueLen, Since: ss.Since,
+		})
+	}
+	s.mu.Lock()
+	st.Web.Connections = s.conns
+	st.Web.KeyWatches = len(s.attaches)
+	s.mu.Unlock()
+	return st
+}
+
+func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, tr transport) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		s.httpError(w, http.StatusMethodNotAllowed, api.CodeBadRequest, "use GET", nil)
+		return
+	}
+	cred, err := s.peerCred(r, tr)
+	if err != nil {
+		s.httpError(w, http.StatusInternalServerError, api.CodeInternal, err.Error(), nil)
+		return
+	}
+	defer cred.Close()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	b, _ := json.Marshal(s.status(cred))
+	w.Write(append(b, '\n'))
+}
+
+func policyName(p fanout.Policy) api.Policy {
+	switch p {
+	case fanout.Disconnect:
+		return api.PolicyDisconnect
+	case fanout.Coalesce:
+		return api.PolicyCoalesce
+	}
+	return api.PolicyDropOldest
+}
+
+func fanoutPolicy(p api.Policy) fanout.Policy {
+	switch p {
+	case api.PolicyDisconnect:
+		return fanout.Disconnect
+	case api.PolicyCoalesce:
+		return fanout.Coalesce
+	}
+	return fanout.DropOldest
+}
