@@ -10,7 +10,7 @@ packages=(
 	# host tier: loop devices, keyutils as a reference peer
 	util-linux keyutils kmod
 	# D-Bus tier: a real dbus-daemon, busctl/gdbus, a dbus-python client
-	dbus dbus-bin systemd libglib2.0-bin python3 python3-dbus
+	dbus dbus-bin systemd libglib2.0-bin python3 python3-dbus python3-gi passwd
 	# WebSocket tier: a client not written in Go
 	python3-websockets
 	# dashboard tier: real headless Chromium
