@@ -18,7 +18,7 @@ func sample() []*Event {
 			Block: &BlockFields{Major: 8, Minor: 0, Sector: 4660, HasSector: true, Device: "sda"},
 			Props: map[string]string{"MESSAGE": "critical medium error, dev sda, sector 4660"}},
 		{Epoch: 1, Seq: 9, Time: t0, Source: SourceUSB, Subtype: USBAdd, Tag: NoTag, Origin: OriginUevent,
-			USB: &USBFields{Name: "1-1", Busnum: 1, Devnum: 2, VendorID: 0x0627, ProductID: 0x0001, Speed: "high-speed"},
+			USB:      &USBFields{Name: "1-1", Busnum: 1, Devnum: 2, VendorID: 0x0627, ProductID: 0x0001, Speed: "high-speed"},
 			StateKey: "usb:1-1", Snapshot: true},
 		{Epoch: 1, Seq: 10, Time: t0, Source: SourceUSB, Subtype: USBRemove, Tag: NoTag, Origin: OriginUevent,
 			USB: &USBFields{Name: "1-1"}, StateKey: "usb:1-1", StateRemove: true},
