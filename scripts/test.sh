@@ -28,6 +28,11 @@ fi
 echo "== go test -race"
 go test -race -count=1 -timeout 45m ./... 2>&1 | tee /tmp/notifyd-test.log
 
+# The hub soak at full size (>= 1M events): under -race above it runs
+# scaled down to keep the race detector's cost near a minute.
+echo "== fanout soak (1M events, no race detector)"
+go test -count=1 -run TestSoak ./fanout/
+
 echo "== fuzz (short)"
 ./scripts/fuzz.sh "${FUZZTIME:-10s}"
 

@@ -438,7 +438,8 @@ func TestIntegrationDashboard(t *testing.T) {
 			/^0000  ([0-9a-f]{2} ){8} ([0-9a-f]{2} )/.test(d.querySelector(".hexdump").textContent); })()`, 2*time.Second)
 	p.wait("rates plotted", `document.querySelector('#rates-legend li[data-source="block"]') !== null`, 3*time.Second)
 
-	p.wait("status caught up", `/^[1-9]/.test(document.querySelector('#sources li[data-name="block"] .counts').textContent)`, 5*time.Second)
+	p.wait("status caught up", `/^[1-9]/.test(document.querySelector('#sources li[data-name="block"] .counts').textContent) &&
+		+document.getElementById("hub-published").textContent.replace(/,/g, "") >= document.querySelectorAll("#events tr.ev").length`, 10*time.Second)
 
 	// Screenshots with real events: light and dark, wide and narrow.
 	p.scheme(false)
