@@ -2,6 +2,8 @@ package record
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 )
@@ -44,6 +46,13 @@ func FuzzDecodeAll(f *testing.F) {
 		f.Add(hx(g.le))
 	}
 	f.Add(all)
+	// Real kernel output (VM captures).
+	caps, _ := filepath.Glob(filepath.Join("testdata", "kernel-6.1", "*.bin"))
+	for _, c := range caps {
+		if b, err := os.ReadFile(c); err == nil {
+			f.Add(b)
+		}
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		recs, st, err := DecodeAll(b)
 		if len(recs)+st.Unknown+st.Malformed > len(b)/HeaderSize {

@@ -157,7 +157,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	d.events = metrics.NewEvents()
-	sink := countingSink{hub: d.hub, events: d.events}
+	sink := d.events.Sink(d.hub)
 	for _, f := range d.feeds {
 		wg.Add(1)
 		go func() {
@@ -430,16 +430,6 @@ type feed interface {
 	Run(ctx context.Context) error
 	Health() event.Health
 }
-
-// countingSink counts every published event for the metrics, then hands
-// it to the hub.
-type countingSink struct {
-	hub    *fanout.Hub
-	events *metrics.Events
-}
-
-func (c countingSink) Publish(ev *event.Event) { c.events.Observe(ev); c.hub.Publish(ev) }
-func (c countingSink) Seed(ev *event.Event)    { c.hub.Seed(ev) }
 
 // CheckPolicy loads a policy file and reports what is wrong with it.
 func CheckPolicy(path string) error {

@@ -337,8 +337,8 @@ func (s *Source) FromKmsg(r *kmsg.Record) (*event.Event, bool) {
 		Block: &event.BlockFields{Major: ma, Minor: mi, Device: l.Dev, Sector: l.Sector, HasSector: true},
 		Props: props,
 	}
-	if err == nil {
-		ev.StateKey = stateKey(ma, mi)
-	}
+	// No StateKey: an I/O error is not a change of the disk's state, so
+	// it must neither replace the disk in the hub's current-state table
+	// nor be folded with the disk's add/remove by the coalesce policy.
 	return ev, true
 }

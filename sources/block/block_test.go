@@ -67,7 +67,7 @@ func TestFromKmsg(t *testing.T) {
 		ev := p[len(p)-1]
 		if ev.Source != event.SourceBlock || ev.Subtype != c.sub || ev.Origin != event.OriginKmsg || ev.Block == nil ||
 			ev.Block.Major != c.maj || ev.Block.Minor != c.min || ev.Block.Sector != c.sector || !ev.Block.HasSector ||
-			ev.Props["MESSAGE"] != c.rec.Text || ev.StateKey == "" {
+			ev.Props["MESSAGE"] != c.rec.Text || ev.StateKey != "" {
 			t.Errorf("%q: got %+v %+v", c.rec.Text, ev, ev.Block)
 		}
 		b := decodeBlock(t, ev.Raw)
@@ -219,6 +219,18 @@ func TestIntegrationLoopLifecycle(t *testing.T) {
 	}
 	if b := decodeBlock(t, add.Raw); b.Subtype() != record.BlockAdd || b.Dev != record.MkDev(ma, mi) {
 		t.Errorf("add raw %+v", b)
+	}
+
+	// A synthetic change, as udevadm trigger makes it.
+	const uuid = "6e6f7469-6679-6400-0000-626c6f636b31"
+	if err := os.WriteFile(filepath.Join(sysfs.Root, "class/block", d.Name, "uevent"), []byte("change "+uuid), 0); err != nil {
+		t.Fatal(err)
+	}
+	syn, i := sink.Wait(t, i+1, 5*time.Second, d.Name+" synthetic change", func(ev *event.Event) bool {
+		return is(event.BlockChange)(ev) && ev.Props["SYNTH_UUID"] == uuid
+	})
+	if syn.Block.Major != ma || syn.Block.Minor != mi || syn.StateKey != stateKey(ma, mi) {
+		t.Errorf("synthetic change %+v %v", syn.Block, syn.Props)
 	}
 
 	if err := d.Attach(t.TempDir(), 4<<20); err != nil {

@@ -317,9 +317,15 @@ func (s *Source) FromKmsg(r *kmsg.Record) *event.Event {
 			f.VendorID, f.ProductID = d.VendorID, d.Product
 		}
 	}
-	return &event.Event{
+	ev := &event.Event{
 		Time: time.Now(), Source: event.SourceUSB, Subtype: sub, Tag: event.NoTag, Origin: event.OriginKmsg,
 		USB: f, Props: map[string]string{"MESSAGE": r.Text, "KMSG_SEQ": strconv.FormatUint(r.Seq, 10)},
-		StateKey: "usb:" + l.Name, StateRemove: sub == event.USBRemove,
 	}
+	// A reset is not a change of the device's presence: no StateKey, so
+	// it neither replaces the device in the current-state table nor is
+	// folded with its add/remove by the coalesce policy.
+	if sub != event.USBReset {
+		ev.StateKey, ev.StateRemove = "usb:"+l.Name, sub == event.USBRemove
+	}
+	return ev
 }

@@ -28,11 +28,12 @@ func TestScsiDebugMediumError(t *testing.T) {
 	if err := guest.ReadSector(dev, 0); err != nil {
 		t.Fatalf("read sector 0 of %s: %v", dev, err)
 	}
+	m := km.mark()
 	err = guest.ReadSector(dev, sector)
 	if !errors.Is(err, unix.ENODATA) && !errors.Is(err, unix.EIO) {
 		t.Fatalf("read sector %d of %s: %v, want ENODATA or EIO", sector, dev, err)
 	}
-	l := km.wait(t, 10*time.Second, "critical medium error, dev "+filepath.Base(dev)+", sector 4660")
+	l := km.wait(t, m, 10*time.Second, "critical medium error, dev "+filepath.Base(dev)+", sector 4660")
 	t.Logf("read error %v; kernel: %q", err, l)
 }
 
@@ -50,11 +51,12 @@ func TestLoopOnDMErrorIOError(t *testing.T) {
 			t.Error(err)
 		}
 	}()
+	m := km.mark()
 	err = guest.ReadSector(loop, 0)
 	if !errors.Is(err, unix.EIO) {
 		t.Fatalf("read %s: %v, want EIO", loop, err)
 	}
-	l := km.wait(t, 10*time.Second, "I/O error, dev "+filepath.Base(loop)+", sector 0")
+	l := km.wait(t, m, 10*time.Second, "I/O error, dev "+filepath.Base(loop)+", sector 0")
 	t.Logf("kernel: %q", l)
 }
 

@@ -408,13 +408,20 @@ func (k *kmsgMonitor) poll() {
 	}
 }
 
-// wait waits for a kernel log line containing every one of subs.
-func (k *kmsgMonitor) wait(t *testing.T, timeout time.Duration, subs ...string) string {
+// mark returns the position after the lines logged so far.
+func (k *kmsgMonitor) mark() int {
+	k.poll()
+	return len(k.lines)
+}
+
+// wait waits for a kernel log line, from position from on, containing
+// every one of subs.
+func (k *kmsgMonitor) wait(t *testing.T, from int, timeout time.Duration, subs ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		k.poll()
-		for _, l := range k.lines {
+		for _, l := range k.lines[from:] {
 			all := true
 			for _, s := range subs {
 				all = all && strings.Contains(l, s)
@@ -424,7 +431,7 @@ func (k *kmsgMonitor) wait(t *testing.T, timeout time.Duration, subs ...string) 
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no kernel log line with %q in %v; got:\n  %s", subs, timeout, strings.Join(k.lines, "\n  "))
+			t.Fatalf("no kernel log line with %q in %v; got:\n  %s", subs, timeout, strings.Join(k.lines[from:], "\n  "))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
