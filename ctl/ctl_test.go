@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,13 +62,16 @@ func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*web.Con
 	if err != nil {
 		t.Fatal(err)
 	}
-	tln, err := web.ListenTCP("127.0.0.1:0", false)
-	if err != nil {
+	go func() { d.served <- srv.ServeUnix(uln) }()
+	// The VM kernel has no IPv4: there the tests use the unix socket only.
+	if tln, err := web.ListenTCP("127.0.0.1:0", false); err == nil {
+		d.url = "ws://" + tln.Addr().String()
+		go func() { d.served <- srv.ServeTCP(tln) }()
+	} else if testenv.InVM() && errors.Is(err, unix.EAFNOSUPPORT) {
+		go func() { d.served <- nil }() // stop waits for two servers
+	} else {
 		t.Fatal(err)
 	}
-	d.url = "ws://" + tln.Addr().String()
-	go func() { d.served <- srv.ServeUnix(uln) }()
-	go func() { d.served <- srv.ServeTCP(tln) }()
 	t.Cleanup(d.stop)
 	return d
 }

@@ -393,6 +393,7 @@ func WatchExit(pidfd int) (<-chan struct{}, func()) {
 			return exited
 		})
 		if exited || (err != nil && !stopped.Load()) {
+			f.Close() // release the descriptor as soon as the process is gone
 			close(done)
 		}
 	}()

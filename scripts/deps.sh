@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
 	# VM tier: qemu under TCG and the kernel we build with watch_queue on
-	qemu-system-x86 linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio gzip xz-utils make gcc
+	qemu-system-x86 linux-source-6.1 bc flex bison libelf-dev libssl-dev libc6-dev cpio gzip xz-utils make gcc
 	# host tier: loop devices, keyutils as a reference peer
 	util-linux keyutils kmod
 	# D-Bus tier: a real dbus-daemon, busctl/gdbus, a dbus-python client

@@ -15,5 +15,7 @@
 //	-vm.timeout=4m                  per-package timeout in the guest
 //	-vm.dir=/tmp/vm                 keep console, transcript, kmsg, initramfs
 //	-vm.stream                      print guest output as it arrives
+//	-vm.watchdog=30s                guest /init watchdog (default: timeouts + 1m)
+//	-vm.append=loglevel=7           extra guest kernel command line words
 //	-vm.update-golden               write captures to record/testdata/kernel-6.1
 package vmtest

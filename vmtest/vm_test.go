@@ -26,14 +26,19 @@ var Packages = []string{
 	"sources/uevent",
 	"sources/kmsg",
 	"internal/vm/scenarios",
+	// notifyctl watch-key on a real watch_queue kernel; ctl's other tests
+	// are host-tier (they create users, start servers).
+	"ctl:^TestIntegrationWatchKeyKernel$",
 }
 
 var (
 	flagPkg     = flag.String("vm.pkg", "", "comma-separated `packages` to run in the guest (default: all of vmtest.Packages)")
 	flagRun     = flag.String("vm.run", "", "`regexp` passed as -test.run to the guest test binaries")
 	flagTimeout = flag.Duration("vm.timeout", 4*time.Minute, "per-package test timeout in the guest")
+	flagDog     = flag.Duration("vm.watchdog", 0, "guest /init watchdog: dump goroutines and power off after this long (default: package timeouts + 1m)")
 	flagGolden  = flag.Bool("vm.update-golden", false, "write golden captures from the guest to record/testdata/kernel-6.1/")
 	flagKeep    = flag.String("vm.dir", "", "keep the run's files (console, transcript, kmsg, initramfs) in this `directory`")
+	flagAppend  = flag.String("vm.append", "", "extra guest kernel command line `words`, e.g. loglevel=7 (the console goes to console.txt)")
 	flagStream  = flag.Bool("vm.stream", false, "print the guest's output as it arrives")
 )
 
@@ -107,6 +112,7 @@ func TestIntegrationVM(t *testing.T) {
 		Packages:   pkgs,
 		Run:        *flagRun,
 		Timeout:    *flagTimeout,
+		Watchdog:   *flagDog,
 		Dir:        dir,
 	})
 	if err != nil {
@@ -139,6 +145,7 @@ func TestIntegrationVM(t *testing.T) {
 		Timeout:   img.Plan.Watchdog + 2*time.Minute,
 		GoldenDir: golden,
 		OnLine:    onLine,
+		Append:    strings.Fields(*flagAppend),
 	})
 	if err != nil {
 		t.Fatalf("boot: %v", err)
@@ -158,9 +165,9 @@ func TestIntegrationVM(t *testing.T) {
 		pr := ran[p.Path]
 		t.Run(p.Path, func(t *testing.T) { reportPackage(t, pr, res) })
 	}
-	if !res.Done || res.TimedOut {
-		t.Errorf("guest did not finish (done=%v, host timeout=%v, qemu: %v)\n/init: %s\n%s\nconsole tail:\n%s",
-			res.Done, res.TimedOut, res.QemuErr, strings.Join(res.Logs, "\n"), strings.Join(res.Stacks, "\n"), consoleTail(dir, 40))
+	if !res.Done || res.TimedOut || res.GuestFails < 0 {
+		t.Errorf("guest did not finish (done=%v, guest watchdog=%v, host timeout=%v, qemu: %v)\n/init: %s\n%s\nconsole tail:\n%s",
+			res.Done, res.GuestFails < 0, res.TimedOut, res.QemuErr, strings.Join(res.Logs, "\n"), strings.Join(res.Stacks, "\n"), consoleTail(dir, 40))
 	} else if res.QemuErr != nil {
 		t.Errorf("qemu: %v", res.QemuErr)
 	}

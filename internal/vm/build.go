@@ -25,7 +25,9 @@ type BuildConfig struct {
 	// ModuleRoot is the directory holding go.mod.
 	ModuleRoot string
 	// Packages are module-relative package paths whose test binaries run
-	// in the guest, in this order. Packages that do not exist or have no
+	// in the guest, in this order. An entry "pkg:REGEXP" runs only that
+	// package's tests matching REGEXP (for packages whose other tests
+	// belong to the host tier). Packages that do not exist or have no
 	// test files are left out and reported in Image.Missing.
 	Packages []string
 	// Run and Args are passed to every test binary (-test.run=Run, Args...).
@@ -83,7 +85,8 @@ func BuildImage(ctx context.Context, cfg BuildConfig) (*Image, error) {
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, 2)
 	)
-	for _, pkg := range cfg.Packages {
+	for _, entry := range cfg.Packages {
+		pkg, _, _ := strings.Cut(entry, ":")
 		ok, err := hasTests(filepath.Join(cfg.ModuleRoot, pkg))
 		if err != nil || !ok {
 			img.Missing = append(img.Missing, pkg)
@@ -116,13 +119,17 @@ func BuildImage(ctx context.Context, cfg BuildConfig) (*Image, error) {
 	}
 
 	plan := proto.Plan{Watchdog: cfg.Watchdog, Env: cfg.Env}
-	for _, pkg := range cfg.Packages {
+	for _, entry := range cfg.Packages {
+		pkg, run, _ := strings.Cut(entry, ":")
 		if bins[pkg] == "" {
 			continue
 		}
 		args := append([]string(nil), cfg.Args...)
 		if cfg.Run != "" {
-			args = append(args, "-test.run="+cfg.Run)
+			run = cfg.Run
+		}
+		if run != "" {
+			args = append(args, "-test.run="+run)
 		}
 		plan.Packages = append(plan.Packages, proto.Package{
 			Path:    pkg,

@@ -89,8 +89,8 @@ type Result struct {
 	Stacks      []string // /init's goroutines, when its watchdog fired
 	Logs        []string // /init's own messages
 	Golden      map[string][]byte
-	Done        bool // /init reported DONE (it did not crash or hang)
-	GuestFails  int
+	Done        bool  // /init reported DONE (it did not crash)
+	GuestFails  int   // failed packages; -1 when /init's watchdog fired
 	TimedOut    bool  // the host killed qemu
 	QemuErr     error // qemu's exit status
 	Dir         string

@@ -96,7 +96,7 @@ func TestFromKmsg(t *testing.T) {
 }
 
 func TestFromUeventCaptured(t *testing.T) {
-	files, _ := filepath.Glob("../uevent/testdata/captured/*loop0*.bin")
+	files, _ := filepath.Glob("testdata/captured/*loop0*.bin") // copies of ../uevent/testdata: the VM carries only a package's own testdata
 	if len(files) < 2 {
 		t.Fatal("no captured loop uevents")
 	}

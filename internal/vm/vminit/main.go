@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -94,9 +95,15 @@ func main() {
 	)
 	env = append(env, plan.Env...)
 	for _, p := range plan.Packages {
+		if watchdogFired.Load() {
+			break
+		}
 		if !r.run(p, env) {
 			fails++
 		}
+	}
+	if watchdogFired.Load() {
+		select {} // the watchdog powers off
 	}
 }
 
@@ -329,21 +336,36 @@ func (r *runner) run(p proto.Package, env []string) bool {
 
 func (r *runner) watchdog(t0 time.Time, d time.Duration) {
 	time.Sleep(d)
+	watchdogFired.Store(true)
 	logf("guest watchdog fired after %v: dumping goroutines and powering off", d)
-	r.mu.Lock()
-	cur := r.cur
-	r.mu.Unlock()
-	if cur != nil && cur.Process != nil {
-		cur.Process.Signal(syscall.SIGQUIT) // the test binary dumps its goroutines to its output
-		time.Sleep(3 * time.Second)
-	}
 	buf := make([]byte, 1<<20)
 	n := runtime.Stack(buf, true)
 	for _, l := range strings.Split(string(buf[:n]), "\n") {
 		emit(proto.TagStack, l)
 	}
+	r.mu.Lock()
+	cur := r.cur
+	r.mu.Unlock()
+	if cur != nil && cur.Process != nil {
+		// The test binary dumps its goroutines into its streamed output.
+		cur.Process.Signal(syscall.SIGQUIT)
+		for i := 0; i < 50; i++ {
+			time.Sleep(100 * time.Millisecond)
+			r.mu.Lock()
+			running := r.cur != nil
+			r.mu.Unlock()
+			if !running {
+				time.Sleep(500 * time.Millisecond) // let its output drain
+				break
+			}
+		}
+	}
 	powerOff(t0, -1)
 }
+
+// watchdogFired keeps main from powering off (and reporting DONE) while
+// the watchdog is dumping.
+var watchdogFired atomic.Bool
 
 // dumpKmsg sends the kernel log buffer to the host.
 func dumpKmsg() {
