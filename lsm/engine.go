@@ -98,6 +98,14 @@ func (e *Engine) denyErr(i int, reason string) error {
 	return &DeniedError{Rule: builtinRules[i], Reason: reason}
 }
 
+// IsAdmin reports whether subj is an administrator under the current
+// policy (root, an admin user, a member of an admin group). Unlike Watch
+// with Target.Admin it is a question, not a decision: nothing is counted
+// as a denial. Transports use it to decide how much of the status to show.
+func (e *Engine) IsAdmin(subj *Cred) bool {
+	return subj != nil && e.pol.Load().isAdmin(subj)
+}
+
 // Watch is the subscribe / set-a-watch hook: may subj subscribe to (or
 // watch) t? Policy rules without a subtype selector are tried first (a
 // subscription is not for one subtype); then the defaults: admins may do

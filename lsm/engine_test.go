@@ -262,3 +262,17 @@ func BenchmarkPost(b *testing.B) {
 		e.Post(sub, evs[i%len(evs)])
 	}
 }
+
+func TestIsAdminCountsNothing(t *testing.T) {
+	e := NewEngine(Default())
+	root := &Cred{UID: 0, PidFD: -1}
+	user := &Cred{UID: 4242, GID: 4242, PidFD: -1}
+	if !e.IsAdmin(root) || e.IsAdmin(user) || e.IsAdmin(nil) {
+		t.Fatalf("IsAdmin: root %v, user %v, nil %v", e.IsAdmin(root), e.IsAdmin(user), e.IsAdmin(nil))
+	}
+	for _, r := range e.Stats() {
+		if r.Denied != 0 {
+			t.Errorf("IsAdmin counted a denial under %s", r.Rule)
+		}
+	}
+}
