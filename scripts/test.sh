@@ -26,7 +26,12 @@ if [ -x scripts/vm-kernel.sh ]; then
 fi
 
 echo "== go test -race"
-go test -race -count=1 -timeout 45m ./... 2>&1 | tee /tmp/notifyd-test.log
+# gotestsum runs go test and closes with the counts of passed, failed and
+# skipped tests, and lists every skip with its reason.
+GOFLAGS= go install gotest.tools/gotestsum@v1.13.0
+gotestsum=$(go env GOPATH)/bin/gotestsum
+"$gotestsum" --format pkgname-and-test-fails --format-hide-empty-pkg \
+	--jsonfile /tmp/notifyd-test.json -- -race -count=1 -timeout 45m ./...
 
 # The hub soak at full size (>= 1M events): under -race above it runs
 # scaled down to keep the race detector's cost near a minute.
@@ -36,4 +41,6 @@ go test -count=1 -run TestSoak ./fanout/
 echo "== fuzz (short)"
 ./scripts/fuzz.sh "${FUZZTIME:-10s}"
 
+count() { grep -h "\"Action\":\"$1\"" /tmp/notifyd-test.json | grep -c '"Test":' || true; }
 echo "== done in $(( $(date +%s) - start ))s"
+echo "tests: $(count pass) passed, $(count fail) failed, $(count skip) skipped"

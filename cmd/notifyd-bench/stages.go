@@ -11,6 +11,7 @@ const (
 	ueventPkg = mod + "internal/ueventbench"
 	e2ePkg    = mod + "internal/e2ebench"
 	keysPkg   = mod + "internal/keysbench"
+	wsPkg     = mod + "internal/wsbench"
 )
 
 // Per-stage -benchtime: these benchmarks take b.N as a number of events
@@ -71,11 +72,15 @@ var stages = []stage{
 	{Name: "WebSocket to 100 clients", Pkg: webPkg, Bench: "BenchmarkDelivery/N=100", Metric: "deliveries/s", CeilMetric: "bare-deliveries/s",
 		Target: 1, Extra: wsExtra, Benchtime: webBenchtime},
 	{Name: "WebSocket to 1000 clients", Pkg: webPkg, Bench: "BenchmarkDelivery/N=1000", Metric: "deliveries/s", CeilMetric: "bare-deliveries/s",
-		Target: 1, Extra: wsExtra, Benchtime: webBenchtime,
-		Checks: []check{{Metric: "rss-KB/client", Limit: 20}}},
-	{Name: "WebSocket p99 at 10 k events/s to 100 clients", Pkg: webPkg,
-		NotMeasured: "web's BenchmarkDelivery measures fixed-rate latency at 100 events/s for N=100 (rate-p99-µs), not at 10 k events/s; " +
-			"target p99 ≤ 5 ms needs a 10 k events/s run to 100 clients (asked of the web owner: metric p99-µs@10k)"},
+		Target: 1, Extra: wsExtra, Benchtime: webBenchtime},
+	{Name: "WebSocket RSS per idle client (1000, server side)", Pkg: wsPkg, Bench: "BenchmarkIdleRSS", Metric: "rss-KiB/client",
+		CeilMetric: "bare-rss-KiB/client", Lower: true, Benchtime: "1x",
+		Checks: []check{{Metric: "rss-KiB/client", Limit: 20}}},
+	// The fixed-rate latency target, which web's benchmark does not cover
+	// (it runs 100 events/s to 100 clients).
+	{Name: "WebSocket at 10 k events/s to 100 clients", Pkg: wsPkg, Bench: "BenchmarkFixedRate/N=100,rate=10000", Metric: "p99-µs",
+		Extra: []string{"p50-µs", "max-µs"}, Benchtime: "1x",
+		Checks: []check{{Metric: "p99-µs", Limit: 5000}, {Metric: "lost", Limit: 0}, {Metric: "events/s", Limit: 9500, AtLeast: true}}},
 
 	// D-Bus: dbusapi's benchmark runs the service and a raw emitter of
 	// pre-encoded signals through the same dbus-daemon, to raw receivers.
