@@ -1,10 +1,11 @@
 # The README's two commands are `make run` and `make test`.
+# make run ARGS="--dbus session" passes flags to the daemon.
 GO ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 
 .PHONY: run test build bench fuzz vm-kernel clean
 
 run:
-	$(GO) run ./cmd/notifyd
+	@mkdir -p bin && $(GO) build -o bin/notifyd ./cmd/notifyd && exec ./bin/notifyd $(ARGS)
 
 test:
 	./scripts/test.sh
