@@ -164,12 +164,20 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 	if s.cfg.Uevents != nil {
 		sub := s.cfg.Uevents.Subscribe(func(u *uevent.Uevent) bool { return u.Subsystem() == "block" })
 		defer sub.Close()
-		wg.Go(func() { s.runUevents(ctx, sink, sub) })
+		wg.Go(func() {
+			relay.Pump(ctx, sub, func(u *uevent.Uevent) {
+				if ev := FromUevent(u, s.cfg.SysRoot); ev != nil {
+					s.publish(sink, ev)
+				}
+			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
+		})
 	}
 	if s.cfg.Kmsg != nil {
 		sub := s.cfg.Kmsg.Subscribe(matchKmsg)
 		defer sub.Close()
-		wg.Go(func() { s.runKmsg(ctx, sink, sub) })
+		wg.Go(func() {
+			relay.Pump(ctx, sub, func(r *kmsg.Record) { s.handleKmsg(sink, r) }, func(l *relay.Loss) { s.publishLoss(sink, l) })
+		})
 	}
 	s.seed(sink)
 	wg.Wait()
@@ -221,22 +229,6 @@ func (s *Source) publish(sink sources.Sink, ev *event.Event) {
 	sink.Publish(ev)
 }
 
-func (s *Source) runUevents(ctx context.Context, sink sources.Sink, sub *uevent.Subscription) {
-	for {
-		it, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		if it.Loss != nil {
-			s.publishLoss(sink, it.Loss)
-			continue
-		}
-		if ev := FromUevent(it.V, s.cfg.SysRoot); ev != nil {
-			s.publish(sink, ev)
-		}
-	}
-}
-
 // FromUevent maps a SUBSYSTEM=block uevent to an event (without Raw), or
 // nil for actions that are not block events (bind, move, …).
 func FromUevent(u *uevent.Uevent, sysRoot string) *event.Event {
@@ -277,20 +269,6 @@ func FromUevent(u *uevent.Uevent, sysRoot string) *event.Event {
 		Props:       u.Props,
 		StateKey:    stateKey(uint32(ma), uint32(mi)),
 		StateRemove: sub == event.BlockRemove,
-	}
-}
-
-func (s *Source) runKmsg(ctx context.Context, sink sources.Sink, sub *kmsg.Subscription) {
-	for {
-		it, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		if it.Loss != nil {
-			s.publishLoss(sink, it.Loss)
-			continue
-		}
-		s.handleKmsg(sink, it.V)
 	}
 }
 

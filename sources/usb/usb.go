@@ -134,12 +134,24 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 			return u.Subsystem() == "usb" && u.Get("DEVTYPE") == "usb_device"
 		})
 		defer sub.Close()
-		wg.Go(func() { s.runUevents(ctx, sink, sub) })
+		wg.Go(func() {
+			relay.Pump(ctx, sub, func(u *uevent.Uevent) {
+				if ev := s.FromUevent(u); ev != nil {
+					s.publish(sink, ev)
+				}
+			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
+		})
 	}
 	if s.cfg.Kmsg != nil {
 		sub := s.cfg.Kmsg.Subscribe(func(r *kmsg.Record) bool { return strings.HasPrefix(r.Text, "usb ") })
 		defer sub.Close()
-		wg.Go(func() { s.runKmsg(ctx, sink, sub) })
+		wg.Go(func() {
+			relay.Pump(ctx, sub, func(r *kmsg.Record) {
+				if ev := s.FromKmsg(r); ev != nil {
+					s.publish(sink, ev)
+				}
+			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
+		})
 	}
 	s.seed(sink)
 	wg.Wait()
@@ -181,22 +193,6 @@ func (s *Source) publishLoss(sink sources.Sink, l *relay.Loss) {
 	ev.Loss.Estimated = l.Estimated
 	s.losses.Add(1)
 	sink.Publish(ev)
-}
-
-func (s *Source) runUevents(ctx context.Context, sink sources.Sink, sub *uevent.Subscription) {
-	for {
-		it, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		if it.Loss != nil {
-			s.publishLoss(sink, it.Loss)
-			continue
-		}
-		if ev := s.FromUevent(it.V); ev != nil {
-			s.publish(sink, ev)
-		}
-	}
 }
 
 // FromUevent maps a usb_device add/remove uevent to an event (without
@@ -253,22 +249,6 @@ func num(s string) uint16 {
 		return 0
 	}
 	return uint16(n)
-}
-
-func (s *Source) runKmsg(ctx context.Context, sink sources.Sink, sub *kmsg.Subscription) {
-	for {
-		it, err := sub.Next(ctx)
-		if err != nil {
-			return
-		}
-		if it.Loss != nil {
-			s.publishLoss(sink, it.Loss)
-			continue
-		}
-		if ev := s.FromKmsg(it.V); ev != nil {
-			s.publish(sink, ev)
-		}
-	}
 }
 
 // presenceFromLog reports whether add/remove must come from the kernel log

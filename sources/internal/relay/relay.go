@@ -203,3 +203,20 @@ func (s *Sub[T]) Close() {
 		close(s.done)
 	})
 }
+
+// Pump hands every item of sub, in order, to onItem, and every loss to
+// onLoss, until ctx is done or sub is closed. It is a source's consumer
+// loop: run it on a goroutine the source owns.
+func Pump[T any](ctx context.Context, sub *Sub[T], onItem func(T), onLoss func(*Loss)) {
+	for {
+		it, err := sub.Next(ctx)
+		if err != nil {
+			return
+		}
+		if it.Loss != nil {
+			onLoss(it.Loss)
+			continue
+		}
+		onItem(it.V)
+	}
+}
