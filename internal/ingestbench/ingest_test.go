@@ -105,31 +105,38 @@ func BenchmarkQueueDecode(b *testing.B) {
 	report(b, recs)
 }
 
+// drainedHub returns a hub with one live subscriber that drains in
+// batches on its own goroutine; stop ends the subscriber and waits for it.
+func drainedHub(b *testing.B) (*fanout.Hub, func()) {
+	b.Helper()
+	hub := fanout.New(fanout.Config{})
+	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-sub.Ready():
+				sub.Drain(nil)
+			case <-sub.Done():
+				return
+			}
+		}
+	}()
+	return hub, func() { sub.Close(); <-done }
+}
+
 // BenchmarkIngest reads, decodes, maps each record to an event and
 // publishes it to a hub (stamp, history ring, state table, one live
 // subscriber that drains in batches).
 func BenchmarkIngest(b *testing.B) {
 	fd := feed(b, b.N)
 	defer unix.Close(fd)
-	hub := fanout.New(fanout.Config{})
+	hub, stop := drainedHub(b)
 	defer hub.Close()
-	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan int)
-	go func() {
-		got := 0
-		for {
-			select {
-			case <-sub.Ready():
-				got += len(sub.Drain(nil))
-			case <-sub.Done():
-				done <- got
-				return
-			}
-		}
-	}()
 	buf := make([]byte, readBuf)
 	recs := 0
 	b.ReportAllocs()
@@ -154,8 +161,7 @@ func BenchmarkIngest(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	sub.Close()
-	<-done
+	stop()
 	if recs != b.N || hub.Seq() < uint64(b.N) {
 		b.Fatalf("published %d records (seq %d), want %d", recs, hub.Seq(), b.N)
 	}
@@ -179,25 +185,8 @@ type keyEvent struct {
 func BenchmarkIngestSlab(b *testing.B) {
 	fd := feed(b, b.N)
 	defer unix.Close(fd)
-	hub := fanout.New(fanout.Config{})
+	hub, stop := drainedHub(b)
 	defer hub.Close()
-	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan int)
-	go func() {
-		got := 0
-		for {
-			select {
-			case <-sub.Ready():
-				got += len(sub.Drain(nil))
-			case <-sub.Done():
-				done <- got
-				return
-			}
-		}
-	}()
 	buf := make([]byte, readBuf)
 	stateKeys := map[int32]string{}
 	recs := 0
@@ -235,8 +224,7 @@ func BenchmarkIngestSlab(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	sub.Close()
-	<-done
+	stop()
 	if recs != b.N || hub.Seq() < uint64(b.N) {
 		b.Fatalf("published %d records (seq %d), want %d", recs, hub.Seq(), b.N)
 	}
