@@ -238,7 +238,13 @@ func TestIntegrationMonitorReconnect(t *testing.T) {
 	d.stop()
 	hub.Publish(usbEv(2, event.USBAdd)) // while nobody listens
 	startDaemon(t, hub, sock, nil)
-	waitUntil(t, "the resumed subscription", func() bool { return subscribers(hub) == 1 })
+	n := 0
+	waitUntil(t, "the resumed subscription", func() bool {
+		if n = subscribers(hub); n != 1 && time.Now().Second()%10 == 0 {
+			t.Logf("subscribers %d; notifyctl so far:\n%s", n, m.out.String())
+		}
+		return n == 1
+	})
 	hub.Publish(usbEv(3, event.USBAdd))
 	waitUntil(t, "the live event", func() bool { return strings.Contains(m.out.String(), "#3") })
 	out := m.out.String()

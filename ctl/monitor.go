@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -168,7 +169,7 @@ func (m *monitor) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			if !m.connected || ExitCode(err) != ExitUnreachable {
+			if !m.connected || !retryable(err) {
 				return err
 			}
 			if attempt == 1 {
@@ -191,6 +192,14 @@ func (m *monitor) run(ctx context.Context) error {
 		}
 		attempt, backoff = 0, 100*time.Millisecond
 	}
+}
+
+// retryable reports whether a failed dial should be retried by a monitor
+// that was connected before: the daemon is not reachable, or it answered
+// 503 because it is still stopping or starting.
+func retryable(err error) bool {
+	var hf *HTTPFailure
+	return ExitCode(err) == ExitUnreachable || (errors.As(err, &hf) && hf.Status == http.StatusServiceUnavailable)
 }
 
 // errDone ends stream when --count is reached.

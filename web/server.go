@@ -298,10 +298,13 @@ func (s *Server) Close() error {
 	}
 	servers := s.servers
 	s.mu.Unlock()
-	close(s.quit)
+	// Listeners first, then "bye": a client that reconnects as soon as it
+	// is told must find no listener (and retry until the next daemon is
+	// up), not a half-closed server answering 503.
 	for _, hs := range servers {
 		hs.Close() // listeners and non-hijacked connections
 	}
+	close(s.quit)
 	s.wg.Wait()
 	return nil
 }
