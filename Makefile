@@ -17,7 +17,7 @@ bench:
 	$(GO) run ./cmd/notifyd-bench
 
 fuzz:
-	./scripts/fuzz.sh 60s
+	./scripts/fuzz.sh 1000000x
 
 clean:
 	rm -rf bin

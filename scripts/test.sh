@@ -39,7 +39,7 @@ echo "== fanout soak (1M events, no race detector)"
 go test -count=1 -run TestSoak ./fanout/
 
 echo "== fuzz (short)"
-./scripts/fuzz.sh "${FUZZTIME:-10s}"
+./scripts/fuzz.sh "${FUZZTIME:-100000x}"
 
 count() { grep -h "\"Action\":\"$1\"" /tmp/notifyd-test.json | grep -c '"Test":' || true; }
 echo "== done in $(( $(date +%s) - start ))s"
