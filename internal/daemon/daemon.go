@@ -152,32 +152,40 @@ func Run(ctx context.Context, o Options) (err error) {
 		d.srcs = append(d.srcs, usb.New(usb.Config{Uevents: mon, Kmsg: klog}))
 	}
 
-	var wg sync.WaitGroup
+	// Two groups of goroutines, stopped in order: the sources (and the
+	// kernel readers they share) first, so that nothing is published after
+	// the hub closes and the saved history is complete; the transports
+	// after the hub has ended every subscription, so that each subscriber
+	// is told (WebSocket "bye", D-Bus "Ended").
+	var srcWG, wg sync.WaitGroup
 	defer wg.Wait()
+	defer srcWG.Wait()
+	srcCtx, stopSources := context.WithCancel(context.Background())
+	defer stopSources()
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
 	d.events = metrics.NewEvents()
 	sink := d.events.Sink(d.hub)
 	for _, f := range d.feeds {
-		wg.Add(1)
+		srcWG.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := f.Run(runCtx); err != nil {
+			defer srcWG.Done()
+			if err := f.Run(srcCtx); err != nil {
 				log.Warn("kernel reader not running", "reader", f.Health().Name, "err", err)
 			}
 			log.Debug("kernel reader stopped", "reader", f.Health().Name)
 		}()
 	}
 	for _, s := range d.srcs {
-		wg.Add(1)
+		srcWG.Add(1)
 		go func() {
-			defer wg.Done()
-			if err := s.Run(runCtx, sink); err != nil {
+			defer srcWG.Done()
+			if err := s.Run(srcCtx, sink); err != nil {
 				lvl := slog.LevelWarn
 				if errors.Is(err, watchqueue.ErrNotSupported) {
 					lvl = slog.LevelInfo
 				}
-				log.Log(runCtx, lvl, "source not running", "source", s.Name(), "err", err)
+				log.Log(srcCtx, lvl, "source not running", "source", s.Name(), "err", err)
 			}
 			log.Debug("source stopped", "source", s.Name())
 		}()
@@ -265,10 +273,13 @@ func Run(ctx context.Context, o Options) (err error) {
 			log.Info("stopping")
 			t0 := time.Now()
 			sddaemon.SdNotify(false, sddaemon.SdNotifyStopping)
-			d.web.Close() // tells every WebSocket subscriber "bye"
+			stopSources()
+			srcWG.Wait()
 			t1 := time.Now()
+			d.hub.Close() // ends every subscription: D-Bus writers send Ended
+			d.web.Close() // WebSocket subscribers get "bye"; listeners close
+			d.waitDBusDrained(500 * time.Millisecond)
 			stop()
-			d.hub.Close()
 			wg.Wait()
 			t2 := time.Now()
 			if cfg.Daemon.SaveHistory {
@@ -280,12 +291,24 @@ func Run(ctx context.Context, o Options) (err error) {
 				os.Remove(p)
 			}
 			log.Info("stopped", "took", time.Since(t0).Round(time.Millisecond).String(),
-				"transports", t1.Sub(t0).Round(time.Millisecond).String(), "sources", t2.Sub(t1).Round(time.Millisecond).String(),
+				"sources", t1.Sub(t0).Round(time.Millisecond).String(), "transports", t2.Sub(t1).Round(time.Millisecond).String(),
 				"history", time.Since(t2).Round(time.Millisecond).String())
 			return nil
 		case <-o.Reload:
 			d.reload()
 		}
+	}
+}
+
+// waitDBusDrained gives the D-Bus writers up to max to send their Ended
+// signals after the hub closed, before the connection is torn down.
+func (d *Daemon) waitDBusDrained(max time.Duration) {
+	if d.dbus == nil {
+		return
+	}
+	deadline := time.Now().Add(max)
+	for d.dbus.Health().Subscriptions > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
