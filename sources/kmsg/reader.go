@@ -29,6 +29,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/internal/reopen"
 )
 
 // recordBuf holds one record: the kernel's limit is CONSOLE_EXT_LOG_MAX
@@ -147,38 +148,23 @@ func (r *Reader) Run(ctx context.Context) error {
 		return fmt.Errorf("open kmsg: %w", err)
 	}
 	st := state{r: r}
-	backoff := 100 * time.Millisecond
-	for {
-		r.setHealth(event.HealthLive, "reading "+r.cfg.Path, nil)
-		started := time.Now()
-		err := st.loop(ctx, f)
-		f.Close()
-		if ctx.Err() != nil {
-			r.setHealth(event.HealthUnavailable, "stopped", nil)
-			return nil
-		}
-		r.setHealth(event.HealthDegraded, "reopening "+r.cfg.Path+" after error: "+err.Error(), err)
-		if time.Since(started) > time.Minute {
-			backoff = 100 * time.Millisecond
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				r.setHealth(event.HealthUnavailable, "stopped", nil)
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			// Reopen at the oldest record and skip what was read: the
-			// sequence gap then counts exactly what was missed.
-			f, err = r.open(!st.any)
-			if err == nil {
-				r.restarts.Add(1)
-				break
-			}
+	reopen.Run(ctx, f, reopen.Hooks[*os.File]{
+		Read:  st.loop,
+		Close: func(f *os.File) { f.Close() },
+		// Reopen at the oldest record and skip what was read: the
+		// sequence gap then counts exactly what was missed.
+		Open:     func() (*os.File, error) { return r.open(!st.any) },
+		Live:     func() { r.setHealth(event.HealthLive, "reading "+r.cfg.Path, nil) },
+		Reopened: func() { r.restarts.Add(1) },
+		Failed: func(err error) {
+			r.setHealth(event.HealthDegraded, "reopening "+r.cfg.Path+" after error: "+err.Error(), err)
+		},
+		OpenFailed: func(err error) {
 			r.setHealth(event.HealthDegraded, "reopen "+r.cfg.Path+": "+err.Error(), err)
-		}
-	}
+		},
+		Stopped: func() { r.setHealth(event.HealthUnavailable, "stopped", nil) },
+	})
+	return nil
 }
 
 func (r *Reader) open(atEnd bool) (*os.File, error) {

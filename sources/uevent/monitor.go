@@ -31,6 +31,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/internal/reopen"
 )
 
 // DefaultRcvBuf is the receive buffer asked for when Config.RcvBuf is 0:
@@ -166,43 +167,27 @@ func (m *Monitor) Run(ctx context.Context) error {
 		m.setHealth(event.HealthUnavailable, "cannot open NETLINK_KOBJECT_UEVENT socket: "+err.Error(), err)
 		return fmt.Errorf("open uevent socket: %w", err)
 	}
-	backoff := 100 * time.Millisecond
 	r := reader{m: m}
-	for {
-		m.setHealth(event.HealthLive, m.liveReason(), nil)
-		started := time.Now()
-		err := r.loop(ctx, c)
-		c.Close()
-		if ctx.Err() != nil {
-			if r.pending {
-				r.flush(true)
-			}
-			m.setHealth(event.HealthUnavailable, "stopped", nil)
-			return nil
-		}
-		// Recoverable: whatever arrived while the socket was down is lost.
-		m.setHealth(event.HealthDegraded, "reopening uevent socket after error: "+err.Error(), err)
-		r.markLoss("uevent socket reopened after error: " + err.Error())
-		if time.Since(started) > time.Minute {
-			backoff = 100 * time.Millisecond
-		}
-		for {
-			select {
-			case <-ctx.Done():
-				r.flush(true)
-				m.setHealth(event.HealthUnavailable, "stopped", nil)
-				return nil
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			c, err = m.open()
-			if err == nil {
-				m.restarts.Add(1)
-				break
-			}
+	reopen.Run(ctx, c, reopen.Hooks[*conn]{
+		Read:     r.loop,
+		Close:    func(c *conn) { c.Close() },
+		Open:     m.open,
+		Live:     func() { m.setHealth(event.HealthLive, m.liveReason(), nil) },
+		Reopened: func() { m.restarts.Add(1) },
+		Failed: func(err error) {
+			// Recoverable: whatever arrived while the socket was down is lost.
+			m.setHealth(event.HealthDegraded, "reopening uevent socket after error: "+err.Error(), err)
+			r.markLoss("uevent socket reopened after error: " + err.Error())
+		},
+		OpenFailed: func(err error) {
 			m.setHealth(event.HealthDegraded, "reopen uevent socket: "+err.Error(), err)
-		}
-	}
+		},
+		Stopped: func() {
+			r.flush(true)
+			m.setHealth(event.HealthUnavailable, "stopped", nil)
+		},
+	})
+	return nil
 }
 
 func (m *Monitor) liveReason() string {
