@@ -231,7 +231,7 @@ const (
 	CodeBadFilter    ErrorCode = "bad-filter"         // the filter does not parse; Pos says where
 	CodeSubscribed   ErrorCode = "already-subscribed" // a second subscribe on one connection
 	CodeDenied       ErrorCode = "denied"             // the policy refused the subscription
-	CodeLimit        ErrorCode = "limit"              // too many subscribers
+	CodeLimit        ErrorCode = "limit"              // a limit is reached (connections, subscriptions, queue); the message names it
 	CodeBinary       ErrorCode = "binary"             // a binary frame (the protocol is text only)
 	CodeInternal     ErrorCode = "internal"           // the server failed
 	CodeUnauthorized ErrorCode = "unauthorized"       // HTTP 401 body: missing or wrong token
@@ -305,6 +305,18 @@ type Settings struct {
 	Owner     bool   `json:"owner,omitempty"` // a key-watch owner token applies
 	Transport string `json:"transport"`       // "unix" or "tcp"
 	UID       *int64 `json:"uid,omitempty"`   // the credentials the policy applies (unix socket)
+	// Sources are the sources the subscription receives: those its filter
+	// can match that the policy's Watch hook allowed.
+	Sources []string `json:"sources"`
+	// DeniedSources are those its filter could match that the policy
+	// refused; their events are never delivered.
+	DeniedSources []DeniedSource `json:"denied_sources,omitempty"`
+}
+
+// DeniedSource is a source the policy refused a subscription, and why.
+type DeniedSource struct {
+	Source string `json:"source"`
+	Reason string `json:"reason"` // the rule and its text
 }
 
 // Hello starts a subscription's stream.
@@ -366,6 +378,7 @@ const (
 	ByeSlow     ByeReason = "slow"      // policy disconnect: the queue overflowed
 	ByePeerExit ByeReason = "peer-exit" // the process that connected has exited
 	ByeClosed   ByeReason = "closed"    // the subscription was closed by the daemon
+	ByeIdle     ByeReason = "idle"      // no subscription within the idle timeout (limits.idle_timeout)
 )
 
 // Bye is the last message on a connection before the close frame.
@@ -386,6 +399,7 @@ const (
 	CloseTooBig      = 1009 // frame larger than MaxClientMessage
 	CloseSlow        = 4008 // slow subscriber, disconnect policy (as Centrifugo's 3008)
 	ClosePeerExit    = 4010 // the connecting process exited
+	CloseIdle        = 4011 // no subscription within the idle timeout
 )
 
 // HubStatus is the fan-out hub's counters.
@@ -439,6 +453,24 @@ type Status struct {
 	Sources     []event.Health     `json:"sources"`
 	Subscribers []SubscriberStatus `json:"subscribers"`
 	Web         WebStatus          `json:"web"`
+	Limits      *LimitsStatus      `json:"limits,omitempty"` // administrators only
+}
+
+// LimitsStatus is the subscription core's view: limits in force, use and
+// refusals (shown to administrators).
+type LimitsStatus struct {
+	MaxConnections        int               `json:"max_connections"`
+	AdminReserve          int               `json:"admin_reserve"`
+	MaxConnectionsPerUser int               `json:"max_connections_per_user"`
+	MaxSubscribers        int               `json:"max_subscribers"`
+	MaxSubscribersPerUser int               `json:"max_subscribers_per_user"`
+	MaxQueueBytesPerUser  int64             `json:"max_queue_bytes_per_user"`
+	IdleTimeout           string            `json:"idle_timeout"`
+	Connections           int               `json:"connections"`
+	Subscriptions         int               `json:"subscriptions"`
+	Refused               map[string]uint64 `json:"refused"`
+	Denied                uint64            `json:"denied"`                  // subscriptions the Watch hook refused
+	KernelFilter          string            `json:"kernel_filter,omitempty"` // the key queue's kernel filter (sources.key_kernel_filter)
 }
 
 // KeyWatchReply is the JSON body of a PathKeyWatch answer; the write end

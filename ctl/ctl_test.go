@@ -22,6 +22,7 @@ import (
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -37,7 +38,16 @@ type daemon struct {
 	served chan error
 }
 
-func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*web.Config)) *daemon {
+// testConfig is what a test may change before the server starts: the web
+// server's configuration and the subscription core's policy and key
+// watches.
+type testConfig struct {
+	*web.Config
+	Policy         *lsm.Engine
+	AttachKeyWatch func(owner string) (*os.File, func(), error)
+}
+
+func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*testConfig)) *daemon {
 	t.Helper()
 	if hub == nil {
 		hub = fanout.New(fanout.Config{})
@@ -46,13 +56,17 @@ func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*web.Con
 		socket = filepath.Join(t.TempDir(), "notifyd.sock")
 	}
 	d := &daemon{t: t, hub: hub, socket: socket, served: make(chan error, 2)}
-	d.cfg = web.Config{Hub: hub, TokenFile: filepath.Join(filepath.Dir(socket), "token"),
+	d.cfg = web.Config{TokenFile: filepath.Join(filepath.Dir(socket), "token"),
 		Sources: func() []event.Health {
 			return []event.Health{{Name: "kmsg", Source: event.SourceBlock, State: event.HealthLive, Origins: []event.Origin{event.OriginKmsg}, Events: 7, Losses: 1}}
 		}}
+	tc := &testConfig{Config: &d.cfg}
 	if mod != nil {
-		mod(&d.cfg)
+		mod(tc)
 	}
+	core := subs.New(subs.Config{Hub: hub, Policy: tc.Policy, AttachKeyWatch: tc.AttachKeyWatch})
+	t.Cleanup(core.Close)
+	d.cfg.Core = core
 	srv, err := web.New(d.cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -369,8 +383,8 @@ func TestIntegrationKeyWatchFD(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	detached := make(chan string, 4)
-	d := startDaemon(t, hub, "", func(c *web.Config) {
-		c.AttachKeyWatch = func(owner string, cr *lsm.Cred) (*os.File, func(), error) {
+	d := startDaemon(t, hub, "", func(c *testConfig) {
+		c.AttachKeyWatch = func(owner string) (*os.File, func(), error) {
 			rd, wr, err := os.Pipe()
 			if err != nil {
 				return nil, nil, err

@@ -17,7 +17,6 @@ import (
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/sources/keys"
 	"github.com/notifyd/notifyd/watchqueue"
-	"github.com/notifyd/notifyd/web"
 )
 
 // TestIntegrationWatchKeyKernel runs "notifyctl watch-key @s" against a
@@ -51,9 +50,9 @@ func TestIntegrationWatchKeyKernel(t *testing.T) {
 	defer func() { cancel(); <-ran }()
 	waitUntil(t, "the key source", func() bool { return src.Health().State == event.HealthLive })
 
-	d := startDaemon(t, hub, "", func(c *web.Config) {
+	d := startDaemon(t, hub, "", func(c *testConfig) {
 		c.Policy = lsm.NewEngine(lsm.Default())
-		c.AttachKeyWatch = func(owner string, _ *lsm.Cred) (*os.File, func(), error) { return src.AttachClient(owner) }
+		c.AttachKeyWatch = src.AttachClient
 	})
 	ring, err := unix.KeyctlGetKeyringID(unix.KEY_SPEC_SESSION_KEYRING, false)
 	if err != nil {

@@ -19,6 +19,8 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // policyFile is the shipped bus policy; the test bus includes it.
@@ -168,11 +170,20 @@ type daemon struct {
 	done   chan error
 }
 
-func startDaemon(t testing.TB, b *testBus, mod func(*dbusapi.Config)) *daemon {
+// testConfig is what a test may change before the service starts: the
+// service's configuration and the subscription core's policy and key
+// watches.
+type testConfig struct {
+	*dbusapi.Config
+	Policy         *lsm.Engine
+	AttachKeyWatch func(owner string) (*os.File, func(), error)
+	Limits         subs.Limits
+}
+
+func startDaemon(t testing.TB, b *testBus, mod func(*testConfig)) *daemon {
 	t.Helper()
 	hub := fanout.New(fanout.Config{})
 	cfg := dbusapi.Config{
-		Hub: hub,
 		Bus: b.addr,
 		Sources: func() []event.Health {
 			return []event.Health{
@@ -183,13 +194,16 @@ func startDaemon(t testing.TB, b *testBus, mod func(*dbusapi.Config)) *daemon {
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
 	}
+	tc := &testConfig{Config: &cfg}
 	if mod != nil {
-		mod(&cfg)
+		mod(tc)
 	}
+	core := subs.New(subs.Config{Hub: hub, Policy: tc.Policy, AttachKeyWatch: tc.AttachKeyWatch, Limits: tc.Limits})
+	cfg.Core = core
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{hub: hub, svc: dbusapi.New(cfg), cancel: cancel, done: make(chan error, 1)}
 	go func() { d.done <- d.svc.Run(ctx) }()
-	t.Cleanup(func() { d.stop(t); hub.Close() })
+	t.Cleanup(func() { d.stop(t); hub.Close(); core.Close() })
 	d.waitServing(t, 10*time.Second)
 	return d
 }

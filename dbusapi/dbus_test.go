@@ -21,6 +21,7 @@ import (
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/watchqueue"
 )
 
@@ -111,7 +112,7 @@ func (c *client) next(t testing.TB, path dbus.ObjectPath, member string, max tim
 func TestIntegrationApplet(t *testing.T) {
 	testenv.Root(t, "runs a bystander as nobody")
 	b := startBus(t)
-	d := startDaemon(t, b, func(c *dbusapi.Config) { c.Policy = lsm.NewEngine(lsm.Default()) })
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = lsm.NewEngine(lsm.Default()) })
 
 	spy := startPy(t, 65534, "listen", b.addr, "1")
 	spyRoot := startPy(t, -1, "listen", b.addr, "0")
@@ -375,7 +376,7 @@ func nonNil(m map[string]dbus.Variant) map[string]dbus.Variant {
 // written or resized, and holds the matching events in the record ABI.
 func TestIntegrationHistory(t *testing.T) {
 	b := startBus(t)
-	d := startDaemon(t, b, func(c *dbusapi.Config) { c.Policy = lsm.NewEngine(lsm.Default()) })
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = lsm.NewEngine(lsm.Default()) })
 	var want []*event.Event
 	for i := range 20 {
 		ev := usbEvent(t, fmt.Sprintf("2-%d", i), event.USBAdd)
@@ -479,7 +480,7 @@ func countFDs(t testing.TB) (all, watch int) {
 // is gone and its descriptors (pidfd, watcher) are closed promptly.
 func TestIntegrationSubscriberKilled(t *testing.T) {
 	b := startBus(t)
-	d := startDaemon(t, b, func(c *dbusapi.Config) { c.Policy = lsm.NewEngine(lsm.Default()) })
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = lsm.NewEngine(lsm.Default()) })
 	time.Sleep(100 * time.Millisecond) // let the connection settle
 	baseAll, baseWatch := countFDs(t)
 	app := startPy(t, -1, "subscribe", b.addr, "")
@@ -578,10 +579,10 @@ func TestIntegrationBusRestart(t *testing.T) {
 // Sources, Status properties and AttachKeyWatch on this kernel.
 func TestIntegrationSubscription(t *testing.T) {
 	b := startBus(t)
-	d := startDaemon(t, b, func(c *dbusapi.Config) {
+	d := startDaemon(t, b, func(c *testConfig) {
 		c.Policy = lsm.NewEngine(lsm.Default())
 		c.StatusInterval = 100 * time.Millisecond
-		c.AttachKeyWatch = func(owner string, cr *lsm.Cred) (*os.File, func(), error) {
+		c.AttachKeyWatch = func(owner string) (*os.File, func(), error) {
 			// The real kernel interface: a notification pipe.
 			q, err := watchqueue.Open(watchqueue.Options{})
 			if err != nil {
@@ -730,7 +731,9 @@ wait:
 // subscription).
 func TestIntegrationSlowSubscriber(t *testing.T) {
 	b := startBus(t)
-	d := startDaemon(t, b, nil)
+	d := startDaemon(t, b, func(c *testConfig) {
+		c.Limits = subs.Limits{MaxQueueLen: 1 << 20, MaxQueueBytes: 1 << 30, MaxQueueBytesPerUser: 1 << 30}
+	})
 	var slowPath, fastPath dbus.ObjectPath
 	slow := rawDial(t, b.addr) // never reads after subscribing
 	slow.call(t, api.DBusName, api.DBusPath, api.DBusManagerInterface, api.DBusMethodSubscribe,
@@ -787,7 +790,7 @@ func TestIntegrationSlowSubscriber(t *testing.T) {
 func TestIntegrationRunStops(t *testing.T) {
 	b := startBus(t)
 	before := runtime.NumGoroutine()
-	d := startDaemon(t, b, func(c *dbusapi.Config) { c.Policy = lsm.NewEngine(lsm.Default()) })
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = lsm.NewEngine(lsm.Default()) })
 	var rs []*rawConn
 	for range 5 {
 		r := rawDial(t, b.addr)
@@ -851,7 +854,7 @@ func TestIntegrationPolicy(t *testing.T) {
 	}
 	eng := lsm.NewEngine(pol)
 	b := startBus(t)
-	d := startDaemon(t, b, func(c *dbusapi.Config) { c.Policy = eng })
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = eng })
 
 	app := startPy(t, 65534, "subscribe", b.addr, "")
 	app.next("started", 10*time.Second)

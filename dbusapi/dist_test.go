@@ -18,6 +18,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/subs"
 )
 
 const (
@@ -216,7 +217,9 @@ func activatedService() {
 	}
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
-	svc := dbusapi.New(dbusapi.Config{Hub: hub, Bus: "system", Sources: func() []event.Health { return nil }})
+	core := subs.New(subs.Config{Hub: hub})
+	defer core.Close()
+	svc := dbusapi.New(dbusapi.Config{Core: core, Bus: "system", Sources: func() []event.Health { return nil }})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

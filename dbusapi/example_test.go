@@ -8,6 +8,7 @@ import (
 	"github.com/notifyd/notifyd/dbusapi"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // The daemon runs the service beside its other transports; Run keeps
@@ -15,10 +16,11 @@ import (
 func ExampleNew() {
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
+	core := subs.New(subs.Config{Hub: hub, Policy: lsm.NewEngine(lsm.Default())})
+	defer core.Close()
 	svc := dbusapi.New(dbusapi.Config{
-		Hub:    hub,
-		Policy: lsm.NewEngine(lsm.Default()),
-		Bus:    "unix:path=/nonexistent/bus", // "system" in the daemon
+		Core: core,
+		Bus:  "unix:path=/nonexistent/bus", // "system" in the daemon
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

@@ -1,16 +1,14 @@
 package dbusapi
 
 import (
-	"errors"
 	"fmt"
-	"syscall"
 
 	"github.com/godbus/dbus/v5"
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/filter"
 	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // sourceInfo is one element of Sources() (signature (sssasssttt)).
@@ -79,16 +77,6 @@ func dbusErr(name, format string, args ...any) *dbus.Error {
 	return dbus.NewError(name, []any{fmt.Sprintf(format, args...)})
 }
 
-// parseFilter compiles expr, turning a syntax error into BadFilter whose
-// message names the position.
-func parseFilter(expr string) (*filter.Filter, *dbus.Error) {
-	f, err := filter.Parse(expr)
-	if err != nil {
-		return nil, dbusErr(api.DBusErrorBadFilter, "%v", err)
-	}
-	return f, nil
-}
-
 // subOptions is the decoded Subscribe option dictionary.
 type subOptions struct {
 	resume     *fanout.Position
@@ -143,9 +131,6 @@ func parseOptions(opts map[string]dbus.Variant) (subOptions, *dbus.Error) {
 			n, ok := v.Value().(uint32)
 			if !ok {
 				return o, bad("u")
-			}
-			if n > 1<<20 {
-				return o, dbusErr(api.DBusErrorBadOption, "option %q: %d is more than %d", k, n, 1<<20)
 			}
 			o.queueLen = int(n)
 		default:
@@ -207,9 +192,8 @@ func (sess *session) history(msg dbus.Message, since uint64, expr string) *dbus.
 		return nil
 	}
 	defer sess.leave()
-	f, e := parseFilter(expr)
-	if e != nil {
-		sess.reply(&msg, e)
+	if _, err := subs.Compile(expr); err != nil {
+		sess.reply(&msg, coreErr(err))
 		return nil
 	}
 	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
@@ -218,11 +202,12 @@ func (sess *session) history(msg dbus.Message, since uint64, expr string) *dbus.
 		sess.reply(&msg, e)
 		return nil
 	}
-	if e := sess.watchAllowed(o, f); e != nil {
-		sess.reply(&msg, e)
+	res, err := o.cn.History(subs.HistoryRequest{Filter: expr, After: since, Max: api.DBusMaxHistory})
+	if err != nil {
+		sess.reply(&msg, coreErr(err))
 		return nil
 	}
-	evs := sess.svc.cfg.Hub.History(since, f, sess.allow(o), o.id, api.DBusMaxHistory)
+	evs := res.Events
 	b, err := record.EncodeStream(evs)
 	if err != nil {
 		// Some event has no record layout: leave those out rather than
@@ -252,57 +237,52 @@ func (sess *session) history(msg dbus.Message, since uint64, expr string) *dbus.
 	return nil
 }
 
-// notSupported reports whether err means the kernel lacks the feature.
-func notSupported(err error) bool {
-	return errors.Is(err, errors.ErrUnsupported) || errors.Is(err, syscall.ENOPKG) ||
-		errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP)
+// coreErr maps a subscription core error to its D-Bus error name.
+func coreErr(err error) *dbus.Error {
+	name := api.DBusErrorFailed
+	switch subs.CodeOf(err) {
+	case subs.CodeBadFilter:
+		name = api.DBusErrorBadFilter
+	case subs.CodeBadRequest:
+		name = api.DBusErrorBadOption
+	case subs.CodeDenied:
+		name = api.DBusErrorDenied
+	case subs.CodeLimit:
+		name = api.DBusErrorLimit
+	case subs.CodeNotSupported:
+		name = api.DBusErrorNotSupported
+	}
+	return dbusErr(name, "%v", err)
 }
 
-// attachKeyWatch implements Manager.AttachKeyWatch (manual reply).
+// attachKeyWatch implements Manager.AttachKeyWatch (manual reply): a key
+// watch tied to the caller's connection.
 func (sess *session) attachKeyWatch(msg dbus.Message) *dbus.Error {
 	if !sess.enter() {
 		sess.reply(&msg, dbusErr(api.DBusErrorFailed, "service is shutting down"))
 		return nil
 	}
 	defer sess.leave()
-	attach := sess.svc.cfg.AttachKeyWatch
-	if attach == nil {
-		sess.reply(&msg, dbusErr(api.DBusErrorNotSupported, "key watches are not available in this daemon"))
-		return nil
-	}
 	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
 	o, e := sess.ownerFor(sender)
 	if e != nil {
 		sess.reply(&msg, e)
 		return nil
 	}
-	wr, detach, err := attach(o.id, o.cred)
+	kw, err := o.cn.AttachKeyWatch(subs.KeyWatchOptions{})
 	if err != nil {
-		name := api.DBusErrorFailed
-		if notSupported(err) {
-			name = api.DBusErrorNotSupported
-		}
-		sess.reply(&msg, dbusErr(name, "attach key watch: %v", err))
+		sess.reply(&msg, coreErr(err))
 		return nil
 	}
-	sess.mu.Lock()
-	if sess.owners[o.name] != o {
-		sess.mu.Unlock()
-		detach()
-		sess.reply(&msg, dbusErr(api.DBusErrorCredentials, "caller left the bus"))
-		return nil
-	}
-	o.detach = append(o.detach, detach)
-	sess.mu.Unlock()
-	// wr stays open until detach: the key source owns it (the bus
+	// kw.File stays open until the watch ends: the core owns it (the bus
 	// duplicates it into the client).
-	sess.reply(&msg, nil, dbus.UnixFD(wr.Fd()), o.id)
+	sess.reply(&msg, nil, dbus.UnixFD(kw.File.Fd()), kw.Owner)
 	return nil
 }
 
 // managerProps returns the manager's properties.
 func (sess *session) managerProps() map[string]dbus.Variant {
-	st := sess.svc.cfg.Hub.Stats()
+	st := sess.svc.cfg.Core.Hub().Stats()
 	return map[string]dbus.Variant{
 		"Version":       dbus.MakeVariant(uint32(1)),
 		"Epoch":         dbus.MakeVariant(st.Epoch),

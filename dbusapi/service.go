@@ -15,9 +15,12 @@
 // bodies are encoded once per event and shared by all subscribers; only the
 // small per-subscriber header differs.
 //
-// A subscription ends when its owner cancels it, when the owner's
-// connection leaves the bus (NameOwnerChanged), when the owner's process
-// exits (pidfd, see lsm.WatchExit), when the hub ends it, or when the bus
+// Policy, limits and lifecycle are the subscription core's (package
+// subs): each bus peer that calls a method is one subs.Conn, opened on its
+// first call and closed when it leaves. A subscription ends when its owner
+// cancels it, when the owner's connection leaves the bus
+// (NameOwnerChanged), when the owner's process exits (the core watches
+// its pidfd), when the hub ends it, or when the bus
 // goes away. Run keeps reconnecting with back-off while the bus is away
 // and re-owns the name when it is back; other transports are unaffected.
 //
@@ -36,24 +39,18 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // Config configures a Service.
 type Config struct {
-	// Hub is the event hub; required.
-	Hub *fanout.Hub
-	// Policy is consulted at Subscribe (Watch) and for every event
-	// (Allow). Nil allows everything (tests only; the daemon always sets
-	// it).
-	Policy *lsm.Engine
+	// Core is the subscription core: every bus peer that calls a method
+	// is a connection of it (counted against the limits, ended with the
+	// peer), and subscriptions, history and key watches are made through
+	// it. Required.
+	Core *subs.Core
 	// Sources reports source health for Sources(); nil reports none.
 	Sources func() []event.Health
-	// AttachKeyWatch creates a per-client notification pipe whose events
-	// carry Event.Owner == owner and returns its write end; nil makes
-	// AttachKeyWatch fail with api.DBusErrorNotSupported.
-	AttachKeyWatch func(owner string, c *lsm.Cred) (*os.File, func(), error)
 	// Bus is "system" (the default when empty), "session", or a D-Bus
 	// address such as "unix:path=/run/dbus/system_bus_socket".
 	Bus string
@@ -92,9 +89,8 @@ type Health struct {
 
 // Service is the D-Bus service. Create it with New and call Run.
 type Service struct {
-	cfg    Config
-	bodies *bodyCache
-	gen    atomic.Uint64 // connection generation, part of owner ids
+	cfg Config
+	gen atomic.Uint64 // connection generation, part of owner ids
 
 	mu     sync.Mutex
 	health Health
@@ -118,7 +114,7 @@ func New(cfg Config) *Service {
 	if cfg.StatusInterval <= 0 {
 		cfg.StatusInterval = time.Second
 	}
-	s := &Service{cfg: cfg, bodies: newBodyCache()}
+	s := &Service{cfg: cfg}
 	s.health = Health{State: StateIdle, Bus: cfg.Bus, Name: api.DBusName, Since: time.Now()}
 	return s
 }
@@ -190,8 +186,8 @@ func busAddress(bus string) (string, error) {
 // It returns nil when ctx is done, after every goroutine it started has
 // stopped, and an error only for a configuration it can never serve.
 func (s *Service) Run(ctx context.Context) error {
-	if s.cfg.Hub == nil {
-		return errors.New("dbus service: no hub")
+	if s.cfg.Core == nil {
+		return errors.New("dbus service: no subscription core")
 	}
 	defer s.setState(StateStopped, s.cfg.Bus, "", nil)
 	backoff := s.cfg.MinBackoff

@@ -10,7 +10,7 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/notifyd/notifyd/api"
-	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 const (
@@ -57,15 +57,12 @@ type session struct {
 	wg      sync.WaitGroup // writers, watchers, handlers, loops
 }
 
-// owner is one client connection with live subscriptions or key watches.
+// owner is one client connection with live subscriptions or key watches:
+// a connection of the subscription core.
 type owner struct {
-	name     string    // unique bus name
-	id       string    // daemon-unique owner id (fanout Options.Owner)
-	cred     *lsm.Cred // closed when the owner goes
-	subs     map[*sub]struct{}
-	detach   []func()
-	done     chan struct{} // closed when the owner is gone
-	stopExit func()
+	name string     // unique bus name
+	cn   *subs.Conn // closed when the owner goes
+	subs map[*sub]struct{}
 }
 
 func (s *Service) connect(ctx context.Context, addr string) (*session, error) {
@@ -252,8 +249,8 @@ func (sess *session) statusLoop() {
 	}
 }
 
-// ownerFor returns the owner record of sender, creating it (credentials
-// from the bus, a pidfd exit watch) on first use.
+// ownerFor returns the owner record of sender, opening its core
+// connection (credentials from the bus) on first use.
 func (sess *session) ownerFor(sender string) (*owner, *dbus.Error) {
 	sess.mu.Lock()
 	o := sess.owners[sender]
@@ -265,38 +262,28 @@ func (sess *session) ownerFor(sender string) (*owner, *dbus.Error) {
 	if err != nil {
 		return nil, dbus.NewError(api.DBusErrorCredentials, []any{err.Error()})
 	}
+	cn, err := sess.svc.cfg.Core.Open(subs.Peer{
+		Cred:      cred,
+		Transport: "dbus",
+		Label:     fmt.Sprintf("dbus %s uid=%d pid=%d", sender, cred.UID, cred.PID),
+		OnEnd:     func(reason error) { sess.ownerGone(sender, reason.Error()) },
+	})
+	if err != nil {
+		return nil, coreErr(err)
+	}
 	sess.mu.Lock()
 	if sess.closing {
 		sess.mu.Unlock()
-		cred.Close()
+		cn.Close()
 		return nil, dbus.NewError(api.DBusErrorFailed, []any{"service is shutting down"})
 	}
 	if o := sess.owners[sender]; o != nil {
 		sess.mu.Unlock()
-		cred.Close()
+		cn.Close()
 		return o, nil
 	}
-	o = &owner{
-		name: sender,
-		id:   fmt.Sprintf("dbus/%d/%s", sess.gen, sender),
-		cred: cred,
-		subs: map[*sub]struct{}{},
-		done: make(chan struct{}),
-	}
+	o = &owner{name: sender, cn: cn, subs: map[*sub]struct{}{}}
 	sess.owners[sender] = o
-	if cred.PidFD >= 0 {
-		exited, stop := lsm.WatchExit(cred.PidFD)
-		o.stopExit = stop
-		sess.wg.Add(1)
-		go func() {
-			defer sess.wg.Done()
-			select {
-			case <-exited:
-				sess.ownerGone(sender, "owner process exited")
-			case <-o.done:
-			}
-		}()
-	}
 	sess.mu.Unlock()
 	// The owner may have left before we registered it; then no
 	// NameOwnerChanged will come for it any more.
@@ -318,23 +305,16 @@ func (sess *session) ownerGone(name, reason string) {
 		return
 	}
 	delete(sess.owners, name)
-	subs := make([]*sub, 0, len(o.subs))
+	list := make([]*sub, 0, len(o.subs))
 	for s := range o.subs {
-		subs = append(subs, s)
+		list = append(list, s)
 	}
-	close(o.done)
 	sess.mu.Unlock()
-	for _, s := range subs {
+	for _, s := range list {
 		s.end(reason, false)
 	}
-	for _, s := range subs {
+	for _, s := range list {
 		<-s.finished
 	}
-	for _, d := range o.detach {
-		d()
-	}
-	if o.stopExit != nil {
-		o.stopExit()
-	}
-	o.cred.Close()
+	o.cn.Close() // every subscription and key watch of the owner ends
 }

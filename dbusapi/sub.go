@@ -2,7 +2,6 @@ package dbusapi
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // maxWrite bounds the bytes one write to the bus carries; a batch larger
@@ -24,7 +24,7 @@ type sub struct {
 	sess     *session
 	owner    *owner
 	path     dbus.ObjectPath
-	fs       *fanout.Subscription
+	fs       *subs.Sub
 	hello    fanout.Hello
 	filter   string
 	policy   string
@@ -42,9 +42,8 @@ type sub struct {
 // newSub creates and registers a subscription for the caller of msg; the
 // writer starts with start, after the reply.
 func (sess *session) newSub(msg *dbus.Message, expr string, opts map[string]dbus.Variant) (*sub, *dbus.Error) {
-	f, e := parseFilter(expr)
-	if e != nil {
-		return nil, e
+	if _, err := subs.Compile(expr); err != nil {
+		return nil, coreErr(err)
 	}
 	o, e := parseOptions(opts)
 	if e != nil {
@@ -55,41 +54,28 @@ func (sess *session) newSub(msg *dbus.Message, expr string, opts map[string]dbus
 	if e != nil {
 		return nil, e
 	}
-	if e := sess.watchAllowed(own, f); e != nil {
-		return nil, e
-	}
-	c := own.cred
-	fs, hello, err := sess.svc.cfg.Hub.Subscribe(fanout.Options{
-		Match:    f,
-		Allow:    sess.allow(own),
-		Owner:    own.id,
+	fs, err := own.cn.Subscribe(subs.Request{
+		Filter:   expr,
 		Policy:   o.policy,
 		QueueLen: o.queueLen,
 		Resume:   o.resume,
 		Snapshot: o.snapshot,
-		Label:    fmt.Sprintf("dbus %s uid=%d pid=%d", sender, c.UID, c.PID),
-		UID:      c.UID,
 	})
 	if err != nil {
-		if errors.Is(err, fanout.ErrLimit) {
-			return nil, dbusErr(api.DBusErrorLimit, "subscribe: %v", err)
-		}
-		return nil, dbusErr(api.DBusErrorFailed, "subscribe: %v", err)
+		return nil, coreErr(err)
 	}
+	hello := fs.Hello
 	s := &sub{
 		sess:     sess,
 		owner:    own,
 		path:     dbus.ObjectPath(api.DBusSubscriptionPrefix + "/" + strconv.FormatUint(fs.ID(), 10)),
 		fs:       fs,
 		hello:    hello,
-		filter:   f.String(),
+		filter:   fs.Filter.String(),
 		policy:   o.policyName,
-		queueLen: o.queueLen,
+		queueLen: fs.QueueLen,
 		stop:     make(chan struct{}),
 		finished: make(chan struct{}),
-	}
-	if s.queueLen == 0 {
-		s.queueLen = fanout.DefaultQueueLen
 	}
 	var err1, err2 error
 	s.evHdr, err1 = newSigHeader(s.path, api.DBusSubscriptionInterface, api.DBusSignalEvent, sender, sigEvent)
@@ -195,10 +181,7 @@ func (s *sub) run() {
 func (s *sub) write(buf []byte, evs []*event.Event) []byte {
 	conn := s.sess.conn
 	for _, ev := range evs {
-		body, err := s.sess.svc.bodies.get(ev)
-		if err != nil {
-			continue // cannot happen: every field is a plain value
-		}
+		body := signalBody(ev)
 		hdr := s.evHdr
 		if ev.Loss != nil {
 			hdr = s.lossHdr

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -202,46 +201,18 @@ func (s *serials) GetSerial() uint32 {
 
 func (s *serials) RetireSerial(uint32) {}
 
-// bodyCache holds the encoded signal body of recent events so that an
-// event sent to many subscribers is encoded once. Events are immutable
-// once published, so the pointer is the key. Bounded FIFO.
-type bodyCache struct {
-	mu   sync.Mutex
-	m    map[*event.Event][]byte
-	ring []*event.Event
-	next int
-	hits atomic.Uint64
-	miss atomic.Uint64
+// signalBody returns the encoded body of ev's Event or Loss signal, made
+// once per event and cached on it (event.EncodingDBusBody), so that an
+// event sent to many subscribers is encoded once.
+func signalBody(ev *event.Event) []byte {
+	return ev.Encoded(event.EncodingDBusBody, encodeSignalBody)
 }
 
-const bodyCacheLen = 4096
-
-func newBodyCache() *bodyCache {
-	return &bodyCache{m: make(map[*event.Event][]byte, bodyCacheLen), ring: make([]*event.Event, bodyCacheLen)}
-}
-
-func (c *bodyCache) get(ev *event.Event) ([]byte, error) {
-	c.mu.Lock()
-	b, ok := c.m[ev]
-	c.mu.Unlock()
-	if ok {
-		c.hits.Add(1)
-		return b, nil
-	}
-	c.miss.Add(1)
+func encodeSignalBody(ev *event.Event) []byte {
 	b, err := marshalBody(make([]byte, 0, 256), eventBody(ev))
 	if err != nil {
-		return nil, err
+		// Every field is a plain value: this cannot happen.
+		panic("dbusapi: marshal signal body: " + err.Error())
 	}
-	c.mu.Lock()
-	if _, ok := c.m[ev]; !ok {
-		if old := c.ring[c.next]; old != nil {
-			delete(c.m, old)
-		}
-		c.ring[c.next] = ev
-		c.next = (c.next + 1) % len(c.ring)
-		c.m[ev] = b
-	}
-	c.mu.Unlock()
-	return b, nil
+	return b
 }

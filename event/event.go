@@ -142,7 +142,33 @@ type Event struct {
 	// event.
 	Snapshot bool
 
-	json atomic.Pointer[[]byte] // cached JSON form, see JSON
+	enc [numEncodings]atomic.Pointer[[]byte] // cached wire forms, see Encoded
+}
+
+// Encoding names one wire form of an event, cached on the event by
+// Encoded. Every transport's per-event encoding lives here, so that an
+// event sent to a thousand subscribers of any transport is encoded once
+// per form and the cache dies with the event.
+type Encoding uint8
+
+// The wire forms.
+const (
+	EncodingJSON     Encoding = iota // the JSON form (WebSocket, notifyctl --json)
+	EncodingDBusBody                 // the body of the D-Bus Event/Loss signal (dbusapi)
+	numEncodings
+)
+
+// Encoded returns e's form k, calling encode once to make it and caching
+// the result; concurrent first calls may both encode, and one result
+// wins. The returned slice must not be modified. Call it only after the
+// event is published (stamped), since the cache is not invalidated.
+func (e *Event) Encoded(k Encoding, encode func(*Event) []byte) []byte {
+	if p := e.enc[k].Load(); p != nil {
+		return *p
+	}
+	b := encode(e)
+	e.enc[k].Store(&b)
+	return b
 }
 
 // KeyFields are the typed fields of a key event (struct key_notification).

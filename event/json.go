@@ -162,16 +162,14 @@ func (e *Event) marshalReflect() ([]byte, error) {
 // an event sent to a thousand subscribers is encoded once. The returned
 // slice must not be modified. Call it only after the event is published
 // (stamped), since the cache is not invalidated.
-func (e *Event) JSON() []byte {
-	if p := e.json.Load(); p != nil {
-		return *p
-	}
+func (e *Event) JSON() []byte { return e.Encoded(EncodingJSON, marshalJSON) }
+
+func marshalJSON(e *Event) []byte {
 	b, err := e.MarshalJSON()
 	if err != nil {
 		// Every field is a plain value: this cannot happen.
 		panic("event: marshal: " + err.Error())
 	}
-	e.json.Store(&b)
 	return b
 }
 

@@ -3,6 +3,7 @@ package fanout
 import (
 	"errors"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
@@ -59,8 +60,48 @@ type Options struct {
 	// Label describes the subscriber for status listings
 	// ("websocket unix uid=1000 pid=4242").
 	Label string
-	// UID is the subscriber's uid, for per-user caps and listings.
+	// UID is the subscriber's uid, for listings.
 	UID uint32
+	// Budget, when set, is a byte budget this subscription shares with
+	// others (one per user, kept by the subscription core): an item that
+	// would take the budget's queued bytes over its cap counts as a full
+	// queue, and the subscription's policy applies (drop-oldest with a
+	// loss event, disconnect, coalesce). nil: no shared budget.
+	Budget *Budget
+	// Missing are loss events (with Loss.FromSeq..ToSeq set) for seq
+	// ranges in which the history cannot vouch for this subscriber: events
+	// it would have matched may never have reached the hub. On resume each
+	// one that overlaps the replayed range is queued in seq order among the
+	// replayed events (and the hello says not recovered); with a snapshot
+	// they are all queued ahead of the live events, since the current-state
+	// table was built from those ranges too.
+	Missing []*event.Event
+}
+
+// Budget is a byte budget shared by several subscriptions (one user's).
+// It is safe for concurrent use.
+type Budget struct {
+	max  int64
+	used atomic.Int64
+}
+
+// NewBudget returns a budget of max bytes (max <= 0: no cap).
+func NewBudget(max int64) *Budget { return &Budget{max: max} }
+
+// Used returns the bytes queued against the budget now.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+// Max returns the budget's cap.
+func (b *Budget) Max() int64 { return b.max }
+
+func (b *Budget) over(size int) bool {
+	return b != nil && b.max > 0 && b.used.Load()+int64(size) > b.max
+}
+
+func (b *Budget) add(n int) {
+	if b != nil {
+		b.used.Add(int64(n))
+	}
 }
 
 // DefaultQueueLen is the queue length when Options.QueueLen is 0.
@@ -89,7 +130,6 @@ var (
 	ErrClosed  = errors.New("subscription closed")
 	ErrSlow    = errors.New("subscriber too slow: queue full")
 	ErrHubDone = errors.New("hub closed")
-	ErrLimit   = errors.New("subscriber limit reached")
 )
 
 // Config configures a Hub. The zero value is usable.
@@ -102,9 +142,6 @@ type Config struct {
 	// 65536 events, 64 MiB).
 	HistoryEvents int
 	HistoryBytes  int
-	// MaxSubscribers and MaxPerUID cap subscriptions (0: no cap).
-	MaxSubscribers int
-	MaxPerUID      int
 	// Now is the clock (tests); nil means time.Now.
 	Now func() time.Time
 	// OnChange, when set, is called after the set of subscriptions

@@ -37,7 +37,6 @@ type Hub struct {
 	state     map[string]*stateEntry
 	subs      []*Subscription
 	nextID    uint64
-	perUID    map[uint32]int
 
 	deliveries atomic.Uint64
 	drops      atomic.Uint64
@@ -65,7 +64,6 @@ func New(cfg Config) *Hub {
 		epoch:    cfg.Epoch,
 		seq:      cfg.StartSeq,
 		state:    make(map[string]*stateEntry),
-		perUID:   make(map[uint32]int),
 	}
 	if h.now == nil {
 		h.now = time.Now
@@ -130,12 +128,7 @@ func (h *Hub) Publish(ev *event.Event) {
 		}
 	}
 	if ended {
-		h.subs = slices.DeleteFunc(h.subs, func(s *Subscription) bool {
-			if s.gone {
-				h.forgetLocked(s)
-			}
-			return s.gone
-		})
+		h.subs = slices.DeleteFunc(h.subs, func(s *Subscription) bool { return s.gone })
 	}
 	h.mu.Unlock()
 	if ended {
@@ -200,8 +193,9 @@ func (h *Hub) histAt(seq uint64) item {
 	return h.hist.at(int(seq - h.histLow()))
 }
 
-// Subscribe starts a subscription. It fails with ErrHubDone after Close,
-// with ErrLimit when a cap in Config is reached, and on invalid options.
+// Subscribe starts a subscription. It fails with ErrHubDone after Close
+// and on invalid options. The hub sets no limits of its own: the
+// subscription core (package subs) admits subscriptions.
 func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 	if o.Policy > Coalesce {
 		return nil, Hello{}, fmt.Errorf("subscribe: unknown policy %d", o.Policy)
@@ -227,14 +221,6 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 		h.mu.Unlock()
 		return nil, Hello{}, ErrHubDone
 	}
-	if h.cfg.MaxSubscribers > 0 && len(h.subs) >= h.cfg.MaxSubscribers {
-		h.mu.Unlock()
-		return nil, Hello{}, fmt.Errorf("subscribe: %w: %d subscriptions", ErrLimit, len(h.subs))
-	}
-	if h.cfg.MaxPerUID > 0 && h.perUID[o.UID] >= h.cfg.MaxPerUID {
-		h.mu.Unlock()
-		return nil, Hello{}, fmt.Errorf("subscribe: %w: %d subscriptions for uid %d", ErrLimit, h.perUID[o.UID], o.UID)
-	}
 	h.nextID++
 	s.id = h.nextID
 	hello := Hello{Epoch: h.epoch, Seq: h.seq}
@@ -249,6 +235,13 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 		hello.Recovered = h.replayLocked(s, *o.Resume)
 		queued = s.q.len() > 0 || s.pend.active
 		s.mu.Unlock()
+	} else if o.Snapshot && len(o.Missing) > 0 {
+		s.mu.Lock()
+		for _, l := range o.Missing {
+			s.enqueueLocked(item{ev: l, size: eventSize(l)})
+		}
+		queued = true
+		s.mu.Unlock()
 	}
 	if s.err != nil {
 		// A Disconnect subscription whose replay did not fit its queue
@@ -257,7 +250,6 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 		return s, hello, nil
 	}
 	h.subs = append(h.subs, s)
-	h.perUID[o.UID]++
 	h.mu.Unlock()
 	if queued {
 		s.signal()
@@ -319,13 +311,27 @@ func (h *Hub) replayLocked(s *Subscription, p Position) bool {
 		s.enqueueLocked(item{ev: l, size: eventSize(l)})
 		from = low
 	}
+	missing := s.opts.Missing
 	for seq := from; seq <= h.seq; seq++ {
+		for len(missing) > 0 && missing[0].Loss.FromSeq <= seq {
+			if missing[0].Loss.ToSeq >= from {
+				held = false
+				s.enqueueLocked(item{ev: missing[0], size: eventSize(missing[0])})
+			}
+			missing = missing[1:]
+		}
 		it := h.histAt(seq)
 		if !s.wants(it.ev) {
 			continue
 		}
 		if s.allowed(it.ev) {
 			s.enqueueLocked(it)
+		}
+	}
+	for _, l := range missing {
+		if l.Loss.FromSeq <= h.seq && l.Loss.ToSeq >= from {
+			held = false
+			s.enqueueLocked(item{ev: l, size: eventSize(l)})
 		}
 	}
 	return held && !s.pend.active && s.err == nil
@@ -352,14 +358,7 @@ func (h *Hub) remove(s *Subscription) bool {
 		return false
 	}
 	h.subs = slices.Delete(h.subs, i, i+1)
-	h.forgetLocked(s)
 	return true
-}
-
-func (h *Hub) forgetLocked(s *Subscription) {
-	if h.perUID[s.opts.UID]--; h.perUID[s.opts.UID] <= 0 {
-		delete(h.perUID, s.opts.UID)
-	}
 }
 
 // changed calls Config.OnChange outside the hub's locks. Calls never
@@ -398,7 +397,6 @@ func (h *Hub) Close() {
 	h.closed = true
 	subs := h.subs
 	h.subs = nil
-	clear(h.perUID)
 	for _, s := range subs {
 		s.mu.Lock()
 		s.endLocked(ErrHubDone)
@@ -439,19 +437,6 @@ func (h *Hub) Subscribers() []SubStats {
 	out := make([]SubStats, 0, len(subs))
 	for _, s := range subs {
 		out = append(out, s.Stats())
-	}
-	return out
-}
-
-// Matchers returns the Match of every live subscription, so that the
-// daemon can derive the kernel-side filter. A nil entry is a subscription
-// without a filter: it wants every event.
-func (h *Hub) Matchers() []Matcher {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := make([]Matcher, 0, len(h.subs))
-	for _, s := range h.subs {
-		out = append(out, s.opts.Match)
 	}
 	return out
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -519,9 +520,9 @@ func TestSnapshotLiveNoGap(t *testing.T) {
 	}
 }
 
-func TestLimits(t *testing.T) {
+func TestSubscribeClose(t *testing.T) {
 	var calls atomic.Int32
-	h := fanout.New(fanout.Config{MaxSubscribers: 3, MaxPerUID: 2, OnChange: func() { calls.Add(1) }})
+	h := fanout.New(fanout.Config{OnChange: func() { calls.Add(1) }})
 	defer h.Close()
 	a, _, err := h.Subscribe(fanout.Options{UID: 1000})
 	if err != nil {
@@ -530,31 +531,98 @@ func TestLimits(t *testing.T) {
 	if _, _, err := h.Subscribe(fanout.Options{UID: 1000}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := h.Subscribe(fanout.Options{UID: 1000}); !errors.Is(err, fanout.ErrLimit) {
-		t.Errorf("third for uid 1000: %v", err)
-	}
-	if _, _, err := h.Subscribe(fanout.Options{UID: 0}); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := h.Subscribe(fanout.Options{UID: 1}); !errors.Is(err, fanout.ErrLimit) {
-		t.Errorf("fourth subscription: %v", err)
-	}
 	a.Close()
 	a.Close() // idempotent
 	if !errors.Is(a.Err(), fanout.ErrClosed) {
 		t.Errorf("err %v", a.Err())
 	}
-	if _, _, err := h.Subscribe(fanout.Options{UID: 1000}); err != nil {
-		t.Errorf("after close: %v", err)
+	if n := h.Stats().Subscribers; n != 1 {
+		t.Errorf("subscribers %d, want 1", n)
 	}
-	if c := calls.Load(); c != 5 {
-		t.Errorf("OnChange calls %d, want 5 (4 subscribes, 1 close)", c)
-	}
-	if len(h.Matchers()) != 3 {
-		t.Errorf("matchers %d", len(h.Matchers()))
+	if c := calls.Load(); c != 3 {
+		t.Errorf("OnChange calls %d, want 3 (2 subscribes, 1 close)", c)
 	}
 	if _, _, err := h.Subscribe(fanout.Options{Policy: 9}); err == nil {
 		t.Error("bad policy accepted")
+	}
+}
+
+// A shared budget caps what several subscriptions queue together: the
+// second subscription overflows (with an exact loss) although its own
+// queue has room, and draining gives the bytes back.
+func TestBudget(t *testing.T) {
+	h := fanout.New(fanout.Config{})
+	defer h.Close()
+	ev := func() *event.Event {
+		return &event.Event{Source: event.SourceBlock, Subtype: "change", Raw: make([]byte, 100)}
+	}
+	probe := ev()
+	h.Publish(probe) // measure one event's size through the budget
+	b := fanout.NewBudget(0)
+	s0, _, _ := h.Subscribe(fanout.Options{Budget: b})
+	h.Publish(ev())
+	one := b.Used()
+	s0.Close()
+	if one <= 0 || b.Used() != 0 {
+		t.Fatalf("budget after close %d (one event %d)", b.Used(), one)
+	}
+	b = fanout.NewBudget(10 * one)
+	s1, _, _ := h.Subscribe(fanout.Options{Budget: b, QueueLen: 100})
+	s2, _, _ := h.Subscribe(fanout.Options{Budget: b, QueueLen: 100})
+	for range 8 {
+		h.Publish(ev())
+	}
+	if b.Used() > b.Max() {
+		t.Fatalf("used %d over max %d", b.Used(), b.Max())
+	}
+	evs := s2.Drain(nil)
+	st := s2.Stats()
+	if st.Dropped == 0 || evs[0].Loss == nil || evs[0].Loss.Count != st.Dropped {
+		t.Fatalf("s2 dropped %d, first %+v", st.Dropped, evs[0].Loss)
+	}
+	if st.Delivered+st.Lost+st.Pending != st.Owed {
+		t.Fatalf("identity: %+v", st)
+	}
+	s1.Drain(nil)
+	if b.Used() != 0 {
+		t.Fatalf("budget after draining both: %d", b.Used())
+	}
+}
+
+// Missing ranges become loss events in seq order on resume, and make the
+// resume not recovered; ranges outside the replay are ignored.
+func TestResumeMissing(t *testing.T) {
+	h := fanout.New(fanout.Config{})
+	defer h.Close()
+	for range 10 {
+		h.Publish(&event.Event{Source: event.SourceKey, Subtype: "updated"})
+	}
+	gap := func(from, to uint64) *event.Event {
+		l := event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown, "kernel filter")
+		l.Loss.FromSeq, l.Loss.ToSeq = from, to
+		return l
+	}
+	s, hello, err := h.Subscribe(fanout.Options{
+		Resume:  &fanout.Position{Epoch: h.Epoch(), Seq: 4},
+		Missing: []*event.Event{gap(1, 2), gap(6, 7)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hello.Recovered {
+		t.Error("recovered despite a missing range")
+	}
+	var got []string
+	for _, e := range s.Drain(nil) {
+		if e.Loss != nil {
+			got = append(got, fmt.Sprintf("loss%d-%d", e.Loss.FromSeq, e.Loss.ToSeq))
+		} else {
+			got = append(got, fmt.Sprint(e.Seq))
+		}
+	}
+	want := "[5 loss6-7 6 7 8 9 10]"
+	if fmt.Sprint(got) != want {
+		t.Fatalf("got %v, want %s", got, want)
 	}
 }
 

@@ -148,7 +148,10 @@ func (s *Subscription) full(it item) bool {
 	if s.q.len() >= s.opts.QueueLen {
 		return true
 	}
-	return s.opts.MaxQueueBytes > 0 && s.q.len() > 0 && s.bytes+it.size > s.opts.MaxQueueBytes
+	if s.q.len() == 0 {
+		return false
+	}
+	return (s.opts.MaxQueueBytes > 0 && s.bytes+it.size > s.opts.MaxQueueBytes) || s.opts.Budget.over(it.size)
 }
 
 // enqueueLocked queues it under the subscription's policy. It reports
@@ -175,6 +178,7 @@ func (s *Subscription) enqueueLocked(it item) bool {
 	s.owed += u
 	s.queuedUnits += u
 	s.bytes += it.size
+	s.opts.Budget.add(it.size)
 	s.q.push(it)
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
 		if s.keys[it.ev.StateKey]++; s.keys[it.ev.StateKey] > 1 {
@@ -199,6 +203,7 @@ func (s *Subscription) dropOldestLocked() {
 func (s *Subscription) unqueueLocked(it item) {
 	s.queuedUnits -= units(it.ev)
 	s.bytes -= it.size
+	s.opts.Budget.add(-it.size)
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
 		k := it.ev.StateKey
 		if s.keys[k] > 1 {
@@ -311,6 +316,7 @@ func (s *Subscription) Drain(dst []*event.Event) []*event.Event {
 	}
 	s.delivered += delivered
 	s.hub.deliveries.Add(delivered)
+	s.opts.Budget.add(-s.bytes)
 	s.bytes, s.queuedUnits, s.dups = 0, 0, 0
 	clear(s.keys)
 	return dst
@@ -345,6 +351,7 @@ func (s *Subscription) Close() {
 	s.freed = true
 	s.q.reset()
 	s.pend = pending{}
+	s.opts.Budget.add(-s.bytes)
 	s.bytes, s.queuedUnits = 0, 0
 	s.mu.Unlock()
 	if removed {

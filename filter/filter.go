@@ -31,8 +31,34 @@ type Filter struct {
 	root *node // nil: match everything
 }
 
+// Bounds on a filter expression. They are the same for every transport
+// (WebSocket, D-Bus, notifyctl, history requests), all of which compile
+// filters with Parse, and they keep what any local user can make the
+// daemon spend on one filter small: Parse's time and memory are linear in
+// the length of the expression.
+const (
+	// MaxBytes is the longest expression Parse accepts, in bytes. A
+	// longer one is refused before any of it is read.
+	MaxBytes = 16384
+	// MaxTerms is the most terms an expression may have: comparisons,
+	// and the values of an in list after its first ("tag == 1" is one
+	// term, "tag in (1, 2, 3)" three). Parse stops at the term beyond it.
+	MaxTerms = 1024
+	// MaxDepth is the deepest nesting Parse accepts. Each "(" and each
+	// "!" opens a level, "!(" together one, so that 64 nested
+	// parentheses are accepted and 65 refused. The bound holds for the
+	// canonical form (String) too, which puts an && group inside || in
+	// parentheses: "a || b && (...)" nested more than 32 deep is refused.
+	MaxDepth = 64
+	// MaxGlobBytes is the longest pattern after "~". Matching a glob
+	// costs up to its length times the value's for every event, so a
+	// long one would let one subscriber slow down every publisher.
+	MaxGlobBytes = 256
+)
+
 // Parse compiles expr. An empty or all-blank expr matches every event.
-// Errors are *SyntaxError.
+// Errors are *SyntaxError, also for an expression beyond MaxBytes,
+// MaxTerms or MaxDepth; an error quotes only a short excerpt of expr.
 func Parse(expr string) (*Filter, error) {
 	n, err := parse(expr)
 	if err != nil {
@@ -98,6 +124,7 @@ type cmp struct {
 	prop  string // for prop.NAME
 	op    cmpOp
 	lits  []lit // one for ==, != and ~; one or more for in
+	pos   int   // byte offset of the field name in the expression
 }
 
 // lit is one literal value, pre-parsed for its field.

@@ -418,8 +418,12 @@ func FuzzParse(f *testing.F) {
 	for _, c := range matchCases {
 		f.Add(c.expr)
 	}
+	for _, s := range hostileSeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, expr string) {
 		flt, err := Parse(expr)
+		checkBounds(t, expr, flt, err)
 		if err != nil {
 			var se *SyntaxError
 			if !errors.As(err, &se) || flt != nil {

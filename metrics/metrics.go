@@ -25,6 +25,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // Hub is the part of *fanout.Hub the collector reads.
@@ -38,6 +39,9 @@ type Hub interface {
 type Config struct {
 	// Hub is the fan-out hub (*fanout.Hub).
 	Hub Hub
+	// Limits reports the subscription core's counters
+	// ((*subs.Core).Stats); nil reports none.
+	Limits func() subs.Stats
 	// Sources reports every source's health.
 	Sources func() []event.Health
 	// Policy is the policy engine; its denial counts per rule
@@ -110,6 +114,10 @@ var (
 	descSrcEvents    = desc("source_events_total", "Events a source produced, as it reports.", "name", "source")
 	descSrcLosses    = desc("source_losses_total", "Loss events a source produced, as it reports.", "name", "source")
 	descPolicyDenied = desc("policy_denials_total", "Policy denials per rule (file:line of the policy, or a built-in rule); a swapped-in policy starts its rules at zero.", "rule")
+	descConns        = desc("connections", "Client connections the subscription core holds (sockets, D-Bus peers, key watches).")
+	descConnsMax     = desc("connections_max", "The total connection budget (limits.max_connections, derived from RLIMIT_NOFILE when 0).")
+	descRefused      = desc("refused_total", "Connections and subscriptions refused by a limit, per limit.", "limit")
+	descWatchDenied  = desc("subscriptions_denied_total", "Subscriptions the policy's Watch hook refused.")
 )
 
 type collector struct {
@@ -131,6 +139,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		descDeliveries, descDrops, descHubDenials, descHistoryLen, descHistoryLow, descSubscribers,
 		descQueuedTotal, descQueueMax, descSubQueue, descSubQueueLen, descSubDelivered, descSubLost,
 		descHealth, descSrcEvents, descSrcLosses, descPolicyDenied,
+		descConns, descConnsMax, descRefused, descWatchDenied,
 	} {
 		ch <- d
 	}
@@ -244,6 +253,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			counter(ch, descSrcEvents, h.Events, h.Name, string(h.Source))
 			counter(ch, descSrcLosses, h.Losses, h.Name, string(h.Source))
 		}
+	}
+
+	if f := c.cfg.Limits; f != nil {
+		st := f()
+		gauge(ch, descConns, float64(st.Connections))
+		gauge(ch, descConnsMax, float64(st.Limits.MaxConnections))
+		for r, n := range st.Refused {
+			counter(ch, descRefused, n, r)
+		}
+		counter(ch, descWatchDenied, st.Denied)
 	}
 
 	if e := c.cfg.Policy; e != nil {

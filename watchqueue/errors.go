@@ -1,17 +1,19 @@
 package watchqueue
 
 import (
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/notifyd/notifyd/internal/feature"
 )
 
 // ErrNotSupported is matched (errors.Is) by every error that means "this
 // kernel cannot do it": CONFIG_WATCH_QUEUE off (ENOPKG), a kernel older
 // than 5.8 (EINVAL from pipe2), CONFIG_KEY_NOTIFICATIONS off (EOPNOTSUPP).
-// Such errors also unwrap to the errno.
-var ErrNotSupported = errors.New("not supported by this kernel")
+// Such errors also unwrap to the errno. It is feature.ErrNotSupported, the
+// one sentinel shared by every layer.
+var ErrNotSupported = feature.ErrNotSupported
 
 // notSupported is an error that Is ErrNotSupported and unwraps to its errno.
 type notSupported struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -303,7 +304,9 @@ func benchDelivery(b *testing.B, n int) {
 	rss1 := rssKB()
 	hub := fanout.New(fanout.Config{})
 	dir := b.TempDir()
-	srv, err := web.New(web.Config{Hub: hub, TokenFile: filepath.Join(dir, "token")})
+	core := subs.New(subs.Config{Hub: hub})
+	defer core.Close()
+	srv, err := web.New(web.Config{Core: core, TokenFile: filepath.Join(dir, "token")})
 	if err != nil {
 		b.Fatal(err)
 	}

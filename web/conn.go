@@ -13,18 +13,18 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/filter"
-	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // conn is one WebSocket client. The handler goroutine is its reader; the
 // writer goroutine (writeLoop) is the only one that writes data frames.
+// The subscription belongs to the core connection cn: it ends when the
+// socket is closed, whichever goroutine gets there first.
 type conn struct {
-	s     *Server
-	ws    *websocket.Conn
-	tr    transport
-	cred  *lsm.Cred
-	label string
+	s  *Server
+	ws *websocket.Conn
+	tr transport
+	cn *subs.Conn
 
 	ctrl       chan []byte    // encoded answers from the reader for the writer
 	subs       chan *started  // the subscription, once, from the reader
@@ -35,10 +35,8 @@ type conn struct {
 
 // started is a subscription ready to stream: what the writer sends first.
 type started struct {
-	sub   *fanout.Subscription
+	sub   *subs.Sub
 	hello []byte
-	snap  []*event.Event
-	seq   uint64
 	want  bool // snapshot asked for
 }
 
@@ -65,8 +63,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		return
 	}
 	if now {
-		if _, e := compile(req.Filter); e != nil {
-			s.httpError(w, http.StatusBadRequest, api.CodeBadFilter, e.Message, e.Pos)
+		if _, err := subs.Compile(req.Filter); err != nil {
+			s.fail(w, err)
 			return
 		}
 	}
@@ -74,39 +72,24 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		s.httpError(w, http.StatusBadRequest, api.CodeBadRequest, "this endpoint speaks WebSocket (docs/websocket.md)", nil)
 		return
 	}
-	cred, err := s.peerCred(r, tr)
+	cn, err := connOf(r)
 	if err != nil {
 		s.httpError(w, http.StatusInternalServerError, api.CodeInternal, err.Error(), nil)
 		return
 	}
-	defer cred.Close()
 	c := &conn{
-		s: s, tr: tr, cred: cred,
+		s: s, tr: tr, cn: cn,
 		ctrl:       make(chan []byte, ctrlQueue),
 		subs:       make(chan *started, 1),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		closeMsg:   make(chan closeNote, 1),
 	}
-	if tr == transportUnix {
-		c.label = fmt.Sprintf("websocket unix uid=%d pid=%d", cred.UID, cred.PID)
-	} else {
-		c.label = "websocket tcp " + r.RemoteAddr
-	}
 	var first *started
-	var firstErr *api.Error
 	if now {
-		first, firstErr = c.subscribe(req)
-		if firstErr != nil && firstErr.Code == api.CodeDenied {
-			s.httpError(w, http.StatusForbidden, firstErr.Code, firstErr.Message, nil)
-			return
-		}
-		if firstErr != nil && firstErr.Code != api.CodeBadFilter {
-			status := http.StatusServiceUnavailable
-			if firstErr.Code == api.CodeBadRequest {
-				status = http.StatusBadRequest
-			}
-			s.httpError(w, status, firstErr.Code, firstErr.Message, nil)
+		first, err = c.subscribe(req)
+		if err != nil {
+			s.fail(w, err)
 			return
 		}
 	}
@@ -123,6 +106,9 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		s.refused.Add(1)
 		return
 	}
+	// Whatever happens from here on, the socket is closed when the
+	// handler returns, and with it every subscription of the connection.
+	defer ws.Close()
 	s.accepted.Add(1)
 	s.mu.Lock()
 	s.conns++
@@ -136,101 +122,60 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 	if first != nil {
 		c.subs <- first
 	}
-
-	var exit <-chan struct{}
-	if tr == transportUnix && cred.PidFD >= 0 {
-		ch, stop := lsm.WatchExit(cred.PidFD)
-		defer stop()
-		exit = ch
-	}
 	go func() {
 		defer close(c.writerDone)
-		c.writeLoop(exit)
+		c.writeLoop()
 	}()
 	c.readLoop(first != nil)
 	close(c.readerDone)
 	<-c.writerDone
 }
 
-// subscribe starts the subscription for req. Errors are protocol errors.
-func (c *conn) subscribe(req api.Request) (*started, *api.Error) {
-	s := c.s
-	f, perr := compile(req.Filter)
-	if perr != nil {
-		return nil, perr
-	}
-	opts := fanout.Options{
+// subscribe starts the subscription for req through the core. Errors are
+// *subs.Error.
+func (c *conn) subscribe(req api.Request) (*started, error) {
+	r := subs.Request{
+		Filter:   req.Filter,
 		Policy:   fanoutPolicy(req.Policy),
 		QueueLen: req.Queue,
 		Snapshot: req.Snapshot,
-		Label:    c.label,
-		UID:      c.cred.UID,
-	}
-	if opts.QueueLen == 0 {
-		opts.QueueLen = s.cfg.QueueLen
-	}
-	if max := s.cfg.MaxQueueLen; max > 0 && opts.QueueLen > max {
-		return nil, &api.Error{Type: api.TypeError, Code: api.CodeBadRequest, Message: fmt.Sprintf("queue %d is larger than this daemon allows (%d)", opts.QueueLen, max)}
-	}
-	opts.MaxQueueBytes = s.cfg.MaxQueueBytes
-	if !f.MatchesAll() {
-		opts.Match = f
+		Owner:    req.Owner,
 	}
 	if req.Since != nil {
-		opts.Resume = &fanout.Position{Epoch: req.Since.Epoch, Seq: req.Since.Seq}
+		r.Resume = &fanout.Position{Epoch: req.Since.Epoch, Seq: req.Since.Seq}
 	}
-	if req.Owner != "" {
-		if c.tr != transportUnix {
-			return nil, &api.Error{Type: api.TypeError, Code: api.CodeDenied, Message: "owner tokens are valid on the unix socket only"}
-		}
-		if !s.ownerOK(req.Owner, c.cred) {
-			return nil, &api.Error{Type: api.TypeError, Code: api.CodeDenied, Message: "unknown owner token or owned by another user"}
-		}
-		opts.Owner = req.Owner
+	if req.Owner != "" && c.tr != transportUnix {
+		return nil, &subs.Error{Code: subs.CodeDenied, Pos: -1, Msg: "owner tokens are valid on the unix socket only"}
 	}
-	if p := s.cfg.Policy; p != nil {
-		if err := p.Watch(c.cred, watchTarget(f)); err != nil {
-			code := api.CodeDenied
-			if !errors.Is(err, lsm.ErrDenied) {
-				code = api.CodeInternal
-			}
-			return nil, &api.Error{Type: api.TypeError, Code: code, Message: err.Error()}
-		}
-		opts.Allow = p.Allow(c.cred)
-	}
-	sub, h, err := s.cfg.Hub.Subscribe(opts)
+	sub, err := c.cn.Subscribe(r)
 	if err != nil {
-		code := api.CodeInternal
-		if errors.Is(err, fanout.ErrLimit) {
-			code = api.CodeLimit
-		}
-		return nil, &api.Error{Type: api.TypeError, Code: code, Message: "subscribe: " + err.Error()}
+		return nil, err
 	}
-	qlen := opts.QueueLen
-	if qlen == 0 {
-		qlen = fanout.DefaultQueueLen
-	}
+	h := sub.Hello
 	hello := api.Hello{
-		Type: api.TypeHello, Protocol: api.ProtocolVersion, Server: "notifyd", Version: s.cfg.Version,
+		Type: api.TypeHello, Protocol: api.ProtocolVersion, Server: "notifyd", Version: c.s.cfg.Version,
 		Epoch: event.FormatEpoch(h.Epoch), Seq: h.Seq, Resumed: h.Resumed, Recovered: h.Recovered,
 		Subscription: sub.ID(),
 		Settings: api.Settings{
-			Snapshot: req.Snapshot, Policy: policyName(opts.Policy), Queue: qlen,
-			Owner: opts.Owner != "", Transport: string(c.tr),
+			Filter: sub.Filter.String(), Snapshot: req.Snapshot, Policy: policyName(sub.Policy), Queue: sub.QueueLen,
+			Owner: sub.Owner != "", Transport: string(c.tr), Sources: []string{},
 		},
 	}
-	if f != nil {
-		hello.Settings.Filter = f.String()
+	for _, src := range sub.Sources {
+		hello.Settings.Sources = append(hello.Settings.Sources, string(src))
+	}
+	for _, d := range sub.Denied {
+		hello.Settings.DeniedSources = append(hello.Settings.DeniedSources, api.DeniedSource{Source: string(d.Source), Reason: d.Reason})
 	}
 	if req.Since != nil {
 		hello.Settings.Since = req.Since.String()
 	}
 	if c.tr == transportUnix {
-		uid := int64(c.cred.UID)
+		uid := int64(c.cn.Cred().UID)
 		hello.Settings.UID = &uid
 	}
 	b, _ := json.Marshal(hello)
-	return &started{sub: sub, hello: b, snap: h.Snapshot, seq: h.SnapshotSeq, want: req.Snapshot}, nil
+	return &started{sub: sub, hello: b, want: req.Snapshot}, nil
 }
 
 func (c *conn) readLoop(subscribed bool) {
@@ -267,7 +212,7 @@ func (c *conn) readLoop(subscribed bool) {
 		}
 		switch m.Type {
 		case api.TypeStatus:
-			st := c.s.status(c.cred)
+			st := c.s.status(c.cn)
 			st.ID = m.ID
 			b, _ := json.Marshal(st)
 			if !c.send(b) {
@@ -281,8 +226,9 @@ func (c *conn) readLoop(subscribed bool) {
 				continue
 			}
 			req, _ := m.Request() // validated by DecodeClientMessage
-			st, e := c.subscribe(req)
-			if e != nil {
+			st, err := c.subscribe(req)
+			if err != nil {
+				e := apiError(err)
 				e.ID = m.ID
 				if !c.answer(e) {
 					return
@@ -320,25 +266,40 @@ func (c *conn) fail(n closeNote) {
 }
 
 // writeLoop is the connection's only writer.
-func (c *conn) writeLoop(exit <-chan struct{}) {
+func (c *conn) writeLoop() {
 	s := c.s
 	ws := c.ws
 	ping := time.NewTicker(s.pongWait * 9 / 10)
 	defer ping.Stop()
 	var (
-		sub   *fanout.Subscription
+		sub   *subs.Sub
 		ready <-chan struct{}
 		done  <-chan struct{}
 		buf   []*event.Event
 		last  uint64 // last seq handed to the client
-		epoch = s.cfg.Hub.Epoch()
+		epoch = s.cfg.Core.Hub().Epoch()
 	)
-	defer func() {
-		if sub != nil {
-			sub.Close()
+	defer ws.Close() // the socket, and with it the core connection
+	flush := func() bool {
+		if sub == nil {
+			return true
 		}
-		ws.Close()
-	}()
+		buf = sub.Drain(buf[:0])
+		ok := c.writeEvents(buf, &last)
+		clear(buf)
+		return ok
+	}
+	// ended says goodbye for a connection the core ended.
+	ended := func() {
+		switch err := c.cn.Err(); {
+		case errors.Is(err, subs.ErrPeerExit):
+			c.bye(api.ByePeerExit, "the process that opened this connection has exited", epoch, last, api.ClosePeerExit)
+		case errors.Is(err, subs.ErrIdle):
+			c.bye(api.ByeIdle, "no subscription within the idle timeout (limits.idle_timeout)", epoch, last, api.CloseIdle)
+		default:
+			c.bye(api.ByeShutdown, "notifyd is stopping", epoch, last, api.CloseGoingAway)
+		}
+	}
 	for {
 		select {
 		case b := <-c.ctrl:
@@ -351,34 +312,33 @@ func (c *conn) writeLoop(exit <-chan struct{}) {
 				return
 			}
 			if st.want {
-				if !c.writeEvents(st.snap, &last) {
+				snap := sub.Hello.Snapshot
+				if !c.writeEvents(snap, &last) {
 					return
 				}
-				b, _ := json.Marshal(api.SnapshotEnd{Type: api.TypeSnapshotEnd, Seq: st.seq, Count: len(st.snap)})
+				b, _ := json.Marshal(api.SnapshotEnd{Type: api.TypeSnapshotEnd, Seq: sub.Hello.SnapshotSeq, Count: len(snap)})
 				if !c.write(b) {
 					return
 				}
 			}
-			st.snap = nil
+			sub.Hello.Snapshot = nil
 			// Anything already queued is sent at the next Ready; make sure
 			// we look at least once.
-			buf = sub.Drain(buf[:0])
-			if !c.writeEvents(buf, &last) {
+			if !flush() {
 				return
 			}
-			clear(buf)
 		case <-ready:
-			buf = sub.Drain(buf[:0])
-			if !c.writeEvents(buf, &last) {
+			if !flush() {
 				return
 			}
-			clear(buf)
 		case <-done:
-			buf = sub.Drain(buf[:0])
-			if !c.writeEvents(buf, &last) {
+			if !flush() {
 				return
 			}
-			clear(buf)
+			if c.cn.Err() != nil && sub.EndedBy() != nil {
+				ended()
+				return
+			}
 			err := sub.Err()
 			switch {
 			case errors.Is(err, fanout.ErrSlow):
@@ -389,19 +349,18 @@ func (c *conn) writeLoop(exit <-chan struct{}) {
 				c.bye(api.ByeClosed, fmt.Sprint("subscription ended: ", err), epoch, last, api.CloseNormal)
 			}
 			return
+		case <-c.cn.Done():
+			if !flush() {
+				return
+			}
+			ended()
+			return
 		case n := <-c.closeMsg:
 			c.closeWith(n.code, n.text)
 			return
-		case <-exit:
-			c.bye(api.ByePeerExit, "the process that opened this connection has exited", epoch, last, api.ClosePeerExit)
-			return
 		case <-s.quit:
-			if sub != nil {
-				buf = sub.Drain(buf[:0])
-				if !c.writeEvents(buf, &last) {
-					return
-				}
-				clear(buf)
+			if !flush() {
+				return
 			}
 			c.bye(api.ByeShutdown, "notifyd is stopping", epoch, last, api.CloseGoingAway)
 			return
@@ -528,7 +487,3 @@ func (c *conn) closeWith(code int, text string) {
 	case <-time.After(time.Second):
 	}
 }
-
-// watchTarget is what the policy's Watch hook is asked about for a
-// subscription: every source (each event is then checked by Allow).
-func watchTarget(*filter.Filter) lsm.Target { return lsm.Target{} }

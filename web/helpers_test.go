@@ -20,6 +20,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -28,6 +29,7 @@ import (
 type rig struct {
 	t      testing.TB
 	hub    *fanout.Hub
+	core   *subs.Core
 	srv    *web.Server
 	socket string
 	addr   string // host:port of the TCP listener
@@ -40,8 +42,10 @@ func newRig(t testing.TB, mod func(*web.Config)) *rig {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	r := &rig{t: t, hub: fanout.New(fanout.Config{})}
+	r.core = subs.New(subs.Config{Hub: r.hub, Limits: subs.Limits{MaxQueueLen: 1 << 20}})
+	t.Cleanup(r.core.Close)
 	cfg := web.Config{
-		Hub:       r.hub,
+		Core:      r.core,
 		TokenFile: filepath.Join(dir, "token"),
 		Sources: func() []event.Health {
 			return []event.Health{{Name: "usb", Source: event.SourceUSB, State: event.HealthDerived, Origins: []event.Origin{event.OriginUevent}, Reason: "no watch_devices in this kernel"}}

@@ -3,16 +3,24 @@
 // fd passing on the unix socket (key-watch pipes and sealed history
 // memfds), and the mounts the daemon hands it (the dashboard, metrics).
 //
+// It is framing only: every rule about who may subscribe to what, how
+// much and for how long is the subscription core's (package subs). Each
+// accepted socket is admitted by the core before a byte is read (see
+// admit.go) and owns a subs.Conn; subscriptions, history and key watches
+// are made through it, and closing the socket closes it.
+//
 // It serves two kinds of listener:
 //
-//   - a unix socket (ServeUnix): every request carries the peer's
-//     credentials (SO_PEERCRED, SO_PEERPIDFD via lsm.PeerCred), which the
-//     lsm policy sees at subscribe time (Engine.Watch) and for every event
-//     (Engine.Allow); a subscription ends when the connecting process
-//     exits. Only here can a client ask for file descriptors.
+//   - a unix socket (ServeUnix): the peer's credentials (SO_PEERCRED,
+//     SO_PEERPIDFD via lsm.PeerCred), read once when the socket is
+//     accepted, are the policy subject; a subscription ends when the
+//     connecting process exits. Only here can a client ask for file
+//     descriptors.
 //   - loopback TCP (ServeTCP) for browsers: a bearer token from a file only
 //     its owner can read (header or token query parameter) and a strict
 //     Origin check. ListenTCP refuses a non-loopback address unless asked.
+//     The policy subject is Config.TCPCred; the connection counts against
+//     the local user behind the loopback peer.
 //
 // Each WebSocket connection has exactly one reader goroutine (the HTTP
 // handler's) and one writer goroutine, as in gorilla's chat example. The
@@ -33,11 +41,9 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"path"
 	"strings"
 	"sync"
@@ -49,8 +55,8 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/filter"
 	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 )
 
 // Timing defaults, after gorilla's chat example.
@@ -78,20 +84,13 @@ const (
 	ctrlQueue = 16
 )
 
-// Config configures a Server. Only Hub is required.
+// Config configures a Server. Only Core is required.
 type Config struct {
-	// Hub is the fan-out hub subscriptions are made on. Required.
-	Hub *fanout.Hub
-	// Policy is the lsm engine: Watch at subscribe time, Allow for every
-	// event. nil allows everything (tests, single-user setups).
-	Policy *lsm.Engine
+	// Core is the subscription core every connection is admitted by and
+	// every subscription, history request and key watch is made through.
+	Core *subs.Core
 	// Sources reports the sources' health for status; nil reports none.
 	Sources func() []event.Health
-	// AttachKeyWatch makes a per-client notification pipe whose events are
-	// published with Event.Owner == owner and returns its write end and a
-	// detach function (sources/keys.(*Keys).AttachClient). nil: the
-	// key-watch request answers 501.
-	AttachKeyWatch func(owner string, c *lsm.Cred) (*os.File, func(), error)
 	// TokenFile holds the bearer token for TCP clients; created with a
 	// fresh random token (mode 0600) when absent. It must not be readable
 	// by group or others. "" disables ServeTCP.
@@ -111,18 +110,14 @@ type Config struct {
 	// non-nil slice puts every mount behind the token.
 	PublicMounts []string
 	// TCPCred is the subject the policy applies to token-authenticated
-	// TCP clients; nil means the daemon's own uid and gid (the token
-	// file's owner is the daemon's user).
+	// TCP clients (configuration websocket.tcp_user); nil means the
+	// daemon's own uid and gid (the token file's owner is the daemon's
+	// user).
 	TCPCred *lsm.Cred
 	// WriteWait and PongWait override DefaultWriteWait and
 	// DefaultPongWait when non-zero. Pings go out every PongWait*9/10
 	// (DefaultPingPeriod).
 	WriteWait, PongWait time.Duration
-	// QueueLen is the default subscription queue depth (0:
-	// fanout.DefaultQueueLen); MaxQueueLen caps what a client may ask for
-	// (0: api.MaxQueue); MaxQueueBytes caps the bytes queued per
-	// subscription (0: no byte cap).
-	QueueLen, MaxQueueLen, MaxQueueBytes int
 	// Version is the daemon's version, reported in hello and status.
 	Version string
 }
@@ -136,13 +131,12 @@ type Server struct {
 	upUnix    websocket.Upgrader
 	upTCP     websocket.Upgrader
 
-	quit     chan struct{}
-	closing  atomic.Bool
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	servers  []*http.Server
-	conns    int
-	attaches map[string]*attachment
+	quit    chan struct{}
+	closing atomic.Bool
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	servers []*http.Server
+	conns   int
 
 	accepted, refused, frames, batches, timeouts atomic.Uint64
 }
@@ -150,15 +144,14 @@ type Server struct {
 // New returns a Server for cfg. With a TokenFile it reads the token, or
 // creates the file with a new random token.
 func New(cfg Config) (*Server, error) {
-	if cfg.Hub == nil {
-		return nil, errors.New("web: Config.Hub is required")
+	if cfg.Core == nil {
+		return nil, errors.New("web: Config.Core is required")
 	}
 	s := &Server{
 		cfg:       cfg,
 		writeWait: cfg.WriteWait,
 		pongWait:  cfg.PongWait,
 		quit:      make(chan struct{}),
-		attaches:  make(map[string]*attachment),
 	}
 	if s.writeWait == 0 {
 		s.writeWait = DefaultWriteWait
@@ -217,7 +210,7 @@ func (s *Server) ServeUnix(ln net.Listener) error {
 	mux.HandleFunc(api.PathKeyWatch, s.serveKeyWatch)
 	mux.HandleFunc(api.PathDetach, s.serveDetach)
 	mux.HandleFunc(api.PathHistory, s.serveHistory)
-	return s.serve(ln, mux)
+	return s.serve(&admitListener{Listener: ln, s: s, tr: transportUnix}, mux)
 }
 
 // ServeTCP serves ln (from ListenTCP) until Close; it returns nil after
@@ -248,13 +241,18 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 		}
 		mux.Handle(pat, h)
 	}
-	return s.serve(ln, mux)
+	return s.serve(&admitListener{Listener: ln, s: s, tr: transportTCP}, mux)
 }
 
 func (s *Server) serve(ln net.Listener, h http.Handler) error {
+	idle := s.cfg.Core.Limits().IdleTimeout
+	if idle <= 0 {
+		idle = DefaultPongWait
+	}
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       idle,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, keyConn, c)
 		},
@@ -374,48 +372,66 @@ func (s *Server) httpError(w http.ResponseWriter, status int, code api.ErrorCode
 	w.Write(append(b, '\n'))
 }
 
-// peerCred returns the credentials of the unix-socket peer of r, or the
-// TCP subject. The caller closes it.
-func (s *Server) peerCred(r *http.Request, tr transport) (*lsm.Cred, error) {
-	if tr == transportTCP {
-		if c := s.cfg.TCPCred; c != nil {
-			cp := *c
-			cp.PidFD = -1
-			return &cp, nil
-		}
-		return &lsm.Cred{UID: uint32(os.Getuid()), GID: uint32(os.Getgid()), PidFD: -1, Label: "tcp-token"}, nil
-	}
-	c, _ := r.Context().Value(keyConn).(net.Conn)
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return nil, fmt.Errorf("peer credentials: not a unix socket connection (%T)", c)
-	}
-	return lsm.PeerCred(uc)
-}
-
-// compile parses the filter text; a nil filter matches everything.
-func compile(text string) (*filter.Filter, *api.Error) {
-	f, err := filter.Parse(text)
-	if err != nil {
-		e := &api.Error{Type: api.TypeError, Code: api.CodeBadFilter, Message: err.Error()}
-		var se *filter.SyntaxError
-		if errors.As(err, &se) {
-			p := se.Pos
+// apiError maps a core error to the protocol's error message.
+func apiError(err error) *api.Error {
+	e := &api.Error{Type: api.TypeError, Code: api.CodeInternal, Message: err.Error()}
+	var ce *subs.Error
+	if errors.As(err, &ce) {
+		e.Code = apiCode(ce.Code)
+		if ce.Code == subs.CodeBadFilter && ce.Pos >= 0 {
+			p := ce.Pos
 			e.Pos = &p
 		}
-		return nil, e
 	}
-	return f, nil
+	return e
+}
+
+func apiCode(c subs.Code) api.ErrorCode {
+	switch c {
+	case subs.CodeBadFilter:
+		return api.CodeBadFilter
+	case subs.CodeBadRequest:
+		return api.CodeBadRequest
+	case subs.CodeDenied:
+		return api.CodeDenied
+	case subs.CodeLimit:
+		return api.CodeLimit
+	case subs.CodeNotSupported:
+		return api.CodeUnsupported
+	}
+	return api.CodeInternal
+}
+
+// httpStatus is the HTTP status of a core error answered over plain HTTP.
+func httpStatus(c api.ErrorCode) int {
+	switch c {
+	case api.CodeBadFilter, api.CodeBadRequest:
+		return http.StatusBadRequest
+	case api.CodeDenied:
+		return http.StatusForbidden
+	case api.CodeLimit:
+		return http.StatusServiceUnavailable
+	case api.CodeUnsupported:
+		return http.StatusNotImplemented
+	}
+	return http.StatusInternalServerError
+}
+
+// fail answers err (from the core) over plain HTTP.
+func (s *Server) fail(w http.ResponseWriter, err error) {
+	e := apiError(err)
+	s.httpError(w, httpStatus(e.Code), e.Code, e.Message, e.Pos)
 }
 
 // Status returns the status document, listing every subscriber.
 func (s *Server) Status() api.Status { return s.status(nil) }
 
 // status lists only the subscriptions of viewer's uid unless viewer is nil
-// or the policy lets it do admin operations.
-func (s *Server) status(viewer *lsm.Cred) api.Status {
-	all := viewer == nil || s.cfg.Policy == nil || s.cfg.Policy.IsAdmin(viewer)
-	h := s.cfg.Hub.Stats()
+// or an administrator; the limits section is for administrators.
+func (s *Server) status(viewer *subs.Conn) api.Status {
+	all := viewer == nil || viewer.Admin()
+	core := s.cfg.Core
+	h := core.Hub().Stats()
 	st := api.Status{
 		Type:     api.TypeStatus,
 		Protocol: api.ProtocolVersion,
@@ -437,8 +453,19 @@ func (s *Server) status(viewer *lsm.Cred) api.Status {
 			st.Sources = hs
 		}
 	}
-	for _, ss := range s.cfg.Hub.Subscribers() {
-		if !all && ss.UID != viewer.UID {
+	if all {
+		cs := core.Stats()
+		l := cs.Limits
+		st.Limits = &api.LimitsStatus{
+			MaxConnections: l.MaxConnections, AdminReserve: l.AdminReserve, MaxConnectionsPerUser: l.MaxConnectionsPerUser,
+			MaxSubscribers: l.MaxSubscribers, MaxSubscribersPerUser: l.MaxSubscribersPerUser,
+			MaxQueueBytesPerUser: l.MaxQueueBytesPerUser, IdleTimeout: l.IdleTimeout.String(),
+			Connections: cs.Connections, Subscriptions: cs.Subscriptions, Refused: cs.Refused, Denied: cs.Denied,
+			KernelFilter: cs.KernelFilter,
+		}
+	}
+	for _, ss := range core.Hub().Subscribers() {
+		if !all && ss.UID != viewer.Cred().UID {
 			continue
 		}
 		st.Subscribers = append(st.Subscribers, api.SubscriberStatus{
@@ -449,8 +476,8 @@ func (s *Server) status(viewer *lsm.Cred) api.Status {
 	}
 	s.mu.Lock()
 	st.Web.Connections = s.conns
-	st.Web.KeyWatches = len(s.attaches)
 	s.mu.Unlock()
+	st.Web.KeyWatches = core.KeyWatches()
 	return st
 }
 
@@ -460,15 +487,14 @@ func (s *Server) serveStatus(w http.ResponseWriter, r *http.Request, tr transpor
 		s.httpError(w, http.StatusMethodNotAllowed, api.CodeBadRequest, "use GET", nil)
 		return
 	}
-	cred, err := s.peerCred(r, tr)
+	cn, err := connOf(r)
 	if err != nil {
 		s.httpError(w, http.StatusInternalServerError, api.CodeInternal, err.Error(), nil)
 		return
 	}
-	defer cred.Close()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	b, _ := json.Marshal(s.status(cred))
+	b, _ := json.Marshal(s.status(cn))
 	w.Write(append(b, '\n'))
 }
 

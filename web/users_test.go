@@ -22,6 +22,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/lsm"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -123,7 +124,9 @@ func TestIntegrationPeerCredUsers(t *testing.T) {
 
 	hub := fanoutNew()
 	engine := lsm.NewEngine(lsm.Default())
-	srv, err := web.New(web.Config{Hub: hub, Policy: engine})
+	core := subs.New(subs.Config{Hub: hub, Policy: engine})
+	defer core.Close()
+	srv, err := web.New(web.Config{Core: core})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,9 @@ package archtest
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -69,6 +71,8 @@ func TestImportRules(t *testing.T) {
 		{module + "/lsm", []string{module + "/fanout", module + "/web", module + "/dbusapi", module + "/sources"}, "lsm imports event and internal/linux only"},
 		{module + "/watchqueue", []string{module + "/fanout", module + "/sources", module + "/filter", module + "/lsm"}, "watchqueue is the kernel interface only (it decodes with record)"},
 		{module + "/web", []string{module + "/sources/", module + "/watchqueue", module + "/dbusapi"}, "transports never reach into sources"},
+		{module + "/subs", []string{module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi", module + "/api", module + "/record"}, "the subscription core knows no kernel and no wire format"},
+		{module + "/internal/feature", []string{module + "/"}, "the ErrNotSupported sentinel is a leaf"},
 		{module + "/dbusapi", []string{module + "/sources/", module + "/watchqueue", module + "/web"}, "transports never reach into sources"},
 		{module + "/api", []string{module + "/fanout", module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi"}, "api is the wire contract only"},
 	}
@@ -80,6 +84,42 @@ func TestImportRules(t *testing.T) {
 			for _, f := range r.forbidden {
 				if d == f || (strings.HasSuffix(f, "/") && strings.HasPrefix(d, f)) || strings.HasPrefix(d, f+"/") {
 					t.Errorf("%s imports %s: %s", r.pkg, d, r.why)
+				}
+			}
+		}
+	}
+}
+
+// TestOneSubscriptionCore: the rules about who may subscribe to what, how
+// much and for how long live in package subs only. The transports frame
+// what it answers: they neither parse filters, nor ask the policy's
+// Watch hook, nor register with the hub themselves.
+func TestOneSubscriptionCore(t *testing.T) {
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forbidden := []struct{ call, why string }{
+		{"Hub.Subscribe(", "only subs registers subscriptions with the hub"},
+		{".Subscribe(fanout.Options", "only subs registers subscriptions with the hub"},
+		{"filter.Parse(", "filters are compiled by subs.Compile"},
+		{".Watch(", "the Watch hook is asked by subs"},
+		{"Policy.Allow(", "the Post hook is wired by subs"},
+		{"WatchExit(", "peer exit is watched by subs"},
+	}
+	for _, dir := range []string{"web", "dbusapi", "internal/daemon"} {
+		files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(root)), dir, "*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, fb := range forbidden {
+				if strings.Contains(string(b), fb.call) {
+					t.Errorf("%s calls %s: %s", f, fb.call, fb.why)
 				}
 			}
 		}

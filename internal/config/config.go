@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -36,15 +37,23 @@ type Daemon struct {
 	SaveHistory bool   `toml:"save_history"` // keep history across restarts within one boot
 }
 
-// Limits caps resources.
+// Limits caps resources. The connection and subscription limits are
+// enforced by the subscription core (package subs) across every transport
+// together; administrators are not held to the per-user ones, and only
+// they may use the reserve (docs/configuration.md, docs/policy.md).
 type Limits struct {
-	MaxSubscribers        int  `toml:"max_subscribers"`
-	MaxSubscribersPerUser int  `toml:"max_subscribers_per_user"`
-	HistoryEvents         int  `toml:"history_events"`
-	HistoryBytes          Size `toml:"history_bytes"`
-	QueueLen              int  `toml:"queue_len"`       // default per-subscriber queue, events
-	MaxQueueLen           int  `toml:"max_queue_len"`   // largest queue a client may ask for
-	MaxQueueBytes         Size `toml:"max_queue_bytes"` // per subscriber
+	MaxConnections        int      `toml:"max_connections"`          // 0: derived from RLIMIT_NOFILE
+	AdminReserve          int      `toml:"admin_reserve"`            // 0: a tenth of max_connections
+	MaxConnectionsPerUser int      `toml:"max_connections_per_user"` // sockets, D-Bus peers and key watches of one user
+	MaxQueueBytesPerUser  Size     `toml:"max_queue_bytes_per_user"` // all of one user's subscriptions together
+	IdleTimeout           Duration `toml:"idle_timeout"`             // a connection with no subscription is closed after this
+	MaxSubscribers        int      `toml:"max_subscribers"`
+	MaxSubscribersPerUser int      `toml:"max_subscribers_per_user"`
+	HistoryEvents         int      `toml:"history_events"`
+	HistoryBytes          Size     `toml:"history_bytes"`
+	QueueLen              int      `toml:"queue_len"`       // default per-subscriber queue, events
+	MaxQueueLen           int      `toml:"max_queue_len"`   // largest queue a client may ask for
+	MaxQueueBytes         Size     `toml:"max_queue_bytes"` // per subscriber
 }
 
 // Sources selects and tunes the event sources.
@@ -69,6 +78,7 @@ type WebSocket struct {
 	AllowPublic    bool     `toml:"allow_public"`
 	TokenFile      string   `toml:"token_file"` // "" = <runtime_dir>/token
 	AllowedOrigins []string `toml:"allowed_origins"`
+	TCPUser        string   `toml:"tcp_user"` // policy subject of token clients; "" = the daemon's own user
 }
 
 // DBus configures the D-Bus service.
@@ -80,6 +90,23 @@ type DBus struct {
 type Policy struct {
 	File string `toml:"file"` // "" = the built-in default policy
 }
+
+// Duration is a time span written as a Go duration string ("30s",
+// "500ms", "2m"); "0" or "0s" turns the timeout off.
+type Duration time.Duration
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q: want a duration such as \"30s\" or \"500ms\"", b)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText writes the duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
 
 // Size is a byte count written as an integer or with a unit ("8MiB").
 type Size int64
@@ -137,6 +164,7 @@ func Default() Config {
 	return Config{
 		Daemon: Daemon{RuntimeDir: DefaultRuntimeDir(), LogLevel: "info", LogFormat: "auto", SaveHistory: true},
 		Limits: Limits{
+			MaxConnectionsPerUser: 64, MaxQueueBytesPerUser: 64 << 20, IdleTimeout: Duration(30 * time.Second),
 			MaxSubscribers: 1024, MaxSubscribersPerUser: 64,
 			HistoryEvents: 65536, HistoryBytes: 64 << 20,
 			QueueLen: 4096, MaxQueueLen: 65536, MaxQueueBytes: 16 << 20,
@@ -302,6 +330,11 @@ func (c *Config) Validate() error {
 		n   int64
 		min int64
 	}{
+		{"limits.max_connections", int64(l.MaxConnections), 0},
+		{"limits.admin_reserve", int64(l.AdminReserve), 0},
+		{"limits.max_connections_per_user", int64(l.MaxConnectionsPerUser), 1},
+		{"limits.max_queue_bytes_per_user", int64(l.MaxQueueBytesPerUser), 0},
+		{"limits.idle_timeout", int64(l.IdleTimeout), 0},
 		{"limits.max_subscribers", int64(l.MaxSubscribers), 1},
 		{"limits.max_subscribers_per_user", int64(l.MaxSubscribersPerUser), 1},
 		{"limits.history_events", int64(l.HistoryEvents), 0},
@@ -316,6 +349,9 @@ func (c *Config) Validate() error {
 	}
 	if l.QueueLen > l.MaxQueueLen {
 		return bad("limits.queue_len", "%d exceeds limits.max_queue_len %d", l.QueueLen, l.MaxQueueLen)
+	}
+	if l.MaxConnections > 0 && l.AdminReserve >= l.MaxConnections {
+		return bad("limits.admin_reserve", "%d: must be less than limits.max_connections %d", l.AdminReserve, l.MaxConnections)
 	}
 	if l.MaxSubscribersPerUser > l.MaxSubscribers {
 		return bad("limits.max_subscribers_per_user", "%d exceeds limits.max_subscribers %d", l.MaxSubscribersPerUser, l.MaxSubscribers)

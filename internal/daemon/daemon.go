@@ -36,6 +36,7 @@ import (
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
 	"github.com/notifyd/notifyd/sources/usb"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/watchqueue"
 	"github.com/notifyd/notifyd/web"
 	"github.com/notifyd/notifyd/web/dashboard"
@@ -62,6 +63,7 @@ type Daemon struct {
 	opts    Options
 	log     *slog.Logger
 	hub     *fanout.Hub
+	core    *subs.Core
 	policy  *lsm.Engine
 	srcs    []sources.Source
 	keys    *keys.Keys
@@ -119,11 +121,8 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	var ks *keys.Keys
 	hcfg := fanout.Config{
-		HistoryEvents:  cfg.Limits.HistoryEvents,
-		HistoryBytes:   int(cfg.Limits.HistoryBytes),
-		MaxSubscribers: cfg.Limits.MaxSubscribers,
-		MaxPerUID:      cfg.Limits.MaxSubscribersPerUser,
-		OnChange:       func() { d.subscriptionsChanged() },
+		HistoryEvents: cfg.Limits.HistoryEvents,
+		HistoryBytes:  int(cfg.Limits.HistoryBytes),
 	}
 	d.hub = fanout.New(hcfg)
 	if cfg.Daemon.SaveHistory {
@@ -191,26 +190,29 @@ func Run(ctx context.Context, o Options) (err error) {
 		}()
 	}
 
-	// Transports.
-	var attach func(owner string, c *lsm.Cred) (*os.File, func(), error)
-	if ks != nil {
-		attach = func(owner string, c *lsm.Cred) (*os.File, func(), error) { return ks.AttachClient(owner) }
+	// The subscription core: every transport subscribes through it.
+	d.core = subs.New(d.coreConfig(ks))
+	defer d.core.Close()
+	lim := d.core.Limits()
+	log.Info("limits", "max_connections", lim.MaxConnections, "admin_reserve", lim.AdminReserve,
+		"per_user", lim.MaxConnectionsPerUser, "max_subscribers", lim.MaxSubscribers, "idle_timeout", lim.IdleTimeout)
+	tcpCred, err := tcpSubject(cfg.WebSocket.TCPUser)
+	if err != nil {
+		return err
 	}
+
+	// Transports.
 	mounts := map[string]http.Handler{
 		"/":        dashboard.Handler(),
-		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Events: d.events}),
+		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Events: d.events, Limits: d.core.Stats}),
 	}
 	d.web, err = web.New(web.Config{
-		Hub:            d.hub,
-		Policy:         d.policy,
+		Core:           d.core,
 		Sources:        d.Sources,
-		AttachKeyWatch: attach,
 		TokenFile:      cfg.TokenPath(),
 		AllowedOrigins: cfg.WebSocket.AllowedOrigins,
 		Mounts:         mounts,
-		MaxQueueLen:    cfg.Limits.MaxQueueLen,
-		QueueLen:       cfg.Limits.QueueLen,
-		MaxQueueBytes:  int(cfg.Limits.MaxQueueBytes),
+		TCPCred:        tcpCred,
 		Version:        o.Version,
 	})
 	if err != nil {
@@ -247,7 +249,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 
 	if cfg.DBus.Bus != "off" {
-		d.dbus = dbusapi.New(dbusapi.Config{Hub: d.hub, Policy: d.policy, Sources: d.Sources, AttachKeyWatch: attach, Bus: cfg.DBus.Bus})
+		d.dbus = dbusapi.New(dbusapi.Config{Core: d.core, Sources: d.Sources, Bus: cfg.DBus.Bus})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -281,6 +283,7 @@ func Run(ctx context.Context, o Options) (err error) {
 			d.waitDBusDrained(500 * time.Millisecond)
 			stop()
 			wg.Wait()
+			d.core.Close() // what is left: key watches, idle connections
 			t2 := time.Now()
 			if cfg.Daemon.SaveHistory {
 				if err := saveHistory(d.hub, cfg.Daemon.RuntimeDir); err != nil {
@@ -341,31 +344,71 @@ func (d *Daemon) reload() {
 	log.Info("reloaded", "policy", policyName(cfg.Policy.File), "log_level", cfg.Daemon.LogLevel)
 }
 
-// subscriptionsChanged re-derives the kernel-side filter of the key queue
-// from the union of every live subscription's filter, when
-// sources.key_kernel_filter is on. It is off by default: a record the
-// kernel drops never reaches the history ring, so a subscriber resuming
-// later with a wider filter could not be told what it missed.
-func (d *Daemon) subscriptionsChanged() {
-	if d.keys == nil || d.hub == nil || !d.cfg.Sources.KeyKernelFilter {
-		return
+// coreConfig is the subscription core's configuration: limits, policy,
+// key watches, and — with sources.key_kernel_filter — the key queue's
+// kernel filter derived from the live subscriptions.
+func (d *Daemon) coreConfig(ks *keys.Keys) subs.Config {
+	l := d.cfg.Limits
+	c := subs.Config{
+		Hub:    d.hub,
+		Policy: d.policy,
+		Logger: d.log,
+		Limits: subs.Limits{
+			MaxConnections:        l.MaxConnections,
+			AdminReserve:          l.AdminReserve,
+			MaxConnectionsPerUser: l.MaxConnectionsPerUser,
+			MaxSubscribers:        l.MaxSubscribers,
+			MaxSubscribersPerUser: l.MaxSubscribersPerUser,
+			QueueLen:              l.QueueLen,
+			MaxQueueLen:           l.MaxQueueLen,
+			MaxQueueBytes:         int(l.MaxQueueBytes),
+			MaxQueueBytesPerUser:  int64(l.MaxQueueBytesPerUser),
+			IdleTimeout:           time.Duration(l.IdleTimeout),
+		},
 	}
-	var fs []*filter.Filter
-	for _, m := range d.hub.Matchers() {
-		f, ok := m.(*filter.Filter)
-		if !ok || m == nil {
-			return // a subscriber wants everything: keep the full filter
+	if ks == nil {
+		return c
+	}
+	c.AttachKeyWatch = ks.AttachClient
+	if d.cfg.Sources.KeyKernelFilter {
+		c.KernelFilter = func(entries []filter.KernelEntry) error {
+			wq := make([]watchqueue.FilterEntry, 0, len(entries))
+			for _, e := range entries {
+				wq = append(wq, watchqueue.FilterEntry{Type: record.Type(e.Type), InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, Subtypes: e.Subtypes})
+			}
+			err := ks.SetKernelFilter(wq)
+			if errors.Is(err, watchqueue.ErrNotSupported) {
+				return nil
+			}
+			return err
 		}
-		fs = append(fs, f)
 	}
-	entries := filter.Kernel(fs)
-	wq := make([]watchqueue.FilterEntry, 0, len(entries))
-	for _, e := range entries {
-		wq = append(wq, watchqueue.FilterEntry{Type: record.Type(e.Type), InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, Subtypes: e.Subtypes})
+	return c
+}
+
+// tcpSubject is the policy subject of token-authenticated TCP clients:
+// websocket.tcp_user, or the daemon's own user.
+func tcpSubject(name string) (*lsm.Cred, error) {
+	if name == "" {
+		return nil, nil
 	}
-	if err := d.keys.SetKernelFilter(wq); err != nil && !errors.Is(err, watchqueue.ErrNotSupported) {
-		d.log.Warn("set kernel filter", "err", err)
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return nil, fmt.Errorf("websocket.tcp_user %q: no such user", name)
+		}
 	}
+	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
+	c := &lsm.Cred{UID: uint32(uid), GID: uint32(gid), PidFD: -1, Label: "tcp-token"}
+	if gs, err := u.GroupIds(); err == nil {
+		for _, g := range gs {
+			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+				c.Groups = append(c.Groups, uint32(n))
+			}
+		}
+	}
+	return c, nil
 }
 
 func (d *Daemon) banner() {

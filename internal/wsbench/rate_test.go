@@ -19,6 +19,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/ueventbench"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -85,7 +86,7 @@ func BenchmarkFixedRate(b *testing.B) {
 
 func fixedRate(b *testing.B, n, rate int) {
 	hub := fanout.New(fanout.Config{})
-	srv, err := web.New(web.Config{Hub: hub, TokenFile: filepath.Join(b.TempDir(), "token")})
+	srv, err := web.New(web.Config{Core: subs.New(subs.Config{Hub: hub}), TokenFile: filepath.Join(b.TempDir(), "token")})
 	if err != nil {
 		b.Fatal(err)
 	}

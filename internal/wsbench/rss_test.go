@@ -22,6 +22,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -186,7 +187,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 
 		// notifyd's server.
 		hub := fanout.New(fanout.Config{})
-		srv, err := web.New(web.Config{Hub: hub, TokenFile: filepath.Join(b.TempDir(), "token")})
+		srv, err := web.New(web.Config{Core: subs.New(subs.Config{Hub: hub}), TokenFile: filepath.Join(b.TempDir(), "token")})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/notifyd/notifyd/sources/block"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
+	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 	"github.com/notifyd/notifyd/web/dashboard"
 )
@@ -97,8 +98,10 @@ func startDaemon(t *testing.T, hub *fanout.Hub, addr, tokenFile string, sources 
 			}
 		})
 	}
+	core := subs.New(subs.Config{Hub: hub})
+	t.Cleanup(core.Close)
 	srv, err := web.New(web.Config{
-		Hub:       hub,
+		Core:      core,
 		Sources:   health,
 		TokenFile: tokenFile,
 		Mounts: map[string]http.Handler{
@@ -640,7 +643,9 @@ func TestIntegrationDashboardAuth(t *testing.T) {
 	chromium := testenv.LookPath(t, "chromium", "apt-get install chromium")
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
-	srv, err := web.New(web.Config{Hub: hub, TokenFile: filepath.Join(t.TempDir(), "token"),
+	core := subs.New(subs.Config{Hub: hub})
+	defer core.Close()
+	srv, err := web.New(web.Config{Core: core, TokenFile: filepath.Join(t.TempDir(), "token"),
 		Mounts: map[string]http.Handler{"/": dashboard.Handler()}, PublicMounts: []string{"/"}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,60 @@
+// Package subs is notifyd's subscription core: the one layer between the
+// fan-out hub and the transports (WebSocket over the unix socket and
+// loopback TCP, D-Bus, and so notifyctl) where every rule about who may
+// subscribe to what, how much, and for how long is enforced. The
+// transports only frame what it answers.
+//
+// # Connections
+//
+// A transport opens a Conn for every client connection it accepts (a
+// socket, a D-Bus peer) with Core.Open, before it reads a byte of the
+// client's request. Open counts the connection against the limits: per
+// user, and a total budget derived from the process's RLIMIT_NOFILE of
+// which a reserve is kept for administrators (root, admin users and
+// groups), so that no unprivileged user can keep root from being served.
+// A refusal is an *Error with Code Limit whose message names the limit.
+//
+// A Conn owns everything made through it. Conn.Close is idempotent and is
+// meant to be run by whoever owns the connection when it ends, by any
+// path (client close, protocol error, write timeout, peer death, daemon
+// stop): it closes every subscription of the connection and every key
+// watch tied to it, and gives the connection's share of the limits back.
+// So a subscription cannot outlive its connection, whatever races the
+// transport's goroutines run. The core ends a connection by itself when
+// the peer process exits (its pidfd), when it never subscribed within
+// Limits.IdleTimeout, and when the core closes: Conn.Done is closed and
+// Peer.OnEnd is called, and the transport closes the connection.
+//
+// # Subscribing
+//
+// Conn.Subscribe parses and compiles the filter (bounded by the filter
+// package's limits), derives the Watch target from it — the sources the
+// filter can match — and asks the policy's Watch hook once per source,
+// with the peer's real credentials. A subscription is refused when the
+// hook allows none of them; otherwise it receives only the allowed ones
+// (enforced for every event, beside the per-event Post hook), and the
+// refused ones are listed in Sub.Denied so that the transport can say so.
+// It then counts the subscription against the limits (per user, total
+// with the admin reserve, and a per-user budget of queued bytes shared by
+// all of the user's subscriptions) and registers it with the hub.
+//
+// # Kernel pushdown
+//
+// When Config.KernelFilter is set, the core derives the key notification
+// queue's kernel filter from its registry of live subscriptions on every
+// change: widened before a new subscription is registered, narrowed only
+// after one has left, and "everything" whenever any subscription could
+// match everything. Ranges of sequence numbers during which the kernel
+// filter was narrower than a resuming (or snapshot) subscriber's filter
+// are handed to the hub as explicit loss events, so that a record the
+// kernel did not deliver is never silently owed to anyone.
+//
+// # History and key watches
+//
+// Conn.History and Conn.AttachKeyWatch serve every transport that offers
+// them, with the same Watch decision and the same limits.
+//
+// The package does not start goroutines of its own except one per
+// connection that watches a peer's pidfd (stopped by Close); Core.Close
+// ends every connection.
+package subs
