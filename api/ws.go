@@ -218,6 +218,14 @@ type ClientMessage struct {
 	Policy   Policy `json:"policy,omitempty"`
 	Queue    int    `json:"queue,omitempty"`
 	Owner    string `json:"owner,omitempty"`
+	// 1.1: hello
+	Protocol int `json:"protocol,omitempty"`
+	Minor    int `json:"minor,omitempty"`
+	// 1.1: the subscription a subscribe, unsubscribe or update names
+	Sub string `json:"sub,omitempty"`
+	// 1.1: history (with Filter, Since and Owner)
+	Before uint64 `json:"before,omitempty"` // the page before this seq
+	Limit  int    `json:"limit,omitempty"`  // most events (0: MaxHistoryPage)
 }
 
 // ErrorCode names why a request failed.
@@ -229,7 +237,8 @@ const (
 	CodeUnknownType  ErrorCode = "unknown-type"       // the type is not one a client may send
 	CodeBadRequest   ErrorCode = "bad-request"        // a field is malformed (since, policy, queue, owner)
 	CodeBadFilter    ErrorCode = "bad-filter"         // the filter does not parse; Pos says where
-	CodeSubscribed   ErrorCode = "already-subscribed" // a second subscribe on one connection
+	CodeSubscribed   ErrorCode = "already-subscribed" // 1.0: a second subscribe on one connection; 1.1: the sub name is in use
+	CodeUnknownSub   ErrorCode = "unknown-sub"        // 1.1: no subscription of that name on this connection
 	CodeDenied       ErrorCode = "denied"             // the policy refused the subscription
 	CodeLimit        ErrorCode = "limit"              // a limit is reached (connections, subscriptions, queue); the message names it
 	CodeBinary       ErrorCode = "binary"             // a binary frame (the protocol is text only)
@@ -261,15 +270,26 @@ func DecodeClientMessage(b []byte) (*ClientMessage, error) {
 		return nil, &DecodeError{CodeBadJSON, "decode message: trailing data after the JSON object"}
 	}
 	switch m.Type {
-	case TypeSubscribe:
+	case TypeSubscribe, TypeUpdate, TypeHistory:
 		if _, err := m.Request(); err != nil {
 			return nil, &DecodeError{CodeBadRequest, err.Error()}
 		}
+		if len(m.Sub) > MaxSubName {
+			return nil, &DecodeError{CodeBadRequest, fmt.Sprintf("sub: at most %d bytes", MaxSubName)}
+		}
+		if m.Limit < 0 || m.Limit > MaxHistoryPage {
+			return nil, &DecodeError{CodeBadRequest, fmt.Sprintf("limit: want 0..%d, got %d", MaxHistoryPage, m.Limit)}
+		}
+	case TypeClientHello:
+		if m.Protocol != ProtocolVersion {
+			return nil, &DecodeError{CodeBadRequest, fmt.Sprintf("protocol %d: this server speaks %d", m.Protocol, ProtocolVersion)}
+		}
+	case TypeUnsubscribe:
 	case TypeStatus:
 	case "":
 		return nil, &DecodeError{CodeBadJSON, `decode message: missing "type"`}
 	default:
-		return nil, &DecodeError{CodeUnknownType, fmt.Sprintf("unknown message type %q (a client sends subscribe or status)", m.Type)}
+		return nil, &DecodeError{CodeUnknownType, fmt.Sprintf("unknown message type %q (a client sends hello, subscribe, unsubscribe, update, history or status)", m.Type)}
 	}
 	return &m, nil
 }
@@ -336,19 +356,25 @@ type Hello struct {
 	Recovered    bool     `json:"recovered"`
 	Subscription uint64   `json:"subscription"` // id in status listings
 	Settings     Settings `json:"settings"`
+	// Sub (1.1, Type TypeSubscribed) is the client's name for the
+	// subscription; ID echoes the subscribe message's id.
+	Sub string `json:"sub,omitempty"`
+	ID  string `json:"id,omitempty"`
 }
 
 // SnapshotEnd follows the last snapshot item.
 type SnapshotEnd struct {
-	Type  MessageType `json:"type"` // TypeSnapshotEnd
-	Seq   uint64      `json:"seq"`  // the snapshot is the state after this seq
+	Type  MessageType `json:"type"`          // TypeSnapshotEnd
+	Sub   string      `json:"sub,omitempty"` // 1.1: the subscription
+	Seq   uint64      `json:"seq"`           // the snapshot is the state after this seq
 	Count int         `json:"count"`
 }
 
 // Batch carries several items in one frame, in order; each item is the
 // event JSON form (type event, loss or snapshot).
 type Batch struct {
-	Type   MessageType       `json:"type"` // TypeBatch
+	Type   MessageType       `json:"type"`          // TypeBatch
+	Sub    string            `json:"sub,omitempty"` // 1.1: the subscription
 	Events []json.RawMessage `json:"events"`
 }
 
@@ -357,6 +383,7 @@ type Batch struct {
 type Error struct {
 	Type    MessageType `json:"type"` // TypeError
 	ID      string      `json:"id,omitempty"`
+	Sub     string      `json:"sub,omitempty"` // 1.1: the subscription the request named
 	Code    ErrorCode   `json:"code"`
 	Message string      `json:"message"`
 	Pos     *int        `json:"pos,omitempty"` // bad-filter: byte offset in the filter
@@ -395,6 +422,7 @@ const (
 	CloseNormal      = 1000 // after bye shutdown/closed
 	CloseGoingAway   = 1001 // daemon shutdown
 	CloseUnsupported = 1003 // binary frame
+	CloseInvalidUTF8 = 1007 // a text frame that is not valid UTF-8
 	ClosePolicy      = 1008 // denied
 	CloseTooBig      = 1009 // frame larger than MaxClientMessage
 	CloseSlow        = 4008 // slow subscriber, disconnect policy (as Centrifugo's 3008)

@@ -62,6 +62,11 @@ type Options struct {
 	Label string
 	// UID is the subscriber's uid, for listings.
 	UID uint32
+	// Ready, when set, is the 1-buffered channel the subscription
+	// signals instead of one of its own: several subscriptions of one
+	// consumer share it, and the consumer drains them all when it fires.
+	// It is also signalled when the subscription ends.
+	Ready chan struct{}
 	// Budget, when set, is a byte budget this subscription shares with
 	// others (one per user, kept by the subscription core): an item that
 	// would take the budget's queued bytes over its cap counts as a full

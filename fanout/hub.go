@@ -209,9 +209,12 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 	s := &Subscription{
 		hub:   h,
 		opts:  o,
-		ready: make(chan struct{}, 1),
+		ready: o.Ready,
 		done:  make(chan struct{}),
 		since: h.now(),
+	}
+	if s.ready == nil {
+		s.ready = make(chan struct{}, 1)
 	}
 	if o.Policy == Coalesce {
 		s.keys = make(map[string]int)
@@ -470,6 +473,36 @@ func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, ow
 		}
 		out = append(out, ev)
 	}
+	return out
+}
+
+// HistoryBefore returns, oldest first, the newest max (> 0) remembered
+// events with seq < before (0: no bound) that m, allow and owner let
+// through, as History does. It is the page before a position, for
+// clients that scroll back.
+func (h *Hub) HistoryBefore(before uint64, m Matcher, allow func(*event.Event) bool, owner string, max int) []*event.Event {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	hi := h.seq
+	if before != 0 && before-1 < hi {
+		hi = before - 1
+	}
+	low := h.histLow()
+	var out []*event.Event
+	for seq := hi; seq >= low && seq > 0 && len(out) < max; seq-- {
+		ev := h.histAt(seq).ev
+		if ev.Owner != "" && ev.Owner != owner {
+			continue
+		}
+		if m != nil && !m.Match(ev) {
+			continue
+		}
+		if allow != nil && !allow(ev) {
+			continue
+		}
+		out = append(out, ev)
+	}
+	slices.Reverse(out)
 	return out
 }
 

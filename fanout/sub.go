@@ -285,6 +285,7 @@ func (s *Subscription) endLocked(err error) {
 	}
 	s.err = err
 	close(s.done)
+	s.signal()
 }
 
 // Drain appends to dst everything queued, in order, and returns it without

@@ -12,7 +12,7 @@ packages=(
 	# D-Bus tier: a real dbus-daemon, busctl/gdbus, a dbus-python client
 	dbus dbus-bin systemd libglib2.0-bin python3 python3-dbus python3-gi passwd
 	# WebSocket tier: a client not written in Go
-	python3-websockets
+	python3-websockets python3-jsonschema
 	# dashboard tier: real headless Chromium
 	chromium
 )

@@ -258,14 +258,14 @@ func (c *Core) Open(p Peer) (*Conn, error) {
 	if p.Cred == nil {
 		return nil, errorf(CodeInternal, nil, "open connection: no credentials")
 	}
-	acct := Account{UID: p.Cred.UID}
+	// Who is counted, and whether that user may use the reserve: the
+	// subject itself, or the account the transport names (then only its
+	// uid is known: admin users count, admin groups cannot).
+	acct, who := Account{UID: p.Cred.UID}, p.Cred
 	if p.Account != nil {
-		acct = *p.Account
+		acct, who = *p.Account, &lsm.Cred{UID: p.Account.UID, PidFD: -1}
 	}
-	admin := !acct.Anonymous && c.isAdmin(&lsm.Cred{UID: acct.UID, GID: p.Cred.GID, Groups: p.Cred.Groups, PidFD: -1})
-	if p.Account != nil && acct.UID != p.Cred.UID {
-		admin = !acct.Anonymous && c.isAdmin(&lsm.Cred{UID: acct.UID, PidFD: -1})
-	}
+	admin := !acct.Anonymous && c.isAdmin(who)
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

@@ -1,6 +1,8 @@
 package subs
 
 import (
+	"fmt"
+
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
@@ -9,12 +11,17 @@ import (
 // HistoryRequest asks for remembered events.
 type HistoryRequest struct {
 	Filter string
-	// Since, when set, asks for the events after that point; a point of
-	// another epoch (the daemon restarted) asks for everything held.
+	// Since, when set, asks for the events after that point, with the
+	// same recovered/loss answer as a resume: a point of another epoch,
+	// or one older than what the history still holds, puts a history loss
+	// event first and Recovered is false.
 	Since *fanout.Position
-	// After is a plain seq to start after (D-Bus History); ignored when
-	// Since is set.
+	// After is a plain seq to start after, without that answer (D-Bus
+	// History); ignored when Since or Before is set.
 	After uint64
+	// Before, when set, asks for the page before it instead: the newest
+	// Max events with seq < Before.
+	Before uint64
 	// Owner asks also for the events of that key watch (see Request).
 	Owner string
 	// Max caps the events returned (0 or more than Limits.MaxHistory:
@@ -26,6 +33,13 @@ type HistoryRequest struct {
 type HistoryResult struct {
 	Events     []*event.Event // oldest first, loss events included
 	Epoch, Seq uint64         // the hub's epoch and last seq when read
+	// Recovered: with Since, everything after it is still held.
+	Recovered bool
+	// More: Max cut the answer; ask again after (or, with Before, before)
+	// the last (first) event returned.
+	More bool
+	// Low is the oldest seq the history holds.
+	Low uint64
 }
 
 // History returns the remembered events the connection's user may see
@@ -53,24 +67,80 @@ func (cn *Conn) History(r HistoryRequest) (HistoryResult, error) {
 		max = c.lim.MaxHistory
 	}
 	hub := c.cfg.Hub
-	epoch := hub.Epoch()
-	after := r.After
-	if r.Since != nil {
-		after = r.Since.Seq
-		if r.Since.Epoch != epoch {
-			after = 0
-		}
+	st := hub.Stats()
+	res := HistoryResult{Epoch: st.Epoch, Seq: st.Seq, Recovered: true, Low: st.HistoryLow}
+	if st.HistoryLen == 0 {
+		res.Low = st.Seq + 1
 	}
 	var m interface{ Match(*event.Event) bool }
 	if !f.MatchesAll() {
 		m = f
 	}
-	seq := hub.Seq()
-	evs := hub.History(after, m, cn.allow(allowed), owner, max)
-	if c.push.enabled() {
-		evs = c.push.mergeGaps(f, evs, after, seq)
+	allow := cn.allow(allowed)
+	if r.Before != 0 {
+		evs := hub.HistoryBefore(r.Before, m, allow, owner, max+1)
+		if len(evs) > max {
+			evs, res.More = evs[1:], true
+		}
+		from := uint64(1)
+		if len(evs) > 0 {
+			from = evs[0].Seq
+		}
+		if c.push.enabled() {
+			evs = c.push.mergeGaps(f, evs, from-1, min(r.Before-1, st.Seq))
+		}
+		res.Events = evs
+		return res, nil
 	}
-	return HistoryResult{Events: evs, Epoch: epoch, Seq: seq}, nil
+	after := r.After
+	var head *event.Event
+	if p := r.Since; p != nil {
+		after = p.Seq
+		switch {
+		case p.Epoch != st.Epoch || p.Seq > st.Seq:
+			reason := "epoch changed: the daemon restarted since the resume point"
+			if p.Epoch == st.Epoch {
+				reason = "resume point is ahead of the hub"
+			}
+			head = historyLoss(1, res.Low-1, reason)
+			after = 0
+		case p.Seq+1 < res.Low:
+			head = historyLoss(p.Seq+1, res.Low-1, fmt.Sprintf("history no longer holds seq %d..%d", p.Seq+1, res.Low-1))
+		}
+	}
+	evs := hub.History(after, m, allow, owner, max+1)
+	if len(evs) > max {
+		evs, res.More = evs[:max], true
+	}
+	if c.push.enabled() {
+		to := st.Seq
+		if res.More && len(evs) > 0 {
+			to = evs[len(evs)-1].Seq
+		}
+		evs = c.push.mergeGaps(f, evs, after, to)
+	}
+	if head != nil {
+		res.Recovered = false
+		head.Epoch = st.Epoch
+		evs = append([]*event.Event{head}, evs...)
+	}
+	for _, ev := range evs {
+		if ev.Loss != nil && ev.Loss.Origin == event.OriginWatchQueue && ev.Seq == 0 {
+			res.Recovered = false // a kernel-filter gap
+		}
+	}
+	res.Events = evs
+	return res, nil
+}
+
+// historyLoss is the loss event for seqs the history cannot give back;
+// its count is unknown (nobody knows how many would have matched).
+func historyLoss(from, to uint64, reason string) *event.Event {
+	l := event.NewLoss("", event.OriginHistory, event.CountUnknown, reason)
+	if from <= to {
+		l.Loss.FromSeq, l.Loss.ToSeq = from, to
+	}
+	return l
 }
 
 // mergeGaps inserts, in seq order, a loss event for every range after

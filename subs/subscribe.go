@@ -24,6 +24,10 @@ type Request struct {
 	// (or the user is an administrator). A connection always receives
 	// the events of the key watches tied to it.
 	Owner string
+	// Wake, when set, is a 1-buffered channel shared by several
+	// subscriptions of one connection, signalled instead of each one's
+	// Ready (see fanout.Options.Ready).
+	Wake chan struct{}
 }
 
 // DeniedSource is a source a subscription's filter could match that the
@@ -205,6 +209,7 @@ func (cn *Conn) Subscribe(r Request) (*Sub, error) {
 		UID:           cn.cred.UID,
 		Budget:        budget,
 		Missing:       missing,
+		Ready:         r.Wake,
 	}
 	if !f.MatchesAll() {
 		opts.Match = f

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -141,9 +142,11 @@ func (s *Server) refuseConn(nc net.Conn, err error) {
 		status, http.StatusText(status), len(body), body)
 	nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	nc.Write([]byte(resp))
-	if uc, ok := nc.(*net.UnixConn); ok {
-		uc.CloseWrite()
-	}
+	// Take what the client already sent, without waiting for more, so that
+	// closing with unread data does not reset the connection before the
+	// client has read the answer.
+	nc.SetReadDeadline(time.Now())
+	io.Copy(io.Discard, io.LimitReader(nc, 16<<10))
 	nc.Close()
 }
 

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gorilla/websocket"
 
@@ -17,27 +18,48 @@ import (
 )
 
 // conn is one WebSocket client. The handler goroutine is its reader; the
-// writer goroutine (writeLoop) is the only one that writes data frames.
-// The subscription belongs to the core connection cn: it ends when the
-// socket is closed, whichever goroutine gets there first.
+// writer goroutine (writeLoop) is the only one that writes frames, and the
+// only one that holds the connection's subscriptions. The subscriptions
+// belong to the core connection cn: they end when the socket is closed,
+// whichever goroutine gets there first.
+//
+// Protocol 1.0 carries one subscription per connection; 1.1 (opted into
+// by a client hello) carries several, each named by the client
+// (docs/websocket.md). Both are served by the same reader and writer.
 type conn struct {
 	s  *Server
 	ws *websocket.Conn
 	tr transport
 	cn *subs.Conn
 
-	ctrl       chan []byte    // encoded answers from the reader for the writer
-	subs       chan *started  // the subscription, once, from the reader
+	cmds       chan cmd       // reader → writer
+	wake       chan struct{}  // every subscription's Ready (fanout.Options.Ready)
 	readerDone chan struct{}  // closed when the reader returns
 	writerDone chan struct{}  // closed when the writer returns
 	closeMsg   chan closeNote // reader asks the writer to close (bad input)
 }
 
-// started is a subscription ready to stream: what the writer sends first.
-type started struct {
+// cmd is one thing the reader asks the writer to do.
+type cmd struct {
+	frame   []byte             // write as is (status, error, session hello)
+	start   *stream            // stream a new subscription
+	msg     *api.ClientMessage // 1.1: subscribe, unsubscribe, update
+	history *historyAnswer     // 1.1: write a history answer in pages
+}
+
+// stream is one subscription the writer streams.
+type stream struct {
+	name  string // 1.1: the client's name for it; "" in 1.0
 	sub   *subs.Sub
+	req   api.Request
 	hello []byte
-	want  bool // snapshot asked for
+	want  bool   // snapshot asked for
+	last  uint64 // last seq handed to the client
+}
+
+type historyAnswer struct {
+	id  string
+	res subs.HistoryResult
 }
 
 type closeNote struct {
@@ -57,9 +79,14 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		return
 	}
 	q := r.URL.Query()
+	v11 := q.Get("protocol") == "1.1"
 	req, now, err := api.ParseQuery(q)
 	if err != nil {
 		s.httpError(w, http.StatusBadRequest, api.CodeBadRequest, err.Error(), nil)
+		return
+	}
+	if now && v11 {
+		s.httpError(w, http.StatusBadRequest, api.CodeBadRequest, "protocol 1.1 subscribes with subscribe messages, not URL parameters", nil)
 		return
 	}
 	if now {
@@ -79,15 +106,15 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 	}
 	c := &conn{
 		s: s, tr: tr, cn: cn,
-		ctrl:       make(chan []byte, ctrlQueue),
-		subs:       make(chan *started, 1),
+		cmds:       make(chan cmd, ctrlQueue),
+		wake:       make(chan struct{}, 1),
 		readerDone: make(chan struct{}),
 		writerDone: make(chan struct{}),
 		closeMsg:   make(chan closeNote, 1),
 	}
-	var first *started
+	var first *stream
 	if now {
-		first, err = c.subscribe(req)
+		first, err = c.subscribe(req, "", "")
 		if err != nil {
 			s.fail(w, err)
 			return
@@ -120,26 +147,47 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 	}()
 	c.ws = ws
 	if first != nil {
-		c.subs <- first
+		c.cmds <- cmd{start: first}
+	}
+	if v11 {
+		c.cmds <- cmd{frame: c.session("")}
 	}
 	go func() {
 		defer close(c.writerDone)
-		c.writeLoop()
+		c.writeLoop(v11)
 	}()
-	c.readLoop(first != nil)
+	c.readLoop(first != nil, v11)
 	close(c.readerDone)
 	<-c.writerDone
 }
 
-// subscribe starts the subscription for req through the core. Errors are
-// *subs.Error.
-func (c *conn) subscribe(req api.Request) (*started, error) {
+// session is the 1.1 connection hello.
+func (c *conn) session(id string) []byte {
+	h := c.s.cfg.Core.Hub()
+	l := c.s.cfg.Core.Limits()
+	m := api.Session{
+		Type: api.TypeHello, ID: id, Protocol: api.ProtocolVersion, Minor: api.ProtocolMinor,
+		Server: "notifyd", Version: c.s.cfg.Version, Epoch: event.FormatEpoch(h.Epoch()), Seq: h.Seq(),
+		Transport: string(c.tr),
+		Limits: api.SessionLimits{Subscriptions: l.MaxSubscribersPerUser, Queue: l.MaxQueueLen,
+			HistoryPage: min(api.MaxHistoryPage, l.MaxHistory), BatchEvents: maxBatch},
+	}
+	uid := int64(c.cn.Cred().UID)
+	m.UID = &uid
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// subscribe starts a subscription for req through the core; name is the
+// 1.1 name ("" in 1.0), id the request's id. Errors are *subs.Error.
+func (c *conn) subscribe(req api.Request, name, id string) (*stream, error) {
 	r := subs.Request{
 		Filter:   req.Filter,
 		Policy:   fanoutPolicy(req.Policy),
 		QueueLen: req.Queue,
 		Snapshot: req.Snapshot,
 		Owner:    req.Owner,
+		Wake:     c.wake,
 	}
 	if req.Since != nil {
 		r.Resume = &fanout.Position{Epoch: req.Since.Epoch, Seq: req.Since.Seq}
@@ -151,34 +199,52 @@ func (c *conn) subscribe(req api.Request) (*started, error) {
 	if err != nil {
 		return nil, err
 	}
+	st := &stream{name: name, sub: sub, req: req, want: req.Snapshot, last: sub.Hello.Seq}
+	st.hello = c.hello(st, id)
+	return st, nil
+}
+
+// hello is the message that starts a subscription's stream: "hello" in
+// 1.0, "subscribed" with the name in 1.1.
+func (c *conn) hello(st *stream, id string) []byte {
+	sub, req := st.sub, st.req
 	h := sub.Hello
-	hello := api.Hello{
+	m := api.Hello{
 		Type: api.TypeHello, Protocol: api.ProtocolVersion, Server: "notifyd", Version: c.s.cfg.Version,
 		Epoch: event.FormatEpoch(h.Epoch), Seq: h.Seq, Resumed: h.Resumed, Recovered: h.Recovered,
 		Subscription: sub.ID(),
-		Settings: api.Settings{
-			Filter: sub.Filter.String(), Snapshot: req.Snapshot, Policy: policyName(sub.Policy), Queue: sub.QueueLen,
-			Owner: sub.Owner != "", Transport: string(c.tr), Sources: []string{},
-		},
+		Settings:     c.settings(st),
 	}
-	for _, src := range sub.Sources {
-		hello.Settings.Sources = append(hello.Settings.Sources, string(src))
-	}
-	for _, d := range sub.Denied {
-		hello.Settings.DeniedSources = append(hello.Settings.DeniedSources, api.DeniedSource{Source: string(d.Source), Reason: d.Reason})
+	if st.name != "" {
+		m.Type, m.Sub, m.ID = api.TypeSubscribed, st.name, id
 	}
 	if req.Since != nil {
-		hello.Settings.Since = req.Since.String()
+		m.Settings.Since = req.Since.String()
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func (c *conn) settings(st *stream) api.Settings {
+	sub := st.sub
+	set := api.Settings{
+		Filter: sub.Filter.String(), Snapshot: st.req.Snapshot, Policy: policyName(sub.Policy), Queue: sub.QueueLen,
+		Owner: sub.Owner != "", Transport: string(c.tr), Sources: []string{},
+	}
+	for _, src := range sub.Sources {
+		set.Sources = append(set.Sources, string(src))
+	}
+	for _, d := range sub.Denied {
+		set.DeniedSources = append(set.DeniedSources, api.DeniedSource{Source: string(d.Source), Reason: d.Reason})
 	}
 	if c.tr == transportUnix {
 		uid := int64(c.cn.Cred().UID)
-		hello.Settings.UID = &uid
+		set.UID = &uid
 	}
-	b, _ := json.Marshal(hello)
-	return &started{sub: sub, hello: b, want: req.Snapshot}, nil
+	return set
 }
 
-func (c *conn) readLoop(subscribed bool) {
+func (c *conn) readLoop(subscribed, v11 bool) {
 	ws := c.ws
 	ws.SetReadLimit(api.MaxClientMessage)
 	ws.SetReadDeadline(time.Now().Add(c.s.pongWait))
@@ -186,6 +252,7 @@ func (c *conn) readLoop(subscribed bool) {
 		ws.SetReadDeadline(time.Now().Add(c.s.pongWait))
 		return nil
 	})
+	first := true
 	for {
 		mt, b, err := ws.ReadMessage()
 		if err != nil {
@@ -196,6 +263,10 @@ func (c *conn) readLoop(subscribed bool) {
 		ws.SetReadDeadline(time.Now().Add(c.s.pongWait))
 		if mt != websocket.TextMessage {
 			c.fail(closeNote{api.CloseUnsupported, "binary frames are not part of the protocol"})
+			return
+		}
+		if !utf8.Valid(b) {
+			c.fail(closeNote{api.CloseInvalidUTF8, "text frames must be valid UTF-8"})
 			return
 		}
 		m, err := api.DecodeClientMessage(b)
@@ -210,50 +281,117 @@ func (c *conn) readLoop(subscribed bool) {
 			}
 			continue
 		}
+		wasFirst := first
+		first = false
+		var out cmd
 		switch m.Type {
 		case api.TypeStatus:
 			st := c.s.status(c.cn)
 			st.ID = m.ID
-			b, _ := json.Marshal(st)
-			if !c.send(b) {
-				return
+			out.frame, _ = json.Marshal(st)
+		case api.TypeClientHello:
+			if v11 || !wasFirst || subscribed {
+				out.frame = errFrame(m, api.CodeBadRequest, "hello must be the first message of a connection")
+				break
 			}
+			v11 = true
+			out.frame = c.session(m.ID)
+			out.msg = m // the writer switches to 1.1 framing
 		case api.TypeSubscribe:
-			if subscribed {
-				if !c.answer(&api.Error{Type: api.TypeError, ID: m.ID, Code: api.CodeSubscribed, Message: "this connection is already subscribed; open another connection"}) {
-					return
+			if !v11 {
+				if subscribed {
+					out.frame = errFrame(m, api.CodeSubscribed, "this connection is already subscribed; open another connection, or speak protocol 1.1 (docs/websocket.md)")
+					break
 				}
-				continue
-			}
-			req, _ := m.Request() // validated by DecodeClientMessage
-			st, err := c.subscribe(req)
-			if err != nil {
-				e := apiError(err)
-				e.ID = m.ID
-				if !c.answer(e) {
-					return
+				req, _ := m.Request() // validated by DecodeClientMessage
+				st, err := c.subscribe(req, "", m.ID)
+				if err != nil {
+					e := apiError(err)
+					e.ID = m.ID
+					out.frame, _ = json.Marshal(e)
+					break
 				}
-				continue
+				subscribed = true
+				out.start = st
+				break
 			}
-			subscribed = true
-			c.subs <- st
+			fallthrough
+		case api.TypeUnsubscribe, api.TypeUpdate:
+			if !v11 {
+				out.frame = errFrame(m, api.CodeUnknownType, fmt.Sprintf("%s is protocol 1.1: send a hello first (docs/websocket.md)", m.Type))
+				break
+			}
+			if m.Sub == "" {
+				out.frame = errFrame(m, api.CodeBadRequest, `"sub" names the subscription: a non-empty string`)
+				break
+			}
+			out.msg = m
+		case api.TypeHistory:
+			if !v11 {
+				out.frame = errFrame(m, api.CodeUnknownType, "history is protocol 1.1: send a hello first (docs/websocket.md)")
+				break
+			}
+			out.history, out.frame = c.history(m)
+		}
+		if !c.send(out) {
+			return
 		}
 	}
+}
+
+// history answers a 1.1 history request through the core.
+func (c *conn) history(m *api.ClientMessage) (*historyAnswer, []byte) {
+	req, _ := m.Request()
+	if req.Owner != "" && c.tr != transportUnix {
+		return nil, errFrame(m, api.CodeDenied, "owner tokens are valid on the unix socket only")
+	}
+	limit := m.Limit
+	if limit == 0 {
+		limit = api.MaxHistoryPage
+	}
+	hr := subs.HistoryRequest{Filter: req.Filter, Owner: req.Owner, Before: m.Before, Max: limit}
+	switch {
+	case req.Since != nil && m.Before != 0:
+		return nil, errFrame(m, api.CodeBadRequest, `"since" and "before" do not go together: replay forwards or page backwards`)
+	case req.Since != nil:
+		hr.Since = &fanout.Position{Epoch: req.Since.Epoch, Seq: req.Since.Seq}
+	case m.Before == 0:
+		hr.Before = ^uint64(0) // neither: the newest events
+	}
+	res, err := c.cn.History(hr)
+	if err != nil {
+		e := apiError(err)
+		e.ID = m.ID
+		b, _ := json.Marshal(e)
+		return nil, b
+	}
+	return &historyAnswer{id: m.ID, res: res}, nil
+}
+
+func errFrame(m *api.ClientMessage, code api.ErrorCode, msg string) []byte {
+	b, _ := json.Marshal(api.Error{Type: api.TypeError, ID: m.ID, Sub: m.Sub, Code: code, Message: msg})
+	return b
 }
 
 // answer queues an error message for the writer.
 func (c *conn) answer(e *api.Error) bool {
 	b, _ := json.Marshal(e)
-	return c.send(b)
+	return c.send(cmd{frame: b})
 }
 
-func (c *conn) send(b []byte) bool {
+func (c *conn) send(x cmd) bool {
 	select {
-	case c.ctrl <- b:
+	case c.cmds <- x:
 		return true
 	case <-c.writerDone:
+		if x.start != nil {
+			x.start.sub.Close()
+		}
 		return false
 	case <-c.s.quit:
+		if x.start != nil {
+			x.start.sub.Close()
+		}
 		return false
 	}
 }
@@ -265,104 +403,39 @@ func (c *conn) fail(n closeNote) {
 	}
 }
 
-// writeLoop is the connection's only writer.
-func (c *conn) writeLoop() {
+// writeLoop is the connection's only writer. It holds the subscriptions
+// and drains them all whenever one of them signals (they share c.wake).
+func (c *conn) writeLoop(v11 bool) {
 	s := c.s
 	ws := c.ws
 	ping := time.NewTicker(s.pongWait * 9 / 10)
 	defer ping.Stop()
-	var (
-		sub   *subs.Sub
-		ready <-chan struct{}
-		done  <-chan struct{}
-		buf   []*event.Event
-		last  uint64 // last seq handed to the client
-		epoch = s.cfg.Core.Hub().Epoch()
-	)
+	w := &writer{c: c, v11: v11, epoch: s.cfg.Core.Hub().Epoch()}
 	defer ws.Close() // the socket, and with it the core connection
-	flush := func() bool {
-		if sub == nil {
-			return true
-		}
-		buf = sub.Drain(buf[:0])
-		ok := c.writeEvents(buf, &last)
-		clear(buf)
-		return ok
-	}
-	// ended says goodbye for a connection the core ended.
-	ended := func() {
-		switch err := c.cn.Err(); {
-		case errors.Is(err, subs.ErrPeerExit):
-			c.bye(api.ByePeerExit, "the process that opened this connection has exited", epoch, last, api.ClosePeerExit)
-		case errors.Is(err, subs.ErrIdle):
-			c.bye(api.ByeIdle, "no subscription within the idle timeout (limits.idle_timeout)", epoch, last, api.CloseIdle)
-		default:
-			c.bye(api.ByeShutdown, "notifyd is stopping", epoch, last, api.CloseGoingAway)
-		}
-	}
 	for {
 		select {
-		case b := <-c.ctrl:
-			if !c.write(b) {
+		case x := <-c.cmds:
+			if !w.do(x) {
 				return
 			}
-		case st := <-c.subs:
-			sub, ready, done = st.sub, st.sub.Ready(), st.sub.Done()
-			if !c.write(st.hello) {
+		case <-c.wake:
+			if !w.flush() {
 				return
 			}
-			if st.want {
-				snap := sub.Hello.Snapshot
-				if !c.writeEvents(snap, &last) {
-					return
-				}
-				b, _ := json.Marshal(api.SnapshotEnd{Type: api.TypeSnapshotEnd, Seq: sub.Hello.SnapshotSeq, Count: len(snap)})
-				if !c.write(b) {
-					return
-				}
-			}
-			sub.Hello.Snapshot = nil
-			// Anything already queued is sent at the next Ready; make sure
-			// we look at least once.
-			if !flush() {
-				return
-			}
-		case <-ready:
-			if !flush() {
-				return
-			}
-		case <-done:
-			if !flush() {
-				return
-			}
-			if c.cn.Err() != nil && sub.EndedBy() != nil {
-				ended()
-				return
-			}
-			err := sub.Err()
-			switch {
-			case errors.Is(err, fanout.ErrSlow):
-				c.bye(api.ByeSlow, "queue full and the policy is disconnect", epoch, last, api.CloseSlow)
-			case errors.Is(err, fanout.ErrHubDone):
-				c.bye(api.ByeShutdown, "notifyd is stopping", epoch, last, api.CloseGoingAway)
-			default:
-				c.bye(api.ByeClosed, fmt.Sprint("subscription ended: ", err), epoch, last, api.CloseNormal)
-			}
-			return
 		case <-c.cn.Done():
-			if !flush() {
+			if !w.flush() {
 				return
 			}
-			ended()
+			w.ended()
 			return
 		case n := <-c.closeMsg:
 			c.closeWith(n.code, n.text)
 			return
 		case <-s.quit:
-			if !flush() {
+			if !w.flush() {
 				return
 			}
-			c.bye(api.ByeShutdown, "notifyd is stopping", epoch, last, api.CloseGoingAway)
+			c.bye(api.ByeShutdown, "notifyd is stopping", w.epoch, w.last(), api.CloseGoingAway)
 			return
 		case <-c.readerDone:
 			return
@@ -375,6 +448,295 @@ func (c *conn) writeLoop() {
 	}
 }
 
+// writer is the writer goroutine's state.
+type writer struct {
+	c       *conn
+	v11     bool
+	epoch   uint64
+	streams []*stream
+	buf     []*event.Event
+}
+
+// last is the position to resume a 1.0 connection from.
+func (w *writer) last() uint64 {
+	var l uint64
+	for _, st := range w.streams {
+		l = max(l, st.last)
+	}
+	return l
+}
+
+func (w *writer) find(name string) int {
+	for i, st := range w.streams {
+		if st.name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// do carries out one command; false ends the connection.
+func (w *writer) do(x cmd) bool {
+	c := w.c
+	if x.frame != nil && !c.write(x.frame) {
+		return false
+	}
+	switch {
+	case x.start != nil:
+		return w.start(x.start)
+	case x.history != nil:
+		return w.history(x.history)
+	case x.msg != nil:
+		m := x.msg
+		switch m.Type {
+		case api.TypeClientHello:
+			w.v11 = true
+		case api.TypeSubscribe:
+			if w.find(m.Sub) >= 0 {
+				return c.write(errFrame(m, api.CodeSubscribed, fmt.Sprintf("a subscription named %q is open on this connection", m.Sub)))
+			}
+			req, _ := m.Request()
+			st, err := c.subscribe(req, m.Sub, m.ID)
+			if err != nil {
+				e := apiError(err)
+				e.ID, e.Sub = m.ID, m.Sub
+				b, _ := json.Marshal(e)
+				return c.write(b)
+			}
+			return w.start(st)
+		case api.TypeUnsubscribe:
+			i := w.find(m.Sub)
+			if i < 0 {
+				return c.write(errFrame(m, api.CodeUnknownSub, fmt.Sprintf("no subscription named %q on this connection", m.Sub)))
+			}
+			return w.end(i, m.ID, api.ByeReason("unsubscribed"), "")
+		case api.TypeUpdate:
+			return w.update(m)
+		}
+	}
+	return true
+}
+
+// start writes a subscription's hello (and snapshot) and streams it.
+func (w *writer) start(st *stream) bool {
+	c := w.c
+	w.streams = append(w.streams, st)
+	if !c.write(st.hello) {
+		return false
+	}
+	if st.want {
+		snap := st.sub.Hello.Snapshot
+		if !w.events(st, snap) {
+			return false
+		}
+		b, _ := json.Marshal(api.SnapshotEnd{Type: api.TypeSnapshotEnd, Sub: st.name, Seq: st.sub.Hello.SnapshotSeq, Count: len(snap)})
+		if !c.write(b) {
+			return false
+		}
+	}
+	st.sub.Hello.Snapshot = nil
+	// Anything already queued (a resume's replay) goes out now.
+	return w.flush()
+}
+
+// flush drains every subscription and writes what it held; a
+// subscription that ended is said goodbye to (1.0: the connection ends;
+// 1.1: "unsubscribed" and the others go on).
+func (w *writer) flush() bool {
+	for i := 0; i < len(w.streams); i++ {
+		st := w.streams[i]
+		w.buf = st.sub.Drain(w.buf[:0])
+		ok := w.events(st, w.buf)
+		clear(w.buf)
+		if !ok {
+			return false
+		}
+		select {
+		case <-st.sub.Done():
+		default:
+			continue
+		}
+		if w.c.cn.Err() != nil && st.sub.EndedBy() != nil {
+			continue // the connection is ending: said below
+		}
+		reason, msg, code := api.ByeClosed, fmt.Sprint("subscription ended: ", st.sub.Err()), api.CloseNormal
+		switch err := st.sub.Err(); {
+		case errors.Is(err, fanout.ErrSlow):
+			reason, msg, code = api.ByeSlow, "queue full and the policy is disconnect", api.CloseSlow
+		case errors.Is(err, fanout.ErrHubDone):
+			reason, msg, code = api.ByeShutdown, "notifyd is stopping", api.CloseGoingAway
+		}
+		if !w.v11 {
+			w.c.bye(reason, msg, w.epoch, st.last, code)
+			return false
+		}
+		if !w.end(i, "", reason, msg) {
+			return false
+		}
+		i--
+	}
+	return true
+}
+
+// end closes stream i and says so (1.1).
+func (w *writer) end(i int, id string, reason api.ByeReason, msg string) bool {
+	st := w.streams[i]
+	w.streams = append(w.streams[:i], w.streams[i+1:]...)
+	st.sub.Close()
+	ss := st.sub.Stats()
+	u := api.Unsubscribed{Type: api.TypeUnsubscribed, ID: id, Sub: st.name, Reason: reason, Message: msg,
+		Position: api.Position{Epoch: w.epoch, Seq: st.last}.String(), Delivered: ss.Delivered, Lost: ss.Lost}
+	b, _ := json.Marshal(u)
+	return w.c.write(b)
+}
+
+// update changes a subscription's filter (1.1): a new subscription resumes
+// where the old one's delivery stood, under the new filter, and replaces
+// it; nothing is skipped and nothing repeated.
+func (w *writer) update(m *api.ClientMessage) bool {
+	c := w.c
+	i := w.find(m.Sub)
+	if i < 0 {
+		return c.write(errFrame(m, api.CodeUnknownSub, fmt.Sprintf("no subscription named %q on this connection", m.Sub)))
+	}
+	old := w.streams[i]
+	// Hand out what the old filter already queued: it was owed.
+	w.buf = old.sub.Drain(w.buf[:0])
+	ok := w.events(old, w.buf)
+	clear(w.buf)
+	if !ok {
+		return false
+	}
+	req := old.req
+	req.Filter, req.Snapshot = m.Filter, false
+	pos := api.Position{Epoch: w.epoch, Seq: old.last}
+	req.Since = &pos
+	st, err := c.subscribe(req, m.Sub, m.ID)
+	if err != nil {
+		e := apiError(err)
+		e.ID, e.Sub = m.ID, m.Sub
+		b, _ := json.Marshal(e)
+		return c.write(b)
+	}
+	old.sub.Close()
+	os := old.sub.Stats()
+	w.streams[i] = st
+	u := api.Updated{Type: api.TypeUpdated, ID: m.ID, Sub: m.Sub, Position: pos.String(),
+		Recovered: st.sub.Hello.Recovered, Settings: c.settings(st), Delivered: os.Delivered, Lost: os.Lost}
+	b, _ := json.Marshal(u)
+	if !c.write(b) {
+		return false
+	}
+	return w.flush()
+}
+
+// ended says goodbye for a connection the core ended.
+func (w *writer) ended() {
+	c := w.c
+	switch err := c.cn.Err(); {
+	case errors.Is(err, subs.ErrPeerExit):
+		c.bye(api.ByePeerExit, "the process that opened this connection has exited", w.epoch, w.last(), api.ClosePeerExit)
+	case errors.Is(err, subs.ErrIdle):
+		c.bye(api.ByeIdle, "no subscription within the idle timeout (limits.idle_timeout)", w.epoch, w.last(), api.CloseIdle)
+	default:
+		c.bye(api.ByeShutdown, "notifyd is stopping", w.epoch, w.last(), api.CloseGoingAway)
+	}
+}
+
+// events writes evs of st: in 1.0 one event frame for a single item and
+// batch frames otherwise; in 1.1 always batch frames naming st.
+func (w *writer) events(st *stream, evs []*event.Event) bool {
+	c := w.c
+	if !w.v11 && len(evs) == 1 {
+		if !c.write(evs[0].JSON()) {
+			return false
+		}
+		note(evs[0], &st.last)
+		return true
+	}
+	prefix := `{"type":"batch","events":[`
+	if w.v11 {
+		name, _ := json.Marshal(st.name)
+		prefix = `{"type":"batch","sub":` + string(name) + `,"events":[`
+	}
+	for len(evs) > 0 {
+		n, ok := c.frame(prefix, "]}", evs, &st.last)
+		if !ok {
+			return false
+		}
+		c.s.batches.Add(1)
+		evs = evs[n:]
+	}
+	return true
+}
+
+// history writes a 1.1 history answer in frames of at most maxBatch
+// events and about maxBatchBytes; the last has "done": true.
+func (w *writer) history(h *historyAnswer) bool {
+	c := w.c
+	res := h.res
+	evs := res.Events
+	for {
+		k := fit(evs)
+		page := api.HistoryPage{Type: api.TypeHistory, ID: h.id, Epoch: event.FormatEpoch(res.Epoch), Seq: res.Seq,
+			Low: res.Low, Recovered: res.Recovered, More: res.More, Done: k == len(evs)}
+		hdr, _ := json.Marshal(page)
+		// The events go in by hand, from each event's cached JSON.
+		prefix := string(hdr[:len(hdr)-len(`"events":null}`)]) + `"events":[`
+		var last uint64
+		if _, ok := c.frame(prefix, "]}", evs[:k], &last); !ok {
+			return false
+		}
+		if page.Done {
+			return true
+		}
+		evs = evs[k:]
+	}
+}
+
+// fit is how many of evs go in one frame: maxBatch events, and the event
+// that reaches maxBatchBytes is the last.
+func fit(evs []*event.Event) int {
+	n, size := 0, 0
+	for n < len(evs) && n < maxBatch && (n == 0 || size < maxBatchBytes) {
+		size += len(evs[n].JSON())
+		n++
+	}
+	return n
+}
+
+// frame writes one frame: prefix, the JSON of as many of evs as fit
+// (maxBatch events, about maxBatchBytes), suffix. It returns how many
+// went in.
+func (c *conn) frame(prefix, suffix string, evs []*event.Event, last *uint64) (int, bool) {
+	c.ws.SetWriteDeadline(time.Now().Add(c.s.writeWait))
+	wr, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		c.writeFailed(err)
+		return 0, false
+	}
+	fw := &frameWriter{w: wr}
+	fw.str(prefix)
+	n := fit(evs)
+	for i, ev := range evs[:n] {
+		if i > 0 {
+			fw.str(",")
+		}
+		fw.raw(ev.JSON())
+		note(ev, last)
+	}
+	fw.str(suffix)
+	if fw.err == nil {
+		fw.err = wr.Close()
+	}
+	if fw.err != nil {
+		c.writeFailed(fw.err)
+		return 0, false
+	}
+	c.s.frames.Add(1)
+	return n, true
+}
+
 // write sends one text frame.
 func (c *conn) write(b []byte) bool {
 	c.ws.SetWriteDeadline(time.Now().Add(c.s.writeWait))
@@ -383,51 +745,6 @@ func (c *conn) write(b []byte) bool {
 		return false
 	}
 	c.s.frames.Add(1)
-	return true
-}
-
-// writeEvents sends evs: one event frame for a single item, batch frames
-// otherwise. Each event's JSON comes from its shared cache.
-func (c *conn) writeEvents(evs []*event.Event, last *uint64) bool {
-	for len(evs) > 0 {
-		if len(evs) == 1 {
-			if !c.write(evs[0].JSON()) {
-				return false
-			}
-			note(evs[0], last)
-			return true
-		}
-		c.ws.SetWriteDeadline(time.Now().Add(c.s.writeWait))
-		w, err := c.ws.NextWriter(websocket.TextMessage)
-		if err != nil {
-			c.writeFailed(err)
-			return false
-		}
-		io := &frameWriter{w: w}
-		io.str(`{"type":"batch","events":[`)
-		n, size := 0, 0
-		for n < len(evs) && n < maxBatch && (n == 0 || size < maxBatchBytes) {
-			if n > 0 {
-				io.str(",")
-			}
-			j := evs[n].JSON()
-			io.raw(j)
-			size += len(j)
-			note(evs[n], last)
-			n++
-		}
-		io.str("]}")
-		if io.err == nil {
-			io.err = w.Close()
-		}
-		if io.err != nil {
-			c.writeFailed(io.err)
-			return false
-		}
-		c.s.frames.Add(1)
-		c.s.batches.Add(1)
-		evs = evs[n:]
-	}
 	return true
 }
 

@@ -30,6 +30,7 @@ type rig struct {
 	t      testing.TB
 	hub    *fanout.Hub
 	core   *subs.Core
+	dir    string
 	srv    *web.Server
 	socket string
 	addr   string // host:port of the TCP listener
@@ -38,11 +39,19 @@ type rig struct {
 }
 
 func newRig(t testing.TB, mod func(*web.Config)) *rig {
+	return newRigCore(t, subs.Config{Limits: subs.Limits{MaxQueueLen: 1 << 20}}, mod)
+}
+
+// newRigCore is newRig with the subscription core's configuration (Hub
+// is filled in). The rig's directory can be traversed by other users.
+func newRigCore(t testing.TB, cc subs.Config, mod func(*web.Config)) *rig {
 	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755)
 	r := &rig{t: t, hub: fanout.New(fanout.Config{})}
-	r.core = subs.New(subs.Config{Hub: r.hub, Limits: subs.Limits{MaxQueueLen: 1 << 20}})
+	cc.Hub = r.hub
+	r.core = subs.New(cc)
 	t.Cleanup(r.core.Close)
 	cfg := web.Config{
 		Core:      r.core,
@@ -62,6 +71,7 @@ func newRig(t testing.TB, mod func(*web.Config)) *rig {
 	if r.token, err = srv.Token(); err != nil {
 		t.Fatal(err)
 	}
+	r.dir = dir
 	r.socket = filepath.Join(dir, "notifyd.sock")
 	uln, err := web.ListenUnix(r.socket, 0o666, -1)
 	if err != nil {

@@ -86,7 +86,9 @@ func TestIntegrationSubscribeMessageAndBadInput(t *testing.T) {
 	wantErr(api.CodeBadJSON)
 	send(`{"type":"frobnicate"}`)
 	wantErr(api.CodeUnknownType)
-	send(`{"type":"hello"}`) // a server message type
+	send(`{"type":"hello"}`) // a 1.1 hello without a protocol
+	wantErr(api.CodeBadRequest)
+	send(`{"type":"unsubscribe","sub":"a"}`) // 1.1 only
 	wantErr(api.CodeUnknownType)
 	send(`[1,2]`)
 	wantErr(api.CodeBadJSON)
