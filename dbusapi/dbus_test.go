@@ -979,3 +979,44 @@ func TestIntegrationOwnerDisconnects(t *testing.T) {
 		t.Errorf("event %v", s.Body)
 	}
 }
+
+// TestIntegrationWatchTarget: the Watch hook is asked about each source a
+// filter can match, on D-Bus as on every transport (package subs): a
+// filter that can only match refused sources is refused with Denied, a
+// wider one is accepted, lists what it receives and what was refused, and
+// never receives a refused source.
+func TestIntegrationWatchTarget(t *testing.T) {
+	pol, err := lsm.Parse(strings.NewReader("deny everyone source=meta hook=watch\ndeny everyone source=usb hook=watch\n"), "watch.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := startBus(t)
+	d := startDaemon(t, b, func(c *testConfig) { c.Policy = lsm.NewEngine(pol) })
+	c := newClient(t, b.addr)
+	for _, flt := range []string{"source == meta", "source == usb", "source in (usb, meta)"} {
+		var p dbus.ObjectPath
+		err := c.mgr.Call(api.DBusManagerInterface+"."+api.DBusMethodSubscribe, 0, flt, map[string]dbus.Variant{}).Store(&p)
+		var de dbus.Error
+		if !errors.As(err, &de) || de.Name != api.DBusErrorDenied || !strings.Contains(fmt.Sprint(de.Body...), "watch.conf:") {
+			t.Errorf("Subscribe(%q): %v, want %s naming the rule", flt, err, api.DBusErrorDenied)
+		}
+	}
+	path := c.subscribe(t, "", nil)
+	c.next(t, path, api.DBusSignalStarted, 10*time.Second)
+	obj := c.conn.Object(api.DBusName, path)
+	var srcs []string
+	if err := obj.StoreProperty(api.DBusSubscriptionInterface+".Sources", &srcs); err != nil || strings.Join(srcs, ",") != "key,block" {
+		t.Errorf("Sources %v %v, want key,block", srcs, err)
+	}
+	v, err := obj.GetProperty(api.DBusSubscriptionInterface + ".DeniedSources")
+	if s := v.String(); err != nil || !strings.Contains(s, `["usb", "denied by policy rule watch.conf:2`) {
+		t.Errorf("DeniedSources %v %v, want usb refused by watch.conf:2", v, err)
+	}
+	d.hub.Publish(usbEvent(t, "9-1", event.USBAdd))
+	blk := blockEvent(t, "sdz", 8, 208, event.BlockAdd, 0)
+	d.hub.Publish(blk)
+	ev := c.next(t, path, api.DBusSignalEvent, 10*time.Second)
+	if seq := ev.Body[0].(uint64); seq != blk.Seq {
+		t.Errorf("first event seq %d, want the block event %d (the usb source is refused)", seq, blk.Seq)
+	}
+}

@@ -134,6 +134,12 @@ const subscriptionXML = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object
     <property name="Denied" type="t" access="read">
       <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="false"/>
     </property>
+    <property name="Sources" type="as" access="read">
+      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/>
+    </property>
+    <property name="DeniedSources" type="a(ss)" access="read">
+      <annotation name="org.freedesktop.DBus.Property.EmitsChangedSignal" value="const"/>
+    </property>
   </interface>
 ` + stdXML + `</node>
 `

@@ -252,16 +252,39 @@ func (sess *session) cancel(msg dbus.Message) *dbus.Error {
 func (s *sub) props() map[string]dbus.Variant {
 	st := s.fs.Stats()
 	return map[string]dbus.Variant{
-		"Owner":       dbus.MakeVariant(s.owner.name),
-		"Filter":      dbus.MakeVariant(s.filter),
-		"Policy":      dbus.MakeVariant(s.policy),
-		"QueueLength": dbus.MakeVariant(uint32(s.queueLen)),
-		"QueueDepth":  dbus.MakeVariant(uint32(st.Queued)),
-		"Delivered":   dbus.MakeVariant(st.Delivered),
-		"Lost":        dbus.MakeVariant(st.Lost),
-		"LossEvents":  dbus.MakeVariant(st.LossEvents),
-		"Denied":      dbus.MakeVariant(st.Denied),
+		"Owner":         dbus.MakeVariant(s.owner.name),
+		"Filter":        dbus.MakeVariant(s.filter),
+		"Policy":        dbus.MakeVariant(s.policy),
+		"QueueLength":   dbus.MakeVariant(uint32(s.queueLen)),
+		"QueueDepth":    dbus.MakeVariant(uint32(st.Queued)),
+		"Delivered":     dbus.MakeVariant(st.Delivered),
+		"Lost":          dbus.MakeVariant(st.Lost),
+		"LossEvents":    dbus.MakeVariant(st.LossEvents),
+		"Denied":        dbus.MakeVariant(st.Denied),
+		"Sources":       dbus.MakeVariant(s.sources()),
+		"DeniedSources": dbus.MakeVariant(s.deniedSources()),
 	}
+}
+
+func (s *sub) sources() []string {
+	out := make([]string, 0, len(s.fs.Sources))
+	for _, src := range s.fs.Sources {
+		out = append(out, string(src))
+	}
+	return out
+}
+
+// deniedSource is one element of DeniedSources (signature (ss)).
+type deniedSource struct {
+	Source, Reason string
+}
+
+func (s *sub) deniedSources() []deniedSource {
+	out := make([]deniedSource, 0, len(s.fs.Denied))
+	for _, d := range s.fs.Denied {
+		out = append(out, deniedSource{string(d.Source), d.Reason})
+	}
+	return out
 }
 
 func (sess *session) subGet(msg dbus.Message, iface, name string) (dbus.Variant, *dbus.Error) {
