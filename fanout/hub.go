@@ -461,19 +461,17 @@ func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, ow
 		if max > 0 && len(out) >= max {
 			break
 		}
-		ev := h.histAt(seq).ev
-		if ev.Owner != "" && ev.Owner != owner {
-			continue
+		if ev := h.histAt(seq).ev; lets(ev, m, allow, owner) {
+			out = append(out, ev)
 		}
-		if m != nil && !m.Match(ev) {
-			continue
-		}
-		if allow != nil && !allow(ev) {
-			continue
-		}
-		out = append(out, ev)
 	}
 	return out
+}
+
+// lets reports whether a history reader with matcher m, hook allow and
+// owner token owner gets ev.
+func lets(ev *event.Event, m Matcher, allow func(*event.Event) bool, owner string) bool {
+	return (ev.Owner == "" || ev.Owner == owner) && (m == nil || m.Match(ev)) && (allow == nil || allow(ev))
 }
 
 // HistoryBefore returns, oldest first, the newest max (> 0) remembered
@@ -490,17 +488,9 @@ func (h *Hub) HistoryBefore(before uint64, m Matcher, allow func(*event.Event) b
 	low := h.histLow()
 	var out []*event.Event
 	for seq := hi; seq >= low && seq > 0 && len(out) < max; seq-- {
-		ev := h.histAt(seq).ev
-		if ev.Owner != "" && ev.Owner != owner {
-			continue
+		if ev := h.histAt(seq).ev; lets(ev, m, allow, owner) {
+			out = append(out, ev)
 		}
-		if m != nil && !m.Match(ev) {
-			continue
-		}
-		if allow != nil && !allow(ev) {
-			continue
-		}
-		out = append(out, ev)
 	}
 	slices.Reverse(out)
 	return out

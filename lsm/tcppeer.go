@@ -21,7 +21,7 @@ var ErrNotLocal = errors.New("peer is not on loopback")
 // peer's socket is not, or no longer, there to be asked.
 type notExistError string
 
-func (e notExistError) Error() string        { return string(e) }
+func (e notExistError) Error() string      { return string(e) }
 func (notExistError) Is(target error) bool { return target == os.ErrNotExist }
 
 // Layouts mirrored by hand (golang.org/x/sys/unix v0.49.0 has the netlink
@@ -109,11 +109,12 @@ var diagSeq atomic.Uint32
 // (which inet_diag reports with uid 0, whoever owned it), the error is
 // os.ErrNotExist for errors.Is; so is it when the kernel lacks tcp_diag
 // (CONFIG_INET_TCP_DIAG), which the kernel reports as ENOENT too. An answer
-// is only taken for the exact addresses and ports asked for, so that the
-// listening socket the kernel falls back to when the peer is gone is never
-// taken for the peer. A client that bound its socket to a device
-// (SO_BINDTODEVICE) is not found either. Callers must therefore treat
-// any error as "uid unknown", never as a uid.
+// is only taken for the exact addresses and ports asked for, so that a
+// socket listening on the peer's address and port, which the kernel falls
+// back to when no connected socket matches, is never taken for the peer.
+// A client that bound its socket to a device (SO_BINDTODEVICE) is not
+// found either. Callers must therefore treat any error as "uid unknown",
+// never as a uid.
 //
 // Each call opens a netlink socket, sends one request, receives one reply
 // (waiting at most 1 s) and closes the socket.
@@ -135,49 +136,59 @@ func LoopbackPeerUID(c *net.TCPConn) (uint32, error) {
 // loopbackPeerUID looks up the socket whose local address is remote and
 // whose remote address is local; see LoopbackPeerUID.
 func loopbackPeerUID(local, remote netip.AddrPort) (uint32, error) {
+	var buf [4096]byte
+	m, err := sockDiagExact(buf[:], local, remote)
+	if err != nil {
+		return 0, err
+	}
+	return diagMsgUID(m,
+		netip.AddrPortFrom(local.Addr().Unmap(), local.Port()),
+		netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()))
+}
+
+// sockDiagExact sends the exact lookup of the socket at remote connected
+// to local, receives the reply into buf, and returns the inet_diag_msg
+// in it (within buf), whose addresses and state it does not check.
+func sockDiagExact(buf []byte, local, remote netip.AddrPort) ([]byte, error) {
 	seq := diagSeq.Add(1)
 	var req [unix.SizeofNlMsghdr + sizeofInetDiagReqV2]byte
 	if err := diagRequest(req[:], seq, local, remote); err != nil {
-		return 0, err
+		return nil, err
 	}
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
-
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
-		return 0, fmt.Errorf("open sock_diag socket: %w", err)
+		return nil, fmt.Errorf("open sock_diag socket: %w", err)
 	}
 	defer unix.Close(fd)
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 1}); err != nil {
-		return 0, fmt.Errorf("set sock_diag receive timeout: %w", err)
+		return nil, fmt.Errorf("set sock_diag receive timeout: %w", err)
 	}
 	if err := unix.Sendto(fd, req[:], 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return 0, fmt.Errorf("query sock_diag: %w", err)
+		return nil, fmt.Errorf("query sock_diag: %w", err)
 	}
-	var buf [4096]byte
 	var n int
 	var from unix.Sockaddr
 	for {
 		// MSG_TRUNC: n is the datagram's whole length, even when it
 		// did not fit. EINTR: SO_RCVTIMEO makes recvfrom not restart.
-		n, from, err = unix.Recvfrom(fd, buf[:], unix.MSG_TRUNC)
+		n, from, err = unix.Recvfrom(fd, buf, unix.MSG_TRUNC)
 		if err != unix.EINTR {
 			break
 		}
 	}
 	if err != nil {
 		if err == unix.EAGAIN {
-			return 0, fmt.Errorf("query sock_diag: no reply within 1s: %w", err)
+			return nil, fmt.Errorf("query sock_diag: no reply within 1s: %w", err)
 		}
-		return 0, fmt.Errorf("query sock_diag: %w", err)
+		return nil, fmt.Errorf("query sock_diag: %w", err)
 	}
 	if sa, ok := from.(*unix.SockaddrNetlink); !ok || sa.Pid != 0 {
-		return 0, errors.New("query sock_diag: reply not from the kernel")
+		return nil, errors.New("query sock_diag: reply not from the kernel")
 	}
 	if n > len(buf) {
-		return 0, fmt.Errorf("query sock_diag: reply of %d bytes exceeds %d", n, len(buf))
+		return nil, fmt.Errorf("query sock_diag: reply of %d bytes exceeds %d", n, len(buf))
 	}
-	return parseDiagReply(buf[:n], seq, local, remote)
+	return parseDiagReply(buf[:n], seq, remote)
 }
 
 // diagRequest writes into b (nlmsghdr + inet_diag_req_v2) the exact
@@ -248,19 +259,18 @@ func diagAddr(family byte, src []byte) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// parseDiagReply reads the answer to request seq from one netlink
-// datagram and returns idiag_uid of the socket at remote connected to
-// local (both unmapped).
-func parseDiagReply(b []byte, seq uint32, local, remote netip.AddrPort) (uint32, error) {
+// parseDiagReply reads the answer to request seq, about the socket at
+// remote, from one netlink datagram and returns its inet_diag_msg.
+func parseDiagReply(b []byte, seq uint32, remote netip.AddrPort) ([]byte, error) {
 	ne := binary.NativeEndian
 	for len(b) > 0 {
 		if len(b) < unix.SizeofNlMsghdr {
-			return 0, fmt.Errorf("query sock_diag: %d trailing bytes, short of a netlink header", len(b))
+			return nil, fmt.Errorf("query sock_diag: %d trailing bytes, short of a netlink header", len(b))
 		}
 		l := ne.Uint32(b[0:])
 		typ := ne.Uint16(b[4:])
 		if l < unix.SizeofNlMsghdr || uint64(l) > uint64(len(b)) {
-			return 0, fmt.Errorf("query sock_diag: netlink message length %d out of range [%d, %d]", l, unix.SizeofNlMsghdr, len(b))
+			return nil, fmt.Errorf("query sock_diag: netlink message length %d out of range [%d, %d]", l, unix.SizeofNlMsghdr, len(b))
 		}
 		m := b[:l]
 		if next := nlmsgAlign(int(l)); next < len(b) {
@@ -275,29 +285,29 @@ func parseDiagReply(b []byte, seq uint32, local, remote netip.AddrPort) (uint32,
 		switch typ {
 		case unix.NLMSG_ERROR:
 			if len(data) < 4 {
-				return 0, fmt.Errorf("query sock_diag: error message of %d bytes", len(m))
+				return nil, fmt.Errorf("query sock_diag: error message of %d bytes", len(m))
 			}
 			e := int32(ne.Uint32(data))
 			if e == 0 {
-				return 0, errors.New("query sock_diag: acknowledged without an answer")
+				return nil, errors.New("query sock_diag: acknowledged without an answer")
 			}
 			if e < 0 {
 				e = -e
 			}
 			if errno := unix.Errno(e); errno != unix.ENOENT {
-				return 0, fmt.Errorf("query sock_diag: %w", errno)
+				return nil, fmt.Errorf("query sock_diag: %w", errno)
 			}
-			return 0, fmt.Errorf("look up loopback peer %s: %w", remote, notExistError("no socket"))
+			return nil, fmt.Errorf("look up loopback peer %s: %w", remote, notExistError("no socket"))
 		case unix.NLMSG_DONE:
-			return 0, fmt.Errorf("look up loopback peer %s: %w", remote, notExistError("no socket"))
+			return nil, fmt.Errorf("look up loopback peer %s: %w", remote, notExistError("no socket"))
 		case unix.SOCK_DIAG_BY_FAMILY:
 			if len(data) < sizeofInetDiagMsg {
-				return 0, fmt.Errorf("query sock_diag: inet_diag_msg of %d bytes, want %d", len(data), sizeofInetDiagMsg)
+				return nil, fmt.Errorf("query sock_diag: inet_diag_msg of %d bytes, want %d", len(data), sizeofInetDiagMsg)
 			}
-			return diagMsgUID(data[:sizeofInetDiagMsg], local, remote)
+			return data[:sizeofInetDiagMsg], nil
 		}
 	}
-	return 0, errors.New("query sock_diag: no answer in the reply")
+	return nil, errors.New("query sock_diag: no answer in the reply")
 }
 
 // diagMsgUID checks that an inet_diag_msg describes a live socket at
@@ -313,7 +323,7 @@ func diagMsgUID(m []byte, local, remote netip.AddrPort) (uint32, error) {
 	got := netip.AddrPortFrom(src, binary.BigEndian.Uint16(id[0:]))
 	peer := netip.AddrPortFrom(dst, binary.BigEndian.Uint16(id[2:]))
 	if got != remote || peer != local {
-		// Typically the listening socket (state LISTEN, no peer): the
+		// A socket listening on the peer's address and port: the
 		// kernel falls back to it when no connected socket matches.
 		return 0, fmt.Errorf("look up loopback peer %s: %w (the kernel answered for %s -> %s, state %d)",
 			remote, notExistError("no socket"), got, peer, state)

@@ -306,9 +306,7 @@ func (c *conn) readLoop(subscribed, v11 bool) {
 				req, _ := m.Request() // validated by DecodeClientMessage
 				st, err := c.subscribe(req, "", m.ID)
 				if err != nil {
-					e := apiError(err)
-					e.ID = m.ID
-					out.frame, _ = json.Marshal(e)
+					out.frame = coreErrFrame(m, err)
 					break
 				}
 				subscribed = true
@@ -360,12 +358,17 @@ func (c *conn) history(m *api.ClientMessage) (*historyAnswer, []byte) {
 	}
 	res, err := c.cn.History(hr)
 	if err != nil {
-		e := apiError(err)
-		e.ID = m.ID
-		b, _ := json.Marshal(e)
-		return nil, b
+		return nil, coreErrFrame(m, err)
 	}
 	return &historyAnswer{id: m.ID, res: res}, nil
+}
+
+// coreErrFrame is the error message answering m with the core's err.
+func coreErrFrame(m *api.ClientMessage, err error) []byte {
+	e := apiError(err)
+	e.ID, e.Sub = m.ID, m.Sub
+	b, _ := json.Marshal(e)
+	return b
 }
 
 func errFrame(m *api.ClientMessage, code api.ErrorCode, msg string) []byte {
@@ -498,10 +501,7 @@ func (w *writer) do(x cmd) bool {
 			req, _ := m.Request()
 			st, err := c.subscribe(req, m.Sub, m.ID)
 			if err != nil {
-				e := apiError(err)
-				e.ID, e.Sub = m.ID, m.Sub
-				b, _ := json.Marshal(e)
-				return c.write(b)
+				return c.write(coreErrFrame(m, err))
 			}
 			return w.start(st)
 		case api.TypeUnsubscribe:
@@ -613,10 +613,7 @@ func (w *writer) update(m *api.ClientMessage) bool {
 	req.Since = &pos
 	st, err := c.subscribe(req, m.Sub, m.ID)
 	if err != nil {
-		e := apiError(err)
-		e.ID, e.Sub = m.ID, m.Sub
-		b, _ := json.Marshal(e)
-		return c.write(b)
+		return c.write(coreErrFrame(m, err))
 	}
 	old.sub.Close()
 	os := old.sub.Stats()
