@@ -38,11 +38,10 @@ var burstChecks = []check{
 	{Metric: "excess-lost/burst", Limit: 0},
 }
 
-// hubValid: the hub drops the oldest events of a subscriber that falls
-// behind (and reports the loss) where the channel loop blocks the
-// publisher, so its time per event compares with the loop's only when it
-// lost nothing.
-var hubValid = []check{{Metric: "lost%", Limit: 0}}
+// hubValid: both sides drop for a consumer that falls behind instead of
+// blocking the publisher (the hub reports it, the channel loop does not),
+// so the loss rates are printed beside the times; nothing is asserted.
+var hubValid []check
 
 // stages is the measured path, in the order events travel (issue 10's
 // Measure table), with the targets of its Targets list.
@@ -58,11 +57,11 @@ var stages = []stage{
 	// same op; both report wall ns per published event. Filters match
 	// half the events, so N subscribers take N/2 deliveries per event.
 	{Name: "hub to 1 filtered subscriber", Pkg: fanoutPkg, Bench: "BenchmarkPublishDeliver/subs=1", Metric: "hub-ns/event", CeilMetric: "chan-ns/event",
-		Lower: true, Extra: []string{"deliv/s", "allocs/event"}, Checks: hubValid},
+		Lower: true, Extra: []string{"deliv/s", "allocs/event", "lost%", "chan-lost%"}, Checks: hubValid},
 	{Name: "hub to 100 filtered subscribers", Pkg: fanoutPkg, Bench: "BenchmarkPublishDeliver/subs=100", Metric: "hub-ns/event", CeilMetric: "chan-ns/event",
-		Lower: true, Extra: []string{"deliv/s", "allocs/event"}, Checks: hubValid},
+		Lower: true, Extra: []string{"deliv/s", "allocs/event", "lost%", "chan-lost%"}, Checks: hubValid},
 	{Name: "hub to 1000 filtered subscribers", Pkg: fanoutPkg, Bench: "BenchmarkPublishDeliver/subs=1000", Metric: "hub-ns/event", CeilMetric: "chan-ns/event",
-		Lower: true, Target: 0.5, Extra: []string{"deliv/s", "allocs/event"},
+		Lower: true, Target: 0.5, Extra: []string{"deliv/s", "allocs/event", "lost%", "chan-lost%"},
 		Checks: append([]check{{Metric: "allocs/event", Per: 500, As: "allocs/delivery", Limit: 0.01}}, hubValid...)},
 
 	// WebSocket: web's BenchmarkDelivery runs notifyd's server and a bare
