@@ -45,7 +45,13 @@ const (
 	ParamMax      = "max"      // PathHistory: most events to return
 )
 
-// MaxQueue is the largest queue depth a client may ask for.
+// MaxQueue was the protocol's bound on the queue depth a client may ask
+// for.
+//
+// Deprecated: the daemon's own limit (limits.max_queue_len, default
+// 65536; the session hello's limits.queue) is the bound, and a larger
+// queue is refused with an answer that names it. The protocol only
+// requires a non-negative depth.
 const MaxQueue = 1 << 20
 
 // MaxClientMessage is the largest client message the server reads; a
@@ -130,7 +136,7 @@ type Request struct {
 	Since    *Position // nil: live events only
 	Snapshot bool
 	Policy   Policy // "" means PolicyDropOldest
-	Queue    int    // 0: the server's default
+	Queue    int    // 0: the server's default; at most its limits.max_queue_len
 	Owner    string // key-watch owner token (unix socket only)
 }
 
@@ -197,8 +203,8 @@ func ParseQuery(v url.Values) (r Request, ok bool, err error) {
 	}
 	if s := v.Get(ParamQueue); s != "" {
 		n, err := strconv.Atoi(s)
-		if err != nil || n < 0 || n > MaxQueue {
-			return Request{}, ok, &RequestError{ParamQueue, fmt.Errorf("want 0..%d, got %q", MaxQueue, s)}
+		if err != nil || n < 0 {
+			return Request{}, ok, &RequestError{ParamQueue, fmt.Errorf("want a depth in events, 0 for the daemon's default (at most its limits.max_queue_len), got %q", s)}
 		}
 		r.Queue = n
 	}
@@ -308,8 +314,8 @@ func (m *ClientMessage) Request() (Request, error) {
 	if r.Policy, err = ParsePolicy(string(m.Policy)); err != nil {
 		return Request{}, &RequestError{ParamPolicy, err}
 	}
-	if m.Queue < 0 || m.Queue > MaxQueue {
-		return Request{}, &RequestError{ParamQueue, fmt.Errorf("want 0..%d, got %d", MaxQueue, m.Queue)}
+	if m.Queue < 0 {
+		return Request{}, &RequestError{ParamQueue, fmt.Errorf("want a depth in events, 0 for the daemon's default (at most its limits.max_queue_len), got %d", m.Queue)}
 	}
 	return r, nil
 }
@@ -454,9 +460,12 @@ type SubscriberStatus struct {
 	LossEvents uint64    `json:"loss_events"`
 	Coalesced  uint64    `json:"coalesced"`
 	Denied     uint64    `json:"denied"`
-	Queued     int       `json:"queued"`
+	Queued     int       `json:"queued"` // items queued now, at most QueueLen
 	QueueLen   int       `json:"queue_len"`
 	Since      time.Time `json:"since"`
+	// LossPending says the queue overflowed and a loss item covering what
+	// it dropped will be handed out ahead of the Queued items.
+	LossPending bool `json:"loss_pending,omitempty"`
 }
 
 // WebStatus is the WebSocket server's own counters.
@@ -482,6 +491,28 @@ type Status struct {
 	Subscribers []SubscriberStatus `json:"subscribers"`
 	Web         WebStatus          `json:"web"`
 	Limits      *LimitsStatus      `json:"limits,omitempty"` // administrators only
+	DBus        *DBusStatus        `json:"dbus,omitempty"`   // absent when the daemon runs without D-Bus
+}
+
+// DBusStatus is the D-Bus service's state (docs/dbus-api.md).
+type DBusStatus struct {
+	// State is "connecting", "serving" (connected and owning the name),
+	// "waiting" (the bus is unreachable or the name is taken: retrying)
+	// or "stopped".
+	State string `json:"state"`
+	Bus   string `json:"bus"`  // the bus address in use (or as configured)
+	Name  string `json:"name"` // the well-known name, DBusName
+	// Owned says the daemon owns Name now; Unique is its unique name then.
+	Owned  bool   `json:"owned"`
+	Unique string `json:"unique,omitempty"`
+	// Error is the last connection error while not serving.
+	Error string    `json:"error,omitempty"`
+	Since time.Time `json:"since"` // when State last changed
+	// Connects counts the times the daemon connected and owned the name
+	// (more than 1: the bus went away and came back).
+	Connects uint64 `json:"connects"`
+	// Subscriptions is the number of live D-Bus subscriptions.
+	Subscriptions int `json:"subscriptions"`
 }
 
 // LimitsStatus is the subscription core's view: limits in force, use and

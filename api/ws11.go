@@ -46,8 +46,10 @@ type Session struct {
 	Version   string        `json:"version,omitempty"`
 	Epoch     string        `json:"epoch"`
 	Seq       uint64        `json:"seq"`
-	Transport string        `json:"transport"`     // "unix" or "tcp"
-	UID       *int64        `json:"uid,omitempty"` // the policy subject's uid
+	Transport string        `json:"transport"`      // "unix" or "tcp"
+	UID       *int64        `json:"uid,omitempty"`  // the policy subject's uid
+	User      string        `json:"user,omitempty"` // its user name (the uid in decimal when unknown)
+	Auth      string        `json:"auth,omitempty"` // how the subject was established: AuthPeer, AuthToken, AuthSession
 	Limits    SessionLimits `json:"limits"`
 }
 
@@ -86,6 +88,9 @@ type Updated struct {
 	// after Position; a loss event for the subscription says what.
 	Recovered bool     `json:"recovered"`
 	Settings  Settings `json:"settings"`
+	// Subscription is the id in status listings from now on: a filter
+	// change makes a new subscription in the hub.
+	Subscription uint64 `json:"subscription,omitempty"`
 	// Delivered and Lost are the final counts under the old filter.
 	Delivered uint64 `json:"delivered"`
 	Lost      uint64 `json:"lost"`

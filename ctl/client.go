@@ -25,6 +25,10 @@ import (
 // --url nor $NOTIFYD_SOCKET says otherwise.
 const DefaultSocket = "/run/notifyd/notifyd.sock"
 
+// DefaultTokenFile is where the daemon keeps its bearer token by default
+// (websocket.token_file; the runtime directory's "token").
+const DefaultTokenFile = "/run/notifyd/token"
+
 // Endpoint says how to reach the daemon: a unix socket, or a base URL
 // (ws://, wss://, http:// or https://) with a bearer token.
 type Endpoint struct {
@@ -110,7 +114,7 @@ func Dial(ctx context.Context, e Endpoint, req *api.Request) (*websocket.Conn, e
 	c, resp, err := d.DialContext(ctx, u, e.header())
 	if err != nil {
 		if resp != nil {
-			return nil, httpFailure(resp)
+			return nil, e.explain(httpFailure(resp))
 		}
 		return nil, unreachable(e, err)
 	}
@@ -126,6 +130,7 @@ func unreachable(e Endpoint, err error) error {
 type HTTPFailure struct {
 	Status int
 	Body   api.HTTPError
+	Hint   string // what to do about it, from notifyctl's side ("" if nothing)
 }
 
 func (h *HTTPFailure) Error() string {
@@ -133,7 +138,27 @@ func (h *HTTPFailure) Error() string {
 	if h.Body.Pos != nil {
 		s += fmt.Sprintf(" (at position %d)", *h.Body.Pos)
 	}
+	if h.Hint != "" {
+		s += "\n  hint: " + h.Hint
+	}
 	return s
+}
+
+// explain adds what notifyctl can do about a refusal to the daemon's
+// answer: the daemon speaks of HTTP headers, the user needs the flag.
+func (e Endpoint) explain(err error) error {
+	var hf *HTTPFailure
+	if !errors.As(err, &hf) || hf.Status != http.StatusUnauthorized || e.URL == "" {
+		return err
+	}
+	if e.Token == "" {
+		hf.Hint = "--url needs the daemon's token: --token-file " + DefaultTokenFile +
+			" (the daemon's token file, readable by root only), or $NOTIFYD_TOKEN_FILE; or use the unix socket (--socket), which needs no token"
+	} else {
+		hf.Hint = "the token given (--token-file, $NOTIFYD_TOKEN_FILE or $NOTIFYD_TOKEN) is not this daemon's: " +
+			"read it from the daemon's token file (" + DefaultTokenFile + " by default; websocket.token_file)"
+	}
+	return err
 }
 
 func httpFailure(resp *http.Response) error {
@@ -171,7 +196,7 @@ func GetStatus(ctx context.Context, e Endpoint) (*api.Status, error) {
 		return nil, unreachable(e, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, httpFailure(resp)
+		return nil, e.explain(httpFailure(resp))
 	}
 	defer resp.Body.Close()
 	var st api.Status

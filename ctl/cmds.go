@@ -191,7 +191,7 @@ func ReadSealed(fd int, size int64) ([]*event.Event, error) {
 	defer unix.Munmap(b)
 	evs, err := record.DecodeStream(b)
 	if err != nil {
-		return nil, fmt.Errorf("history: %w", err)
+		return nil, err // "decode history stream: …" says what it is
 	}
 	// Decoded events must not point into the mapping, which goes away:
 	// re-encode what might alias it.

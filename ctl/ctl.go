@@ -77,6 +77,7 @@ type opts struct {
 	tokenFile      string
 
 	json, snapshot, sinceLast, keep, all, noColor bool
+	print, logout                                 bool // dashboard
 	since, policy, owner                          string
 	queue, count, tag, max                        int
 }
@@ -84,7 +85,7 @@ type opts struct {
 var commands []*command
 
 func init() {
-	commands = []*command{cmdMonitor, cmdHistory, cmdStatus, cmdWatchKey, cmdUnwatchKey, cmdCheckFilter, cmdCompletion}
+	commands = []*command{cmdMonitor, cmdHistory, cmdStatus, cmdWatchKey, cmdUnwatchKey, cmdCheckFilter, cmdDashboard, cmdCompletion}
 }
 
 func lookup(name string) *command {
@@ -99,7 +100,7 @@ func lookup(name string) *command {
 func globalFlags(fs *flag.FlagSet, o *opts) {
 	fs.StringVar(&o.ep.Socket, "socket", o.ep.Socket, "daemon unix socket (default $NOTIFYD_SOCKET or "+DefaultSocket+")")
 	fs.StringVar(&o.ep.URL, "url", o.ep.URL, "daemon base URL (ws://127.0.0.1:PORT) instead of the unix socket")
-	fs.StringVar(&o.tokenFile, "token-file", o.tokenFile, "file holding the bearer token for --url (default $NOTIFYD_TOKEN)")
+	fs.StringVar(&o.tokenFile, "token-file", o.tokenFile, "file holding the bearer token for --url, e.g. "+DefaultTokenFile+" (default $NOTIFYD_TOKEN_FILE; $NOTIFYD_TOKEN holds the token itself)")
 }
 
 // Run runs notifyctl with args (without the program name), writing to
@@ -110,7 +111,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if o.ep.Socket == "" {
 		o.ep.Socket = DefaultSocket
 	}
-	o.ep.Token = os.Getenv("NOTIFYD_TOKEN")
+	o.tokenFile = os.Getenv("NOTIFYD_TOKEN_FILE")
 
 	top := flag.NewFlagSet("notifyctl", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
@@ -158,19 +159,37 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return usage("%s: %v (see notifyctl %s --help)", name, err, name)
 	}
+	if err := o.token(); err != nil {
+		return err
+	}
+	return c.run(ctx, o, pos)
+}
+
+// token finds the bearer token for --url: --token-file, else the file
+// $NOTIFYD_TOKEN_FILE names, else $NOTIFYD_TOKEN, which holds the token
+// itself (a path there is the usual slip, and is said so).
+func (o *opts) token() error {
+	if o.ep.URL == "" {
+		return nil // the unix socket needs no token
+	}
 	if o.tokenFile != "" {
 		t, err := tokenFrom(o.tokenFile)
 		if err != nil {
 			return &ExitError{Code: ExitUsage, Err: err}
 		}
 		o.ep.Token = t
+		return nil
 	}
-	if o.ep.URL != "" && o.ep.Token == "" {
-		if t := os.Getenv("NOTIFYD_TOKEN"); t != "" {
-			o.ep.Token = t
-		}
+	t := strings.TrimSpace(os.Getenv("NOTIFYD_TOKEN"))
+	if t == "" {
+		return nil
 	}
-	return c.run(ctx, o, pos)
+	if strings.ContainsRune(t, '/') {
+		return usage("$NOTIFYD_TOKEN is %q, which looks like a file: it must hold the token itself; "+
+			"name the file with --token-file %s or $NOTIFYD_TOKEN_FILE", t, t)
+	}
+	o.ep.Token = t
+	return nil
 }
 
 // parseInterspersed parses flags that may come before, between or after
@@ -216,14 +235,17 @@ Commands:
 Global flags (also accepted after the command):
   --socket PATH      daemon unix socket (default $NOTIFYD_SOCKET, else %s)
   --url URL          reach the daemon over loopback TCP (ws://127.0.0.1:PORT)
-  --token-file FILE  bearer token for --url (default: $NOTIFYD_TOKEN)
+  --token-file FILE  file holding the bearer token for --url: the daemon's token
+                     file, %s by default (readable by root only);
+                     default $NOTIFYD_TOKEN_FILE. $NOTIFYD_TOKEN may hold the
+                     token itself instead (not a path)
 
 Exit codes:
   0 success   1 failure   2 bad usage or filter   3 daemon unreachable
   4 refused (token, origin, policy)   5 disconnected as a slow subscriber
 
 Run "notifyctl COMMAND --help" for a command's flags and examples.
-`, DefaultSocket)
+`, DefaultSocket, DefaultTokenFile)
 }
 
 func cmdUsage(w io.Writer, c *command) {

@@ -45,6 +45,7 @@ type testConfig struct {
 	*web.Config
 	Policy         *lsm.Engine
 	AttachKeyWatch func(owner string) (*os.File, func(), error)
+	Limits         subs.Limits
 }
 
 func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*testConfig)) *daemon {
@@ -64,7 +65,7 @@ func startDaemon(t *testing.T, hub *fanout.Hub, socket string, mod func(*testCon
 	if mod != nil {
 		mod(tc)
 	}
-	core := subs.New(subs.Config{Hub: hub, Policy: tc.Policy, AttachKeyWatch: tc.AttachKeyWatch})
+	core := subs.New(subs.Config{Hub: hub, Policy: tc.Policy, AttachKeyWatch: tc.AttachKeyWatch, Limits: tc.Limits})
 	t.Cleanup(core.Close)
 	d.cfg.Core = core
 	srv, err := web.New(d.cfg)
@@ -280,8 +281,11 @@ func TestIntegrationMonitorReconnect(t *testing.T) {
 	defer hub2.Close()
 	d2 := startDaemon(t, hub2, "", nil)
 	m2 := start(t, "--socket", d2.socket, "monitor", "--since-last", "--no-color", "--count", "1")
+	// --count counts events, not the loss line: one event ends it.
+	waitUntil(t, "the loss line", func() bool { return strings.Contains(m2.out.String(), "!! LOST") })
+	hub2.Publish(usbEv(7, event.USBAdd))
 	err = m2.wait(t)
-	if err != nil || !strings.Contains(m2.out.String(), "NOT recovered") || !strings.Contains(m2.out.String(), "!! LOST") {
+	if err != nil || !strings.Contains(m2.out.String(), "NOT recovered") || !strings.Contains(m2.out.String(), "usb=1-7") {
 		t.Fatalf("%v\n%s", err, m2.out.String())
 	}
 }

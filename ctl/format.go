@@ -124,6 +124,50 @@ func FormatEvent(ev *event.Event) string {
 		if u.Error != 0 {
 			add("error", strconv.FormatUint(uint64(u.Error), 10))
 		}
+		if u.Class != "" {
+			add("class", u.Class)
+		}
+		if u.Port != 0 {
+			add("port", strconv.Itoa(int(u.Port)))
+		}
+	}
+	if m := ev.Mount; m != nil {
+		if m.Point != "" {
+			add("at", strconv.Quote(m.Point))
+		}
+		if m.OldPoint != "" {
+			add("from", strconv.Quote(m.OldPoint))
+		}
+		if m.Source != "" {
+			add("src", strconv.Quote(m.Source))
+		}
+		if m.FSType != "" {
+			add("fs", m.FSType)
+		}
+		if m.Options != "" {
+			add("opts", m.Options)
+		}
+		if m.OldOptions != "" && m.OldOptions != m.Options {
+			add("was", m.OldOptions)
+		}
+		add("mnt", strconv.FormatUint(m.ID, 10))
+	}
+	if sb := ev.Superblock; sb != nil {
+		if sb.Device != "" {
+			add("dev", sb.Device)
+		}
+		if sb.FSType != "" {
+			add("fs", sb.FSType)
+		}
+		if sb.Point != "" {
+			add("at", strconv.Quote(sb.Point))
+		}
+		if sb.Errno != 0 {
+			add("errno", strconv.FormatUint(uint64(sb.Errno), 10))
+		}
+		if sb.ErrorCount > 1 {
+			add("count", strconv.FormatUint(uint64(sb.ErrorCount), 10))
+		}
 	}
 	if ev.Tag != event.NoTag {
 		add("tag", strconv.Itoa(ev.Tag))
@@ -192,6 +236,7 @@ func writeStatus(w io.Writer, st *api.Status) {
 	wb := st.Web
 	fmt.Fprintf(w, "WebSocket: %d open, %d accepted, %d refused, %d frames (%d batches), %d write timeouts, %d key watches\n",
 		wb.Connections, wb.Accepted, wb.Refused, wb.Frames, wb.Batches, wb.WriteTimeouts, wb.KeyWatches)
+	writeDBus(w, st.DBus)
 	fmt.Fprintf(w, "\nSubscribers (%d):\n", len(st.Subscribers))
 	subs := append([]api.SubscriberStatus(nil), st.Subscribers...)
 	sort.Slice(subs, func(i, j int) bool { return subs[i].ID < subs[j].ID })
@@ -200,7 +245,7 @@ func writeStatus(w io.Writer, st *api.Status) {
 	var lost uint64
 	for _, s := range subs {
 		lost += s.Lost
-		fmt.Fprintf(tw, "  %d\t%d\t%s\t%d\t%d\t%d\t%d\t%d/%d\t%s\n", s.ID, s.UID, s.Policy, s.Delivered, s.Lost, s.LossEvents, s.Denied, s.Queued, s.QueueLen, s.Label)
+		fmt.Fprintf(tw, "  %d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", s.ID, s.UID, s.Policy, s.Delivered, s.Lost, s.LossEvents, s.Denied, queueColumn(s), s.Label)
 	}
 	tw.Flush()
 	var srcLoss uint64
@@ -208,4 +253,40 @@ func writeStatus(w io.Writer, st *api.Status) {
 		srcLoss += s.Losses
 	}
 	fmt.Fprintf(w, "\nLoss totals: %d loss events from sources, %d events lost by current subscribers\n", srcLoss, lost)
+}
+
+// queueColumn is a subscriber's queue: "queued/capacity", and "+loss" when
+// the queue overflowed and a loss item waits ahead of it (it is not one
+// of the queued events, so the count never exceeds the capacity).
+func queueColumn(s api.SubscriberStatus) string {
+	q := fmt.Sprintf("%d/%d", s.Queued, s.QueueLen)
+	if s.LossPending {
+		q += " +loss"
+	}
+	return q
+}
+
+// writeDBus prints the D-Bus line of the status.
+func writeDBus(w io.Writer, d *api.DBusStatus) {
+	if d == nil {
+		fmt.Fprintln(w, "D-Bus: off")
+		return
+	}
+	since := ""
+	if !d.Since.IsZero() {
+		since = " since " + d.Since.Local().Format("2006-01-02 15:04:05")
+	}
+	switch {
+	case d.Owned:
+		fmt.Fprintf(w, "D-Bus: %s, owning %s as %s on %s%s, %d subscriptions", d.State, d.Name, d.Unique, d.Bus, since, d.Subscriptions)
+	default:
+		fmt.Fprintf(w, "D-Bus: %s, NOT owning %s on %s%s", d.State, d.Name, d.Bus, since)
+		if d.Error != "" {
+			fmt.Fprintf(w, " (%s)", d.Error)
+		}
+	}
+	if d.Connects > 1 {
+		fmt.Fprintf(w, "; connected %d times (the bus went away and came back)", d.Connects)
+	}
+	fmt.Fprintln(w)
 }

@@ -55,8 +55,8 @@ snapshot-end and bye messages of docs/websocket.md.`,
 		fs.BoolVar(&o.sinceLast, "since-last", false, "resume after the last event a previous run printed")
 		fs.BoolVar(&o.snapshot, "snapshot", false, "start with the current state (present devices, watched keys)")
 		fs.StringVar(&o.policy, "policy", "", "when you fall behind: drop-oldest (default), disconnect or coalesce")
-		fs.IntVar(&o.queue, "queue", 0, "queue depth in events (default: the daemon's)")
-		fs.IntVar(&o.count, "count", 0, "exit after this many events (0: run until interrupted)")
+		fs.IntVar(&o.queue, "queue", 0, "queue depth in events; 0: the daemon's default (limits.queue_len, 4096). At most the daemon's limits.max_queue_len (65536 unless configured)")
+		fs.IntVar(&o.count, "count", 0, "exit after this many events; loss lines and snapshot items do not count (0: run until interrupted)")
 		fs.BoolVar(&o.noColor, "no-color", false, "never colour loss lines")
 	},
 	run: runMonitor,
@@ -105,8 +105,8 @@ func (o *opts) request(args []string) (api.Request, error) {
 	if o.policy != "" {
 		r.Policy = p
 	}
-	if o.queue < 0 || o.queue > api.MaxQueue {
-		return r, usage("--queue: want 0..%d", api.MaxQueue)
+	if o.queue < 0 {
+		return r, usage("--queue: want a depth in events (0: the daemon's default), got %d", o.queue)
 	}
 	r.Queue = o.queue
 	r.Snapshot = o.snapshot
@@ -265,10 +265,11 @@ func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool
 				m.p.note("snapshot: %d objects as of seq %d; live events follow", msg.SnapshotEnd.Count, msg.SnapshotEnd.Seq)
 			}
 		case api.TypeError:
-			fmt.Fprintf(m.o.stderr, "notifyctl: notifyd: %v\n", msg.Error)
 			if !m.connected {
-				return false, &ExitError{Code: ExitUsage, Err: msg.Error}
+				// Said once, by the caller that prints the error.
+				return false, &ExitError{Code: exitFor(msg.Error.Code), Err: msg.Error}
 			}
+			fmt.Fprintf(m.o.stderr, "notifyctl: notifyd: %v\n", msg.Error)
 		case api.TypeBye:
 			by := msg.Bye
 			if !m.json {
@@ -295,6 +296,17 @@ func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool
 	}
 }
 
+// exitFor is the exit code of a refused subscribe message.
+func exitFor(c api.ErrorCode) int {
+	switch c {
+	case api.CodeDenied, api.CodeForbidden, api.CodeUnauthorized:
+		return ExitRefused
+	case api.CodeLimit, api.CodeInternal:
+		return ExitFailure
+	}
+	return ExitUsage
+}
+
 func (m *monitor) helloNote(h *api.Hello, reconnected bool) {
 	switch {
 	case reconnected && h.Recovered:
@@ -315,7 +327,9 @@ func (m *monitor) helloNote(h *api.Hello, reconnected bool) {
 }
 
 // advance records ev's position and counts it; it returns errDone when
-// --count is reached.
+// --count is reached. --count counts events: a loss line says what will
+// not come, it is not one of the events asked for, and a snapshot item is
+// state, not an event.
 func (m *monitor) advance(ev *event.Event) error {
 	if !ev.Snapshot && m.pos != nil {
 		seq := ev.Seq
@@ -327,7 +341,7 @@ func (m *monitor) advance(ev *event.Event) error {
 		}
 	}
 	m.save(false)
-	if ev.Snapshot {
+	if ev.Snapshot || ev.Loss != nil {
 		return nil
 	}
 	m.seen++

@@ -1005,8 +1005,8 @@ func TestIntegrationWatchTarget(t *testing.T) {
 	c.next(t, path, api.DBusSignalStarted, 10*time.Second)
 	obj := c.conn.Object(api.DBusName, path)
 	var srcs []string
-	if err := obj.StoreProperty(api.DBusSubscriptionInterface+".Sources", &srcs); err != nil || strings.Join(srcs, ",") != "key,block" {
-		t.Errorf("Sources %v %v, want key,block", srcs, err)
+	if err := obj.StoreProperty(api.DBusSubscriptionInterface+".Sources", &srcs); err != nil || strings.Join(srcs, ",") != "key,block,mount,superblock" {
+		t.Errorf("Sources %v %v, want key,block,mount,superblock", srcs, err)
 	}
 	v, err := obj.GetProperty(api.DBusSubscriptionInterface + ".DeniedSources")
 	if s := v.String(); err != nil || !strings.Contains(s, `["usb", "denied by policy rule watch.conf:2`) {

@@ -60,6 +60,10 @@ type Config struct {
 	// StatusInterval is the minimum time between two PropertiesChanged
 	// signals for the manager's Status properties (default 1 s).
 	StatusInterval time.Duration
+	// OnState, when set, is called with the new Health whenever State
+	// changes (the package does not log; the daemon does, from here).
+	// Calls come from Run's goroutine, one at a time; it must not block.
+	OnState func(Health)
 }
 
 // State says what the service is doing.
@@ -133,8 +137,8 @@ func (s *Service) Health() Health {
 
 func (s *Service) setState(st State, bus, unique string, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.health.State != st {
+	changed := s.health.State != st
+	if changed {
 		s.health.Since = time.Now()
 	}
 	s.health.State, s.health.Bus, s.health.Unique = st, bus, unique
@@ -144,6 +148,11 @@ func (s *Service) setState(st State, bus, unique string, err error) {
 	}
 	if st == StateServing {
 		s.health.Connects++
+	}
+	h := s.health
+	s.mu.Unlock()
+	if changed && s.cfg.OnState != nil {
+		s.cfg.OnState(h)
 	}
 }
 

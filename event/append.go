@@ -21,6 +21,10 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `{"type":`...)
 	b = appendString(b, typ)
+	if e.Host != "" {
+		b = append(b, `,"host":`...)
+		b = appendString(b, e.Host)
+	}
 	if e.Epoch != 0 {
 		b = append(b, `,"epoch":"`...)
 		b = appendHex16(b, e.Epoch)
@@ -115,8 +119,17 @@ func (e *Event) AppendJSON(b []byte) []byte {
 			b = append(b, `,"error":`...)
 			b = strconv.AppendUint(b, uint64(u.Error), 10)
 		}
+		if u.Port != 0 {
+			b = append(b, `,"port":`...)
+			b = strconv.AppendUint(b, uint64(u.Port), 10)
+		}
+		if u.Class != "" {
+			b = append(b, `,"class":`...)
+			b = appendString(b, u.Class)
+		}
 		b = append(b, '}')
 	}
+	b = e.appendFSJSON(b)
 	if l := e.Loss; l != nil {
 		b = append(b, `,"loss":{"count":`...)
 		if l.Known() {

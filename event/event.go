@@ -24,7 +24,13 @@ const (
 	SourceKey   Source = "key"   // keys and keyrings (watch_queue, mainline)
 	SourceBlock Source = "block" // block devices: add/remove/change and I/O errors
 	SourceUSB   Source = "usb"   // USB devices and buses
-	SourceMeta  Source = "meta"  // watch-queue meta records (removal) and daemon notices
+	// SourceMount is the mount table of the daemon's mount namespace
+	// (sources/mount).
+	SourceMount Source = "mount"
+	// SourceSuperblock is filesystems: errors and forced read-only
+	// (sources/superblock).
+	SourceSuperblock Source = "superblock"
+	SourceMeta       Source = "meta" // watch-queue meta records (removal) and daemon notices
 )
 
 // Origin names the kernel interface (or notifyd itself) that an event or a
@@ -39,6 +45,9 @@ const (
 	OriginUevent       Origin = "uevent"        // NETLINK_KOBJECT_UEVENT datagram
 	OriginKmsg         Origin = "kmsg"          // /dev/kmsg record
 	OriginSysfs        Origin = "sysfs"         // enumeration of present devices (snapshots)
+	OriginFanotify     Origin = "fanotify"      // fanotify event: mount notifications (FAN_MNT_*), FAN_FS_ERROR
+	OriginMountinfo    Origin = "mountinfo"     // /proc/PID/mountinfo changed (POLLPRI), then diffed
+	OriginStatmount    Origin = "statmount"     // listmount(2)/statmount(2) enumeration (snapshots, resync)
 	OriginSubscriber   Origin = "subscriber"    // loss: this subscriber's own queue overflowed
 	OriginHistory      Origin = "history"       // loss: resume point no longer in the history ring
 	OriginDaemon       Origin = "notifyd"       // notices made by the daemon itself
@@ -110,9 +119,11 @@ type Event struct {
 	Tag     int    // watch tag 0..255 the record carried, or NoTag
 	Origin  Origin
 
-	Key   *KeyFields
-	Block *BlockFields
-	USB   *USBFields
+	Key        *KeyFields
+	Block      *BlockFields
+	USB        *USBFields
+	Mount      *MountFields
+	Superblock *SuperblockFields
 
 	// Props holds extra attributes from the kernel interface (uevent
 	// properties such as DEVPATH, the kmsg text as "MESSAGE"). May be nil.
@@ -141,6 +152,11 @@ type Event struct {
 	// Snapshot marks an item of a current-state snapshot rather than a live
 	// event.
 	Snapshot bool
+
+	// Host names the machine the event happened on when it reached this
+	// daemon from another one: a fleet aggregator sets it on every event
+	// it receives (docs/fleet.md). It is "" on the host's own daemon.
+	Host string
 
 	enc [numEncodings]atomic.Pointer[[]byte] // cached wire forms, see Encoded
 }
@@ -202,6 +218,12 @@ type USBFields struct {
 	Speed     string // e.g. "high-speed", "SuperSpeed", when known
 	Driver    string // host controller driver from kmsg, when known
 	Error     uint32
+	// Port is the hub port of an error event (the last number of Name),
+	// 0 when not known.
+	Port uint16
+	// Class names what failed in an error event ("descriptor-read",
+	// "address", "over-current", …; docs/sources.md), "" otherwise.
+	Class string
 }
 
 // LossCount value when the number of lost records is unknown.

@@ -119,7 +119,7 @@ func TestAppendJSONMatchesReflect(t *testing.T) {
 	weird := &Event{Source: "x\"<>&\u2028", Subtype: "\x00\x1f\xff", Tag: 255, Origin: OriginKmsg,
 		Key:   &KeyFields{ID: -3, Aux: -61, Described: true, UID: ^uint32(0), GID: ^uint32(0), Description: "é\t"},
 		USB:   &USBFields{Name: "1-1", Error: 7, Speed: "SuperSpeed", Driver: "xhci_hcd"},
-		Props: map[string]string{"b": "2", "a": "1\n", "Z": "\u2029"}, StateKey: "usb:1-1"}
+		Props: map[string]string{"b": "2", "a": "1\n", "Z": "\u2029"}, StateKey: "usb:1-1", Host: "web-17<&>\u2028"}
 	for _, e := range append(sample(), weird, &Event{Tag: NoTag}) {
 		want, err := e.marshalReflect()
 		if err != nil {
@@ -136,7 +136,7 @@ func FuzzAppendJSON(f *testing.F) {
 	f.Fuzz(func(t *testing.T, src, sub, origin string, id, aux int32, desc, usb, dev, pk, pv string, count uint64, flag bool) {
 		e := &Event{Epoch: uint64(id), Seq: count, Source: Source(src), Subtype: sub, Origin: Origin(origin), Tag: int(aux & 0xff),
 			Key: &KeyFields{ID: id, Aux: aux, Described: flag, Description: desc}, USB: &USBFields{Name: usb, VendorID: uint16(id)},
-			Block: &BlockFields{Device: dev, Sector: count, HasSector: flag}, Props: map[string]string{pk: pv}, StateKey: desc}
+			Block: &BlockFields{Device: dev, Sector: count, HasSector: flag}, Props: map[string]string{pk: pv}, StateKey: desc, Host: pk}
 		if flag {
 			e.Loss = &Loss{Count: count, Reason: desc, FromSeq: count}
 		}
@@ -152,5 +152,21 @@ func BenchmarkJSON(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		e.MarshalJSON()
+	}
+}
+
+func TestJSONHost(t *testing.T) {
+	e := sample()[1]
+	e.Host = "web-17"
+	b := e.AppendJSON(nil)
+	if !strings.HasPrefix(string(b), `{"type":"event","host":"web-17",`) {
+		t.Errorf("host member: %s", b)
+	}
+	var got Event
+	if err := json.Unmarshal(b, &got); err != nil || got.Host != "web-17" {
+		t.Errorf("host round trip: %q %v", got.Host, err)
+	}
+	if s := string(sample()[1].AppendJSON(nil)); strings.Contains(s, `"host"`) {
+		t.Errorf("an event of this host carries a host member: %s", s)
 	}
 }

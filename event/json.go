@@ -27,6 +27,7 @@ func ParseEpoch(s string) (uint64, error) {
 // jsonEvent is the wire form. Field names are part of the protocol.
 type jsonEvent struct {
 	Type     string            `json:"type"` // "event", "loss" or "snapshot"
+	Host     string            `json:"host,omitempty"`
 	Epoch    string            `json:"epoch,omitempty"`
 	Seq      uint64            `json:"seq"`
 	Time     string            `json:"time"`
@@ -37,6 +38,8 @@ type jsonEvent struct {
 	Key      *jsonKey          `json:"key,omitempty"`
 	Block    *jsonBlock        `json:"block,omitempty"`
 	USB      *jsonUSB          `json:"usb,omitempty"`
+	Mount    *jsonMount        `json:"mount,omitempty"`
+	SB       *jsonSuperblock   `json:"superblock,omitempty"`
 	Loss     *jsonLoss         `json:"loss,omitempty"`
 	Props    map[string]string `json:"props,omitempty"`
 	Raw      string            `json:"raw,omitempty"` // hex
@@ -71,6 +74,8 @@ type jsonUSB struct {
 	Speed   string `json:"speed,omitempty"`
 	Driver  string `json:"driver,omitempty"`
 	Error   uint32 `json:"error,omitempty"`
+	Port    uint16 `json:"port,omitempty"`
+	Class   string `json:"class,omitempty"`
 }
 
 type jsonLoss struct {
@@ -92,6 +97,7 @@ func (e *Event) MarshalJSON() ([]byte, error) {
 func (e *Event) marshalReflect() ([]byte, error) {
 	j := jsonEvent{
 		Type:     "event",
+		Host:     e.Host,
 		Seq:      e.Seq,
 		Source:   e.Source,
 		Subtype:  e.Subtype,
@@ -137,12 +143,14 @@ func (e *Event) marshalReflect() ([]byte, error) {
 		j.Block = jb
 	}
 	if u := e.USB; u != nil {
-		ju := &jsonUSB{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error}
+		ju := &jsonUSB{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error,
+			Port: u.Port, Class: u.Class}
 		if u.VendorID != 0 || u.ProductID != 0 {
 			ju.Vendor, ju.Product = fmt.Sprintf("%04x", u.VendorID), fmt.Sprintf("%04x", u.ProductID)
 		}
 		j.USB = ju
 	}
+	j.Mount, j.SB = e.jsonFS()
 	if l := e.Loss; l != nil {
 		j.Type = "loss"
 		jl := &jsonLoss{Estimated: l.Estimated, FromSeq: l.FromSeq, ToSeq: l.ToSeq, Reason: l.Reason}
@@ -180,7 +188,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("decode event: %w", err)
 	}
 	*e = Event{Seq: j.Seq, Source: j.Source, Subtype: j.Subtype, Origin: j.Origin, Props: j.Props, Tag: NoTag,
-		StateKey: j.StateKey, StateRemove: j.Removed, Snapshot: j.Type == "snapshot"}
+		StateKey: j.StateKey, StateRemove: j.Removed, Snapshot: j.Type == "snapshot", Host: j.Host}
 	if j.Epoch != "" {
 		ep, err := ParseEpoch(j.Epoch)
 		if err != nil {
@@ -215,7 +223,8 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		}
 	}
 	if u := j.USB; u != nil {
-		e.USB = &USBFields{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error}
+		e.USB = &USBFields{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error,
+			Port: u.Port, Class: u.Class}
 		if v, err := strconv.ParseUint(u.Vendor, 16, 16); err == nil {
 			e.USB.VendorID = uint16(v)
 		}
@@ -223,6 +232,7 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 			e.USB.ProductID = uint16(p)
 		}
 	}
+	e.fromJSONFS(j.Mount, j.SB)
 	if l := j.Loss; l != nil {
 		e.Loss = &Loss{Source: j.Source, Origin: j.Origin, Count: CountUnknown, Estimated: l.Estimated,
 			FromSeq: l.FromSeq, ToSeq: l.ToSeq, Tag: e.Tag, Reason: l.Reason}

@@ -171,9 +171,14 @@ type SubStats struct {
 	LossEvents uint64 // loss events handed out
 	Coalesced  uint64
 	Denied     uint64 // events the Allow hook refused
-	Queued     int    // current queue depth
+	Queued     int    // events and loss events queued now (at most QueueLen)
 	QueueLen   int
 	Since      time.Time
+
+	// LossPending says a loss event covering what the full queue dropped
+	// waits to be handed out ahead of the Queued items (Queued never
+	// counts it, so that it never exceeds QueueLen).
+	LossPending bool
 
 	// Added by the fanout implementation (additive):
 

@@ -198,7 +198,7 @@ func (h *Hub) histAt(seq uint64) item {
 // subscription core (package subs) admits subscriptions.
 func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 	if o.Policy > Coalesce {
-		return nil, Hello{}, fmt.Errorf("subscribe: unknown policy %d", o.Policy)
+		return nil, Hello{}, fmt.Errorf("unknown queue policy %d", o.Policy)
 	}
 	if o.QueueLen <= 0 {
 		o.QueueLen = DefaultQueueLen
@@ -283,7 +283,7 @@ func snapshotCopy(ev *event.Event) *event.Event {
 	return &event.Event{
 		Epoch: ev.Epoch, Seq: ev.Seq, Time: ev.Time,
 		Source: ev.Source, Subtype: ev.Subtype, Tag: ev.Tag, Origin: ev.Origin,
-		Key: ev.Key, Block: ev.Block, USB: ev.USB,
+		Key: ev.Key, Block: ev.Block, USB: ev.USB, Mount: ev.Mount, Superblock: ev.Superblock,
 		Props: ev.Props, Raw: ev.Raw, Loss: ev.Loss, Owner: ev.Owner,
 		StateKey: ev.StateKey, StateRemove: ev.StateRemove,
 		Snapshot: true,

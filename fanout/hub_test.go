@@ -113,8 +113,8 @@ func TestDropOldest(t *testing.T) {
 	defer h.Close()
 	s, _ := mustSub(t, h, fanout.Options{QueueLen: 4})
 	publishN(h, 10, 0)
-	if st := s.Stats(); st.Dropped != 6 || st.Pending != 10 || st.Queued != 5 {
-		t.Errorf("before drain: %+v", st)
+	if st := s.Stats(); st.Dropped != 6 || st.Pending != 10 || st.Queued != 4 || !st.LossPending {
+		t.Errorf("before drain: %+v (want 4 queued, at most the capacity, and the loss pending)", st)
 	}
 	if got, want := seqs(s.Drain(nil)), "L6[1-6] 7 8 9 10"; got != want {
 		t.Errorf("got %q, want %q", got, want)

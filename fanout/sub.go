@@ -3,6 +3,7 @@ package fanout
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,47 @@ type pending struct {
 	dropped   uint64 // events dropped as oldest
 	coalesced uint64 // events superseded by a newer one
 	merged    uint64 // loss events merged in
+	// source is the source of everything folded in while it is one
+	// source; mixed says the folded items had several (or a merged loss
+	// was for all sources), and the loss is then for all sources ("").
+	source event.Source
+	mixed  bool
+	// reasons are the distinct "origin: reason" texts of the merged loss
+	// events (at most maxMergedReasons; moreReasons counts the others),
+	// so that the loss handed out still says why those were lost (a
+	// history loss merged away must not hide "epoch changed").
+	reasons     []string
+	moreReasons int
+}
+
+// maxMergedReasons bounds the reasons a pending loss repeats.
+const maxMergedReasons = 3
+
+func (p *pending) addSource(src event.Source) {
+	switch {
+	case p.mixed:
+	case src == "":
+		p.mixed, p.source = true, ""
+	case p.source == "":
+		p.source = src
+	case p.source != src:
+		p.mixed, p.source = true, ""
+	}
+}
+
+func (p *pending) addReason(l *event.Loss) {
+	r := string(l.Origin)
+	if l.Reason != "" {
+		r += ": " + l.Reason
+	}
+	if slices.Contains(p.reasons, r) {
+		return
+	}
+	if len(p.reasons) >= maxMergedReasons {
+		p.moreReasons++
+		return
+	}
+	p.reasons = append(p.reasons, r)
 }
 
 func (p *pending) extend(seq uint64) {
@@ -236,6 +278,8 @@ func (p *pending) merge(ev *event.Event, coalesced bool) {
 	p.units += units(ev)
 	if l := ev.Loss; l != nil {
 		p.merged++
+		p.addSource(l.Source)
+		p.addReason(l)
 		if l.Known() {
 			p.count += l.Count
 		} else {
@@ -248,6 +292,7 @@ func (p *pending) merge(ev *event.Event, coalesced bool) {
 	}
 	p.count++
 	p.extend(ev.Seq)
+	p.addSource(ev.Source)
 	if coalesced {
 		p.coalesced++
 	} else {
@@ -257,6 +302,9 @@ func (p *pending) merge(ev *event.Event, coalesced bool) {
 
 // lossEvent turns the pending loss into the loss event handed out. Its Seq
 // is 0: it is not a hub event, and its range is in Loss.FromSeq..ToSeq.
+// Its Source is the one source of everything folded into it ("" when they
+// had several, or a merged loss was for all sources), and its Reason
+// names the reasons of the loss events merged into it.
 func (p *pending) lossEvent(h *Hub) *event.Event {
 	var parts []string
 	if p.dropped > 0 {
@@ -266,13 +314,29 @@ func (p *pending) lossEvent(h *Hub) *event.Event {
 		parts = append(parts, fmt.Sprintf("coalesced %d superseded", p.coalesced))
 	}
 	if p.merged > 0 {
-		parts = append(parts, fmt.Sprintf("merged %d loss events", p.merged))
+		what := "loss events"
+		if p.merged == 1 {
+			what = "loss event"
+		}
+		m := fmt.Sprintf("merged %d earlier %s", p.merged, what)
+		if len(p.reasons) > 0 {
+			rs := strings.Join(p.reasons, "; ")
+			if p.moreReasons > 0 {
+				rs += fmt.Sprintf("; %d more", p.moreReasons)
+			}
+			m += " (" + rs + ")"
+		}
+		parts = append(parts, m)
 	}
 	count := p.count
 	if p.unknown {
 		count = event.CountUnknown
 	}
-	l := event.NewLoss("", event.OriginSubscriber, count, "subscriber queue full: "+strings.Join(parts, ", "))
+	src := p.source
+	if p.mixed {
+		src = ""
+	}
+	l := event.NewLoss(src, event.OriginSubscriber, count, "subscriber queue full: "+strings.Join(parts, ", "))
 	l.Epoch, l.Time = h.epoch, h.now()
 	l.Loss.FromSeq, l.Loss.ToSeq = p.from, p.to
 	return l
@@ -383,9 +447,7 @@ func (s *Subscription) Stats() SubStats {
 		Dropped:    s.dropped,
 		QueueBytes: s.bytes,
 	}
-	if s.pend.active {
-		st.Queued++
-	}
+	st.LossPending = s.pend.active
 	if s.err != nil {
 		st.Err = s.err.Error()
 	}

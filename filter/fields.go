@@ -49,6 +49,21 @@ const (
 	fSpeed
 	fDriver
 	fError
+	fHost
+	fMountID
+	fMountParent
+	fMountPoint
+	fMountOldPoint
+	fMountSource
+	fMountFSType
+	fMountOptions
+	fMountPID
+	fSBDevice
+	fSBFSType
+	fSBPoint
+	fSBErrno
+	fUSBPort
+	fUSBClass
 	fProp
 )
 
@@ -66,11 +81,13 @@ type fieldDef struct {
 }
 
 var fields = []*fieldDef{
-	{id: fSource, name: "source", kind: kindEnum, enum: []string{string(event.SourceKey), string(event.SourceBlock), string(event.SourceUSB), string(event.SourceMeta)}, doc: "event source"},
+	{id: fSource, name: "source", kind: kindEnum, enum: []string{string(event.SourceKey), string(event.SourceBlock), string(event.SourceUSB),
+		string(event.SourceMount), string(event.SourceSuperblock), string(event.SourceMeta)}, doc: "event source"},
 	{id: fSubtype, name: "subtype", kind: kindString, doc: "named subtype (add, remove, linked, critical-medium, ...)"},
 	{id: fOrigin, name: "origin", kind: kindEnum, enum: []string{
 		string(event.OriginWatchQueue), string(event.OriginWatchDevices), string(event.OriginUevent), string(event.OriginKmsg),
 		string(event.OriginSysfs), string(event.OriginSubscriber), string(event.OriginHistory), string(event.OriginDaemon),
+		string(event.OriginFanotify), string(event.OriginMountinfo), string(event.OriginStatmount),
 	}, doc: "kernel interface or notifyd part the event came from"},
 	{id: fTag, name: "tag", kind: kindNumber, max: 255, doc: "watch tag 0..255 (absent when the event carries no tag)"},
 	{id: fSeq, name: "seq", kind: kindNumber, max: 1<<64 - 1, doc: "hub sequence number"},
@@ -95,6 +112,21 @@ var fields = []*fieldDef{
 	{id: fSpeed, name: "speed", kind: kindString, source: event.SourceUSB, doc: "USB speed (high-speed, SuperSpeed, ...), when known"},
 	{id: fDriver, name: "driver", kind: kindString, source: event.SourceUSB, doc: "USB host controller driver, when known"},
 	{id: fError, name: "error", kind: kindNumber, source: event.SourceUSB, max: 1<<32 - 1, doc: "USB error code"},
+	{id: fUSBPort, name: "usb.port", kind: kindNumber, source: event.SourceUSB, max: 1<<16 - 1, doc: "hub port of a USB error, when known"},
+	{id: fUSBClass, name: "usb.class", kind: kindString, source: event.SourceUSB, doc: `what failed in a USB error ("descriptor-read", "address", "over-current", ...)`},
+	{id: fMountID, name: "mount.id", kind: kindNumber, source: event.SourceMount, max: 1<<64 - 1, doc: "mount id (64-bit unique id where the kernel has one, else the mountinfo id)"},
+	{id: fMountParent, name: "mount.parent", kind: kindNumber, source: event.SourceMount, max: 1<<64 - 1, doc: "parent mount id, when known"},
+	{id: fMountPoint, name: "mount.point", kind: kindString, source: event.SourceMount, doc: `mount point ("/mnt/usb")`},
+	{id: fMountOldPoint, name: "mount.old_point", kind: kindString, source: event.SourceMount, doc: "where a moved mount was (move-to)"},
+	{id: fMountSource, name: "mount.source", kind: kindString, source: event.SourceMount, doc: `mount source ("/dev/sda1", "server:/export")`},
+	{id: fMountFSType, name: "mount.fstype", kind: kindString, source: event.SourceMount, doc: `filesystem type ("ext4", "nfs", "fuse.sshfs")`},
+	{id: fMountOptions, name: "mount.options", kind: kindString, source: event.SourceMount, doc: `per-mount options ("rw,nosuid,relatime")`},
+	{id: fMountPID, name: "mount.pid", kind: kindNumber, source: event.SourceMount, max: 1<<32 - 1, doc: "process that attached, detached or moved the mount (fanotify only)"},
+	{id: fSBDevice, name: "sb.device", kind: kindString, source: event.SourceSuperblock, doc: `filesystem device as the kernel names it ("sda1", "loop0")`},
+	{id: fSBFSType, name: "sb.fstype", kind: kindString, source: event.SourceSuperblock, doc: `filesystem type ("ext4", "xfs", "btrfs"), when known`},
+	{id: fSBPoint, name: "sb.point", kind: kindString, source: event.SourceSuperblock, doc: "a mount point of the filesystem, when known"},
+	{id: fSBErrno, name: "sb.errno", kind: kindNumber, source: event.SourceSuperblock, max: 1<<32 - 1, doc: "error number of a filesystem error (117: corruption), when known"},
+	{id: fHost, name: "host", kind: kindString, doc: `host the event happened on ("web-17"; set by a fleet aggregator, absent on a host's own daemon)`},
 }
 
 // propPrefix starts a property field: prop.DEVPATH, prop.MESSAGE.
@@ -156,6 +188,8 @@ func strValue(f fieldID, prop string, ev *event.Event) (string, bool) {
 		return ev.StateKey, ev.StateKey != ""
 	case fOwner:
 		return ev.Owner, true
+	case fHost:
+		return ev.Host, ev.Host != ""
 	case fKeyType:
 		if k := ev.Key; k != nil && k.Described {
 			return k.Type, true
@@ -176,11 +210,56 @@ func strValue(f fieldID, prop string, ev *event.Event) (string, bool) {
 		if u := ev.USB; u != nil && u.Driver != "" {
 			return u.Driver, true
 		}
+	case fUSBClass:
+		if u := ev.USB; u != nil && u.Class != "" {
+			return u.Class, true
+		}
+	case fMountPoint, fMountOldPoint, fMountSource, fMountFSType, fMountOptions:
+		if m := ev.Mount; m != nil {
+			return mountString(f, m)
+		}
+	case fSBDevice, fSBFSType, fSBPoint:
+		if s := ev.Superblock; s != nil {
+			return sbString(f, s)
+		}
 	case fProp:
 		v, ok := ev.Props[prop]
 		return v, ok
 	}
 	return "", false
+}
+
+// mountString returns a text field of a mount event; a field that is
+// empty is one the event does not have.
+func mountString(f fieldID, m *event.MountFields) (string, bool) {
+	var v string
+	switch f {
+	case fMountPoint:
+		v = m.Point
+	case fMountOldPoint:
+		v = m.OldPoint
+	case fMountSource:
+		v = m.Source
+	case fMountFSType:
+		v = m.FSType
+	case fMountOptions:
+		v = m.Options
+	}
+	return v, v != ""
+}
+
+// sbString returns a text field of a superblock event.
+func sbString(f fieldID, s *event.SuperblockFields) (string, bool) {
+	var v string
+	switch f {
+	case fSBDevice:
+		v = s.Device
+	case fSBFSType:
+		v = s.FSType
+	case fSBPoint:
+		v = s.Point
+	}
+	return v, v != ""
 }
 
 // numValue returns a numeric field of ev as uint64 (signed fields in two's
@@ -244,6 +323,26 @@ func numValue(f fieldID, ev *event.Event) (uint64, bool) {
 	case fError:
 		if u := ev.USB; u != nil {
 			return uint64(u.Error), true
+		}
+	case fUSBPort:
+		if u := ev.USB; u != nil && u.Port != 0 {
+			return uint64(u.Port), true
+		}
+	case fMountID:
+		if m := ev.Mount; m != nil {
+			return m.ID, true
+		}
+	case fMountParent:
+		if m := ev.Mount; m != nil && m.ParentID != 0 {
+			return m.ParentID, true
+		}
+	case fMountPID:
+		if m := ev.Mount; m != nil && m.PID != 0 {
+			return uint64(m.PID), true
+		}
+	case fSBErrno:
+		if s := ev.Superblock; s != nil && s.Errno != 0 {
+			return uint64(s.Errno), true
 		}
 	}
 	return 0, false

@@ -256,6 +256,8 @@ type partial struct {
 	hasOrigin  bool
 	tag        int
 	hasTag     bool
+	host       string
+	hasHost    bool
 }
 
 // fromLoss fills p with what a loss event says of the records it lost.
@@ -272,6 +274,9 @@ func (p *partial) fromLoss(ev *event.Event) {
 	}
 	if l.Tag >= 0 {
 		p.tag, p.hasTag = l.Tag, true
+	}
+	if ev.Host != "" { // a loss of one host (fleet aggregator)
+		p.host, p.hasHost = ev.Host, true
 	}
 }
 
@@ -321,6 +326,8 @@ func (c *cmp) evalPartial(p *partial) tri {
 		hit = c.hitString(p.subtype)
 	case f.id == fOrigin && p.hasOrigin:
 		hit = c.hitString(string(p.origin))
+	case f.id == fHost && p.hasHost:
+		hit = c.hitString(p.host)
 	case f.id == fTag && p.hasTag:
 		for i := range c.lits {
 			hit = hit || c.lits[i].num == uint64(p.tag)

@@ -40,7 +40,7 @@ var parseCases = []struct {
 	// errors
 	{expr: "source ==", err: `filter: 1:10: expected value after "==", found end of input`, pos: 9},
 	{expr: "source == key && subtype ==", err: `1:28: expected value after "==", found end of input`, pos: 27},
-	{expr: "source == usbb", err: `expected a source (one of key, block, usb, meta), found "usbb"`, pos: 10},
+	{expr: "source == usbb", err: `expected a source (one of key, block, usb, mount, superblock, meta), found "usbb"`, pos: 10},
 	{expr: "sauce == usb", err: `expected a field name (one of aux, busnum,`, pos: 0},
 	{expr: "tag == 256", err: `expected a number 0..255 for "tag", found "256"`, pos: 7},
 	{expr: "tag == -1", err: `expected a number 0..255`, pos: 7},
@@ -457,13 +457,15 @@ func FuzzParse(f *testing.F) {
 
 func TestSources(t *testing.T) {
 	cases := map[string]string{
-		"":                                   "key block usb meta",
+		"":                                   "key block usb mount superblock meta",
 		"source == usb":                      "usb",
 		"source in (usb, block) && tag == 1": "block usb",
-		"!(source == key)":                   "block usb meta",
+		"!(source == key)":                   "block usb mount superblock meta",
 		"key == 5":                           "key",
 		"dev == sda || vendor == 1":          "block usb",
-		"subtype == add":                     "key block usb meta",
+		"subtype == add":                     "key block usb mount superblock meta",
+		"mount.fstype == nfs":                "mount",
+		"sb.errno == 117 || usb.port == 2":   "usb superblock",
 	}
 	for expr, want := range cases {
 		var got []string

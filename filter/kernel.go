@@ -155,11 +155,11 @@ func (n *node) tags(set map[int]bool) {
 }
 
 // knownSources are the sources a filter can name.
-var knownSources = [...]event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB, event.SourceMeta}
+var knownSources = [...]event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB, event.SourceMount, event.SourceSuperblock, event.SourceMeta}
 
 // Sources returns the sources whose events f could match, judging by the
 // source alone (other conditions count as possibly true), in the order
-// key, block, usb, meta. The daemon uses it to ask the policy's Watch
+// key, block, usb, mount, superblock, meta. The daemon uses it to ask the policy's Watch
 // hook about each source a subscription names.
 func (f *Filter) Sources() []event.Source {
 	var out []event.Source

@@ -46,16 +46,17 @@ const (
 	RuleKeyUndescribed = "default:key-undescribed" // key that could not be described: admins only
 	RuleDevicesAdmin   = "default:devices-admins"  // "devices admins": device events for admins only
 	RuleMetaAdmin      = "default:meta-admins"     // meta and unknown events: admins only
+	RuleMountPrivate   = "default:mount-private"   // a mount in another user's private area
 )
 
-var builtinRules = []string{RuleNoCred, RuleAdminOnly, RuleKeyView, RuleKeyUndescribed, RuleDevicesAdmin, RuleMetaAdmin}
+var builtinRules = []string{RuleNoCred, RuleAdminOnly, RuleKeyView, RuleKeyUndescribed, RuleDevicesAdmin, RuleMetaAdmin, RuleMountPrivate}
 
 // Engine applies the current policy. Its hooks are safe for concurrent
 // use; Swap replaces the policy for every later decision, live
 // subscribers included.
 type Engine struct {
 	pol     atomic.Pointer[Policy]
-	builtin [6]atomic.Uint64 // denials per built-in rule, indexed as builtinRules
+	builtin [7]atomic.Uint64 // denials per built-in rule, indexed as builtinRules
 }
 
 // NewEngine returns an engine enforcing p (Default() when nil).
@@ -91,6 +92,7 @@ const (
 	iKeyUndescribed
 	iDevicesAdmin
 	iMetaAdmin
+	iMountPrivate
 )
 
 func (e *Engine) denyErr(i int, reason string) error {
@@ -148,7 +150,7 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 	switch src {
 	case event.SourceMeta:
 		return e.denyErr(iMetaAdmin, "meta events are for administrators")
-	case event.SourceBlock, event.SourceUSB:
+	case event.SourceBlock, event.SourceUSB, event.SourceSuperblock:
 		if p.devicesAdmin {
 			return e.denyErr(iDevicesAdmin, "device events are for administrators (devices admins)")
 		}
@@ -170,8 +172,12 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 //     mask KEYCTL_DESCRIBE reported, possessor rights counting only for
 //     client-attached watches (ev.Owner set); keys that could not be
 //     described are for administrators;
-//   - device events (block, usb) go to everyone, or to administrators
-//     with "devices admins";
+//   - device events (block, usb, superblock) go to everyone, or to
+//     administrators with "devices admins";
+//   - a mount event goes to everyone (the mount table is readable by every
+//     process of the namespace), except that a mount in a user's private
+//     area (ev.Mount.Private: under /run/user/<uid>, /home/<user>,
+//     /media/<user>, /run/media/<user>) goes only to that user;
 //   - a loss event follows the rule of its source (a key loss goes to
 //     everyone allowed key events; a loss of every source to everyone).
 //
@@ -211,9 +217,14 @@ func (e *Engine) Post(sub *Cred, ev *event.Event) bool {
 			return true
 		}
 		return e.deny(iKeyView)
-	case event.SourceBlock, event.SourceUSB:
+	case event.SourceBlock, event.SourceUSB, event.SourceSuperblock:
 		if p.devicesAdmin {
 			return e.deny(iDevicesAdmin)
+		}
+		return true
+	case event.SourceMount:
+		if m := ev.Mount; m != nil && m.Private && m.UID != sub.UID {
+			return e.deny(iMountPrivate)
 		}
 		return true
 	case "":

@@ -19,7 +19,7 @@ var (
 	evBlock   = &event.Event{Source: event.SourceBlock, Subtype: event.BlockIO, Tag: event.NoTag, Block: &event.BlockFields{Major: 8, Device: "sda"}}
 	evMeta    = &event.Event{Source: event.SourceMeta, Subtype: event.MetaRemoval, Tag: 1}
 	evMetaOwn = &event.Event{Source: event.SourceMeta, Subtype: event.MetaRemoval, Tag: 1, Owner: "c1"}
-	evOdd     = &event.Event{Source: "mount", Subtype: "x", Tag: event.NoTag}
+	evOdd     = &event.Event{Source: "bogus", Subtype: "x", Tag: event.NoTag}
 	evKeyGone = &event.Event{Source: event.SourceKey, Subtype: event.KeyRevoked, Tag: 1, Key: &event.KeyFields{ID: 9}}
 	lossKey   = event.NewLoss(event.SourceKey, event.OriginWatchQueue, 3, "overflow")
 	lossUSB   = event.NewLoss(event.SourceUSB, event.OriginUevent, 3, "gap")

@@ -113,7 +113,7 @@ func Parse(r io.Reader, name string) (*Policy, error) {
 	return p, nil
 }
 
-var knownSources = []event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB, event.SourceMeta}
+var knownSources = []event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB, event.SourceMount, event.SourceSuperblock, event.SourceMeta}
 
 // parseLine parses one non-empty line; it returns "" or what is wrong.
 func (p *Policy) parseLine(text, file string, line int) string {
@@ -220,7 +220,7 @@ func (r *rule) parseSelectors(words []string) string {
 					ok = ok || string(s) == x
 				}
 				if !ok {
-					return fmt.Sprintf("selector %q: unknown source %q (want key, block, usb or meta)", w, x)
+					return fmt.Sprintf("selector %q: unknown source %q (want key, block, usb, mount, superblock or meta)", w, x)
 				}
 				r.sources = append(r.sources, event.Source(x))
 			}

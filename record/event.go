@@ -9,7 +9,7 @@ import (
 )
 
 // ToEvent maps a record to an event's typed fields: Source, Subtype, Tag,
-// Key/Block/USB fields, Raw and, for META records, Loss. It does not set
+// Key/Block/USB/Mount/Superblock fields, Raw and, for META records, Loss. It does not set
 // Time, Epoch, Seq or Owner, and sets Origin only for kernel types
 // (watch_queue); sources set the rest. Raw is r's encoding.
 //
@@ -50,6 +50,10 @@ func ToEvent(r Record) (*event.Event, error) {
 		ev.Source, ev.Subtype = event.SourceUSB, r.Subtype().String()
 		ev.USB = &event.USBFields{Name: r.Name, Error: r.Error}
 		ev.StateKey = "usb:" + r.Name
+	case *Mount:
+		mountToEvent(r, ev)
+	case *Superblock:
+		superblockToEvent(r, ev)
 	default:
 		return nil, fmt.Errorf("record to event: no event mapping for %v records", h.Type)
 	}
@@ -121,6 +125,10 @@ func FromEvent(ev *event.Event) ([]byte, error) {
 			return nil, fmt.Errorf("event to record: usb event %q without usb fields or known subtype", ev.Subtype)
 		}
 		return Encode(&USB{Hdr: Header{Subtype: uint8(sub)}, Name: ev.USB.Name, Error: ev.USB.Error})
+	case event.SourceMount:
+		return mountRecord(ev, snap)
+	case event.SourceSuperblock:
+		return superblockRecord(ev)
 	}
 	return nil, fmt.Errorf("event to record: no record layout for %s/%s events", ev.Source, ev.Subtype)
 }

@@ -54,9 +54,6 @@ func TestToEventFromEvent(t *testing.T) {
 	if err != nil || l.Loss == nil || l.Loss.Known() || l.Loss.Origin != event.OriginWatchQueue {
 		t.Fatalf("loss: %+v %v", l, err)
 	}
-	if _, err := ToEvent(&Mount{}); err == nil {
-		t.Error("mount record mapped to an event")
-	}
 }
 
 type fields struct {
@@ -67,6 +64,8 @@ type fields struct {
 	Key                   *event.KeyFields
 	Block                 *event.BlockFields
 	USB                   *event.USBFields
+	Mount                 *event.MountFields
+	Superblock            *event.SuperblockFields
 	Props                 map[string]string
 	Raw                   []byte
 	Loss                  *event.Loss
@@ -81,7 +80,7 @@ func eventFields(e *event.Event) fields {
 	if !e.Time.IsZero() {
 		ns = e.Time.UnixNano()
 	}
-	return fields{e.Source, e.Subtype, e.Tag, e.Origin, e.Key, e.Block, e.USB, e.Props, e.Raw, e.Loss,
+	return fields{e.Source, e.Subtype, e.Tag, e.Origin, e.Key, e.Block, e.USB, e.Mount, e.Superblock, e.Props, e.Raw, e.Loss,
 		e.Owner, e.StateKey, e.StateRemove, e.Snapshot, e.Epoch, e.Seq, ns}
 }
 
@@ -108,7 +107,7 @@ func sampleEvents() []*event.Event {
 	sub := event.NewLoss("", event.OriginSubscriber, 17, "queue full")
 	sub.Loss.FromSeq, sub.Loss.ToSeq, sub.Loss.Estimated = 5, 21, true
 	sub.Epoch, sub.Seq, sub.Time = 0xabc, 22, t0
-	return []*event.Event{
+	return append([]*event.Event{
 		{Epoch: 0xabc, Seq: 1, Time: t0, Source: event.SourceKey, Subtype: event.KeyLinked, Tag: 3, Origin: event.OriginWatchQueue,
 			Key:      &event.KeyFields{ID: 10, Aux: 11, Described: true, Type: "keyring", Description: "_ses", UID: 1000, GID: 100, Perm: 0x3f010000},
 			StateKey: "key:10", Owner: "client-1", Raw: EncodeKey(KeyLinked, 3, 10, 11)},
@@ -126,7 +125,7 @@ func sampleEvents() []*event.Event {
 			Key: &event.KeyFields{ID: 99, Described: true, Type: "user", Description: "x"}, StateKey: "key:99", Snapshot: true},
 		{Epoch: 0xabc, Seq: 24, Time: t0, Source: event.SourceBlock, Subtype: event.SnapshotPresent, Tag: event.NoTag, Origin: event.OriginSysfs,
 			Block: &event.BlockFields{Major: 7, Minor: 0, Device: "loop0"}, StateKey: "block:7:0", Snapshot: true},
-	}
+	}, fsSampleEvents(t0)...)
 }
 
 func TestStreamRoundTrip(t *testing.T) {

@@ -70,6 +70,7 @@ const (
 	xUSBProduct   = ".usb.product"
 	xUSBSpeed     = ".usb.speed"
 	xUSBDriver    = ".usb.driver"
+	xHost         = ".host" // event.Event.Host (a fleet aggregator's events)
 )
 
 // EncodeStream encodes events as a history stream. Events without Raw get
@@ -176,6 +177,9 @@ func extraProps(ev *event.Event) map[string]string {
 		}
 		m[k] = v
 	}
+	if ev.Host != "" {
+		set(xHost, ev.Host)
+	}
 	if k := ev.Key; k != nil && k.Described {
 		set(xKeyDescribed, "1")
 		set(xKeyType, k.Type)
@@ -203,6 +207,7 @@ func extraProps(ev *event.Event) map[string]string {
 			set(xUSBDriver, u.Driver)
 		}
 	}
+	fsExtraProps(ev, set)
 	return m
 }
 
@@ -390,6 +395,10 @@ func applyProps(ev *event.Event, props map[string]string) error {
 		delete(props, k)
 		return v, nil
 	}
+	if h, ok := props[xHost]; ok {
+		ev.Host = h
+		delete(props, xHost)
+	}
 	if _, ok := props[xKeyDescribed]; ok {
 		if ev.Key == nil {
 			return fmt.Errorf("%w: key properties on a %s event", ErrStream, ev.Source)
@@ -432,6 +441,9 @@ func applyProps(ev *event.Event, props map[string]string) error {
 		u.Speed, u.Driver = props[xUSBSpeed], props[xUSBDriver]
 		delete(props, xUSBSpeed)
 		delete(props, xUSBDriver)
+	}
+	if err := applyFSProps(ev, props); err != nil {
+		return err
 	}
 	for k := range props {
 		if len(k) > 0 && k[0] == '.' {

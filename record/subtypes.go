@@ -106,6 +106,20 @@ func (s USBSubtype) String() string { return name(usbNames, s) }
 // MountSubtype is the RFC enum mount_notification_subtype (Aug 2020).
 type MountSubtype uint8
 
+// Mount record flags in the header's type-specific info (RFC
+// NOTIFY_MOUNT_*).
+const (
+	MountInSubtree  = 0x00010000 // NOTIFY_MOUNT_IN_SUBTREE (WATCH_INFO_FLAG_0): not set by notifyd, which watches a whole namespace
+	MountIsNowRO    = 0x00020000 // NOTIFY_MOUNT_IS_NOW_RO (WATCH_INFO_FLAG_1): the mount is read-only after the event
+	MountIsSubmount = 0x00040000 // NOTIFY_MOUNT_IS_SUBMOUNT (WATCH_INFO_FLAG_2): not derivable, never set
+)
+
+// HasAux reports whether records of subtype s name the mount concerned in
+// auxiliary_mount and its parent in triggered_on (new-mount, unmount,
+// expiry, move-from, move-to); readonly and setattr name the mount itself
+// in triggered_on.
+func (s MountSubtype) HasAux() bool { return s != MountReadonly && s != MountSetattr }
+
 // Mount subtypes.
 const (
 	MountNew      MountSubtype = 0
@@ -118,14 +132,19 @@ const (
 )
 
 var mountNames = map[MountSubtype]string{
-	MountNew: "new-mount", MountUnmount: "unmount", MountExpiry: "expiry", MountReadonly: "readonly",
-	MountSetattr: "setattr", MountMoveFrom: "move-from", MountMoveTo: "move-to",
+	MountNew: event.MountNew, MountUnmount: event.MountUnmount, MountExpiry: event.MountExpiry,
+	MountReadonly: event.MountReadonly, MountSetattr: event.MountSetattr,
+	MountMoveFrom: event.MountMoveFrom, MountMoveTo: event.MountMoveTo,
 }
 
 func (s MountSubtype) String() string { return name(mountNames, s) }
 
 // SuperblockSubtype is the RFC enum superblock_notification_type (Feb 2020).
 type SuperblockSubtype uint8
+
+// SuperblockIsNowRO is NOTIFY_SUPERBLOCK_IS_NOW_RO (WATCH_INFO_FLAG_0):
+// the filesystem is read-only after the event.
+const SuperblockIsNowRO = 0x00010000
 
 // Superblock subtypes.
 const (
@@ -136,7 +155,8 @@ const (
 )
 
 var sbNames = map[SuperblockSubtype]string{
-	SuperblockReadonly: "readonly", SuperblockError: "error", SuperblockEDQuot: "edquot", SuperblockNetwork: "network",
+	SuperblockReadonly: event.SuperblockReadonly, SuperblockError: event.SuperblockError,
+	SuperblockEDQuot: event.SuperblockEDQuot, SuperblockNetwork: event.SuperblockNetwork,
 }
 
 func (s SuperblockSubtype) String() string { return name(sbNames, s) }

@@ -7,14 +7,19 @@ set -euo pipefail
 packages=(
 	# VM tier: qemu under TCG and the kernel we build with watch_queue on
 	qemu-system-x86 linux-source-6.1 bc flex bison libelf-dev libssl-dev libc6-dev cpio gzip xz-utils make gcc
-	# host tier: loop devices, keyutils as a reference peer
-	util-linux keyutils kmod
+	# host tier: loop devices, keyutils as a reference peer; findmnt (util-linux)
+	# beside the mount source, mkfs.ext4 and debugfs for real filesystem errors
+	util-linux keyutils kmod e2fsprogs
 	# D-Bus tier: a real dbus-daemon, busctl/gdbus, a dbus-python client
 	dbus dbus-bin systemd libglib2.0-bin python3 python3-dbus python3-gi passwd
 	# WebSocket tier: a client not written in Go
 	python3-websockets python3-jsonschema
 	# dashboard tier: real headless Chromium
 	chromium
+	# package step (scripts/package-test.sh): man pages, the .deb, checks
+	# of the installed files (systemd-analyze is in systemd, setpriv in
+	# util-linux, kill in procps)
+	go-md2man dpkg-dev man-db zsh procps
 )
 
 missing=()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: installs its dependencies, checks formatting and
-# vet, runs every test under the race detector (host kernel, real
-# dbus-daemon, real Chromium, and the qemu VM with watch_queue on), then a
-# short fuzz pass over every decoder and parser. See docs/testing.md.
+# The whole test suite: installs its dependencies, checks formatting, vet
+# and go.mod, builds and checks the Debian package, runs every test under
+# the race detector (host kernel, real dbus-daemon, real Chromium, and the
+# qemu VM with watch_queue on), then a short fuzz pass over every decoder
+# and parser. See docs/testing.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -16,6 +17,22 @@ if [ -n "$bad" ]; then echo "gofmt would change:"; echo "$bad"; exit 1; fi
 
 echo "== go vet"
 go vet ./...
+
+echo "== go mod tidy"
+if ! tidy=$(go mod tidy -diff 2>&1); then
+	if grep -q '^diff ' <<<"$tidy"; then
+		echo "go mod tidy would change go.mod/go.sum (run \`go mod tidy\` and commit the result):"
+	else
+		echo "go mod tidy -diff failed:"
+	fi
+	echo "$tidy"
+	exit 1
+fi
+
+# The Debian package built from make install's files, installed into a
+# scratch root and checked there (scripts/package-test.sh, docs/install.md).
+echo "== package"
+./scripts/package-test.sh
 
 # VM tier: build (or reuse) the watch_queue kernel. The VM tests find it
 # through NOTIFYD_VM_KERNEL.

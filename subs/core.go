@@ -3,6 +3,7 @@ package subs
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"log/slog"
 	"os"
 	"sync"
@@ -416,10 +417,59 @@ type Conn struct {
 	idle     *time.Timer
 	stopExit func()
 	wg       sync.WaitGroup // the exit watcher
+
+	// subjectSet: SetSubject has run (the subject may be set once).
+	subjectSet bool
 }
 
 // Cred returns the connection's policy subject.
-func (cn *Conn) Cred() *lsm.Cred { return cn.cred }
+func (cn *Conn) Cred() *lsm.Cred {
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.cred
+}
+
+// ErrSubjectSet is SetSubject's refusal: the connection already holds a
+// subscription or key watch, its subject was already set, or it ended.
+var ErrSubjectSet = errors.New("the connection's subject can no longer be set")
+
+// SetSubject narrows the connection's policy subject, once, before the
+// connection is used: a transport that admits a socket before it knows
+// who is speaking (loopback TCP, where a session cookie arrives with the
+// HTTP request) opens the Conn with its default subject and sets the
+// request's subject here. Everything made through the Conn afterwards —
+// subscriptions, history, key watches, the Admin answer — is judged with
+// c; the connection stays counted against the account it was opened
+// with. The Conn owns c from the call on (also when it fails) and closes
+// the subject it replaces.
+//
+// It fails with ErrSubjectSet once the connection holds a subscription
+// or a key watch, after a first SetSubject, and after the connection
+// ended. It must not run concurrently with Subscribe, History or
+// AttachKeyWatch on the same Conn; the transport calls it from the
+// goroutine that then uses the Conn.
+func (cn *Conn) SetSubject(c *lsm.Cred) error {
+	if c == nil {
+		return errorf(CodeInternal, nil, "set subject: no credentials")
+	}
+	// Whether the new subject is an administrator, asked before the lock:
+	// the connection may only lose that standing, never gain it.
+	admin := cn.core.isAdmin(c)
+	cn.mu.Lock()
+	if cn.subjectSet || cn.closed || cn.ended || len(cn.subs) > 0 || len(cn.watches) > 0 || cn.stopExit != nil {
+		cn.mu.Unlock()
+		c.Close()
+		return ErrSubjectSet
+	}
+	old := cn.cred
+	cn.cred = c
+	cn.admin = cn.admin && admin
+	cn.subjectSet = true
+	cn.label += " as uid=" + itoa(int(c.UID))
+	cn.mu.Unlock()
+	old.Close()
+	return nil
+}
 
 // Admin reports whether the connection's user is an administrator.
 func (cn *Conn) Admin() bool { return cn.admin }

@@ -25,6 +25,13 @@
 // Limits.IdleTimeout, and when the core closes: Conn.Done is closed and
 // Peer.OnEnd is called, and the transport closes the connection.
 //
+// A transport that admits a socket before it knows who speaks on it (a
+// loopback TCP connection whose HTTP request carries a browser session)
+// opens the Conn with its default subject and narrows it with
+// Conn.SetSubject, once, before anything is made through it; the
+// connection stays counted against the account it was opened with and
+// can only lose administrator standing.
+//
 // # Subscribing
 //
 // Conn.Subscribe parses and compiles the filter (bounded by the filter

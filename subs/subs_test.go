@@ -1,6 +1,7 @@
 package subs_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -65,12 +66,12 @@ func TestWatchTarget(t *testing.T) {
 		{65534, "source == meta", true, nil},
 		{65534, "source == usb", true, nil},
 		{65534, "source in (usb, meta)", true, nil},
-		{65534, "", false, []event.Source{event.SourceKey, event.SourceBlock}},
-		{65534, "source != block", false, []event.Source{event.SourceKey}},
+		{65534, "", false, []event.Source{event.SourceKey, event.SourceBlock, event.SourceMount, event.SourceSuperblock}},
+		{65534, "source != block", false, []event.Source{event.SourceKey, event.SourceMount, event.SourceSuperblock}},
 		{65534, "source == block", false, []event.Source{event.SourceBlock}},
 		{0, "source == meta", true, nil}, // "everyone" includes root: first match wins
 		{0, "source == usb", false, []event.Source{event.SourceUSB}},
-		{1000, "", false, []event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB}},
+		{1000, "", false, []event.Source{event.SourceKey, event.SourceBlock, event.SourceUSB, event.SourceMount, event.SourceSuperblock}},
 	}
 	for _, tc := range cases {
 		cn := open(t, c, tc.uid)
@@ -466,5 +467,87 @@ func TestErrors(t *testing.T) {
 	}
 	if _, err := cn.AttachKeyWatch(subs.KeyWatchOptions{}); !errors.Is(err, subs.ErrNotSupported) {
 		t.Errorf("key watch without a key source: %v", err)
+	}
+}
+
+// SetSubject narrows a connection's subject once, before anything is
+// made through it: the Watch and Post hooks then judge the new subject,
+// the connection stays counted against the account it was opened with,
+// and it can only lose administrator standing.
+func TestSetSubject(t *testing.T) {
+	eng := policy(t, "deny user=1000 source=usb\n")
+	c := newCore(t, subs.Config{Policy: eng})
+	hub := c.Hub()
+
+	// Opened as root (a TCP connection's default subject), counted
+	// against local user 1000, narrowed to 1000: usb is refused.
+	cn, err := c.Open(subs.Peer{Cred: cred(0), Account: &subs.Account{UID: 1000}, Transport: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	if cn.Admin() {
+		t.Errorf("a connection of local user 1000 is admin")
+	}
+	if err := cn.SetSubject(cred(1000)); err != nil {
+		t.Fatalf("SetSubject: %v", err)
+	}
+	if cn.Cred().UID != 1000 {
+		t.Errorf("subject uid %d after SetSubject(1000)", cn.Cred().UID)
+	}
+	if _, err := cn.Subscribe(subs.Request{Filter: "source == usb"}); subs.CodeOf(err) != subs.CodeDenied {
+		t.Errorf("usb under the narrowed subject: %v, want denied", err)
+	}
+	s, err := cn.Subscribe(subs.Request{Filter: "source in (usb, block)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Sources, []event.Source{event.SourceBlock}) {
+		t.Errorf("sources %v, want [block]", s.Sources)
+	}
+	hub.Publish(&event.Event{Source: event.SourceUSB, Subtype: "add", Time: time.Now(), USB: &event.USBFields{Name: "1-1"}})
+	hub.Publish(&event.Event{Source: event.SourceBlock, Subtype: "change", Time: time.Now(), Block: &event.BlockFields{Major: 7}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evs, err := s.Next(ctx)
+	if err != nil || len(evs) != 1 || evs[0].Source != event.SourceBlock {
+		t.Errorf("events %v, %v; want the block event only", evs, err)
+	}
+	// Once a subscription exists the subject is fixed.
+	if err := cn.SetSubject(cred(0)); !errors.Is(err, subs.ErrSubjectSet) {
+		t.Errorf("SetSubject with a subscription: %v", err)
+	}
+	if cn.Cred().UID != 1000 {
+		t.Errorf("subject changed by a refused SetSubject")
+	}
+	if st := c.Stats(); st.Connections != 1 {
+		t.Errorf("connections %d, want 1", st.Connections)
+	}
+
+	// Once only, even without subscriptions; and never on a closed Conn.
+	cn2 := open(t, c, 0)
+	if !cn2.Admin() {
+		t.Fatal("root's connection is not admin")
+	}
+	if err := cn2.SetSubject(cred(0)); err != nil {
+		t.Fatal(err)
+	}
+	if !cn2.Admin() {
+		t.Errorf("narrowing root to root lost the admin standing")
+	}
+	if err := cn2.SetSubject(cred(1000)); !errors.Is(err, subs.ErrSubjectSet) {
+		t.Errorf("second SetSubject: %v", err)
+	}
+	cn2.Close()
+	cn3 := open(t, c, 0)
+	if err := cn3.SetSubject(cred(1000)); err != nil {
+		t.Fatal(err)
+	}
+	if cn3.Admin() {
+		t.Errorf("root's connection narrowed to uid 1000 is still admin")
+	}
+	cn3.Close()
+	if err := cn3.SetSubject(cred(1000)); !errors.Is(err, subs.ErrSubjectSet) {
+		t.Errorf("SetSubject after Close: %v", err)
 	}
 }

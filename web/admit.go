@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,8 +57,9 @@ func (l *admitListener) Accept() (net.Conn, error) {
 // admittedConn is an accepted socket with its subs.Conn.
 type admittedConn struct {
 	net.Conn
-	cn   *subs.Conn
-	once sync.Once
+	cn      *subs.Conn
+	peerUID int64 // the local user behind the socket; -1 when not known
+	once    sync.Once
 }
 
 // Close closes the socket and then the core's connection: every
@@ -77,7 +79,7 @@ func (c *admittedConn) Close() error {
 // against the local user behind the loopback peer (sock_diag), or against
 // the shared bucket of unknown users.
 func (s *Server) admit(nc net.Conn, tr transport) (*admittedConn, error) {
-	ac := &admittedConn{Conn: nc}
+	ac := &admittedConn{Conn: nc, peerUID: -1}
 	p := subs.Peer{Transport: string(tr), OnEnd: func(error) {
 		time.AfterFunc(endGrace, func() { ac.Close() })
 	}}
@@ -93,6 +95,7 @@ func (s *Server) admit(nc net.Conn, tr transport) (*admittedConn, error) {
 		}
 		p.Cred = cred
 		p.Label = fmt.Sprintf("websocket unix uid=%d pid=%d", cred.UID, cred.PID)
+		ac.peerUID = int64(cred.UID)
 	default:
 		p.Cred = s.tcpCred()
 		p.Label = "websocket tcp " + nc.RemoteAddr().String()
@@ -101,6 +104,7 @@ func (s *Server) admit(nc net.Conn, tr transport) (*admittedConn, error) {
 			if uid, err := lsm.LoopbackPeerUID(tc); err == nil {
 				acct = &subs.Account{UID: uid}
 				p.Label += fmt.Sprintf(" uid=%d", uid)
+				ac.peerUID = int64(uid)
 			}
 		}
 		p.Account = acct
@@ -140,15 +144,47 @@ func (s *Server) refuseConn(nc net.Conn, err error) {
 	body = append(body, '\n')
 	resp := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s",
 		status, http.StatusText(status), len(body), body)
-	nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	nc.Write([]byte(resp))
-	// Take what the client already sent, without waiting for more, so that
-	// closing with unread data does not reset the connection before the
-	// client has read the answer.
-	nc.SetReadDeadline(time.Now())
-	io.Copy(io.Discard, io.LimitReader(nc, 16<<10))
-	nc.Close()
+	// Wait briefly for the client's request before answering, off the
+	// accept loop, so that a client still writing it does not meet a
+	// closed socket (EPIPE) instead of the answer. At most maxRefusing
+	// refusals wait at once; beyond that the answer goes out at once.
+	answer := func(wait time.Duration) {
+		if wait > 0 {
+			nc.SetReadDeadline(time.Now().Add(wait))
+			buf := make([]byte, 4096)
+			var got []byte
+			for len(got) < 16<<10 && !strings.Contains(string(got), "\r\n\r\n") {
+				n, err := nc.Read(buf)
+				got = append(got, buf[:n]...)
+				if err != nil {
+					break
+				}
+			}
+		}
+		nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		nc.Write([]byte(resp))
+		nc.SetReadDeadline(time.Now())
+		io.Copy(io.Discard, io.LimitReader(nc, 16<<10))
+		nc.Close()
+	}
+	if s.refusing.Add(1) > maxRefusing || !s.enter() {
+		s.refusing.Add(-1)
+		answer(0)
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		defer s.refusing.Add(-1)
+		answer(refuseWait)
+	}()
 }
+
+// refuseWait is how long a refused socket's request is waited for;
+// maxRefusing bounds the refusals waiting at once (each holds a socket).
+const (
+	refuseWait  = 250 * time.Millisecond
+	maxRefusing = 64
+)
 
 // connOf returns the admitted connection a request arrived on.
 func connOf(r *http.Request) (*subs.Conn, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -31,6 +32,7 @@ type conn struct {
 	ws *websocket.Conn
 	tr transport
 	cn *subs.Conn
+	se *session // the browser session the request was authenticated by (nil: token, unix)
 
 	cmds       chan cmd       // reader → writer
 	wake       chan struct{}  // every subscription's Ready (fanout.Options.Ready)
@@ -74,8 +76,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 	}
 	defer s.wg.Done()
 	if tr == transportTCP && !s.originOK(r) {
-		s.httpError(w, http.StatusForbidden, api.CodeForbidden,
-			fmt.Sprintf("origin %q not allowed (same host %q or the configured allowed origins only)", r.Header.Get("Origin"), r.Host), nil)
+		s.forbiddenOrigin(w, r)
 		return
 	}
 	q := r.URL.Query()
@@ -105,7 +106,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		return
 	}
 	c := &conn{
-		s: s, tr: tr, cn: cn,
+		s: s, tr: tr, cn: cn, se: sessionOf(r),
 		cmds:       make(chan cmd, ctrlQueue),
 		wake:       make(chan struct{}, 1),
 		readerDone: make(chan struct{}),
@@ -172,8 +173,14 @@ func (c *conn) session(id string) []byte {
 		Limits: api.SessionLimits{Subscriptions: l.MaxSubscribersPerUser, Queue: l.MaxQueueLen,
 			HistoryPage: min(api.MaxHistoryPage, l.MaxHistory), BatchEvents: maxBatch},
 	}
-	uid := int64(c.cn.Cred().UID)
-	m.UID = &uid
+	cred := c.cn.Cred()
+	uid := int64(cred.UID)
+	m.UID, m.Auth = &uid, authOf(c.tr, c.se)
+	if c.se != nil {
+		m.User = c.se.user
+	} else {
+		m.User = lsm.UserName(cred.UID)
+	}
 	b, _ := json.Marshal(m)
 	return b
 }
@@ -237,7 +244,7 @@ func (c *conn) settings(st *stream) api.Settings {
 	for _, d := range sub.Denied {
 		set.DeniedSources = append(set.DeniedSources, api.DeniedSource{Source: string(d.Source), Reason: d.Reason})
 	}
-	if c.tr == transportUnix {
+	if c.tr == transportUnix || c.se != nil {
 		uid := int64(c.cn.Cred().UID)
 		set.UID = &uid
 	}
@@ -415,6 +422,12 @@ func (c *conn) writeLoop(v11 bool) {
 	defer ping.Stop()
 	w := &writer{c: c, v11: v11, epoch: s.cfg.Core.Hub().Epoch()}
 	defer ws.Close() // the socket, and with it the core connection
+
+	// nil (never ready) without a browser session.
+	var sessionEnded <-chan struct{}
+	if c.se != nil {
+		sessionEnded = c.se.Done()
+	}
 	for {
 		select {
 		case x := <-c.cmds:
@@ -434,6 +447,14 @@ func (c *conn) writeLoop(v11 bool) {
 		case n := <-c.closeMsg:
 			c.closeWith(n.code, n.text)
 			return
+		case <-sessionEnded:
+			// Logged out (the page, notifyctl dashboard --logout) or
+			// expired: what was queued is handed over, then nothing more.
+			if !w.flush() {
+				return
+			}
+			c.bye(api.ByeClosed, "the browser session ended (logged out or expired)", w.epoch, w.last(), api.CloseNormal)
+			return
 		case <-s.quit:
 			if !w.flush() {
 				return
@@ -441,6 +462,14 @@ func (c *conn) writeLoop(v11 bool) {
 			c.bye(api.ByeShutdown, "notifyd is stopping", w.epoch, w.last(), api.CloseGoingAway)
 			return
 		case <-c.readerDone:
+			// A reader that stopped on bad input (binary frame, invalid
+			// UTF-8) asked for a close code first: send it, whichever of
+			// the two this select saw.
+			select {
+			case n := <-c.closeMsg:
+				c.closeWith(n.code, n.text)
+			default:
+			}
 			return
 		case <-ping.C:
 			if err := ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeWait)); err != nil {
@@ -619,7 +648,7 @@ func (w *writer) update(m *api.ClientMessage) bool {
 	os := old.sub.Stats()
 	w.streams[i] = st
 	u := api.Updated{Type: api.TypeUpdated, ID: m.ID, Sub: m.Sub, Position: pos.String(),
-		Recovered: st.sub.Hello.Recovered, Settings: c.settings(st), Delivered: os.Delivered, Lost: os.Lost}
+		Recovered: st.sub.Hello.Recovered, Settings: c.settings(st), Subscription: st.sub.ID(), Delivered: os.Delivered, Lost: os.Lost}
 	b, _ := json.Marshal(u)
 	if !c.write(b) {
 		return false

@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // ErrPublic is returned by ListenTCP for an address that is not loopback
@@ -52,8 +54,9 @@ func ListenUnix(path string, mode fs.FileMode, gid int) (net.Listener, error) {
 			return nil, fmt.Errorf("listen unix %s: exists and is not a socket", path)
 		}
 		if c, err := net.Dial("unix", path); err == nil {
+			err := inUse(path, c)
 			c.Close()
-			return nil, fmt.Errorf("listen unix %s: another server is listening", path)
+			return nil, err
 		}
 		os.Remove(path)
 	}
@@ -73,6 +76,58 @@ func ListenUnix(path string, mode fs.FileMode, gid int) (net.Listener, error) {
 		}
 	}
 	return ln, nil
+}
+
+// InUseError is ListenUnix's refusal of a socket another server is
+// listening on: who that is (from SO_PEERCRED of a connection to it, which
+// names the process that listens), and how to run a second notifyd beside
+// it.
+type InUseError struct {
+	Path string
+	PID  int32  // the listening process; 0 when the kernel did not say
+	UID  uint32 // its user
+	Comm string // its command name (/proc/PID/comm), "" when unknown
+}
+
+func (e *InUseError) Error() string {
+	who := "another server"
+	if e.PID > 0 {
+		who = fmt.Sprintf("another server (pid %d", e.PID)
+		if e.Comm != "" {
+			who += ", " + e.Comm
+		}
+		who += fmt.Sprintf(", uid %d)", e.UID)
+	}
+	return fmt.Sprintf("listen unix %s: %s is listening on it. "+
+		"Stop it, or run a second notifyd beside it with its own runtime directory (socket and token), "+
+		"loopback port and bus: notifyd --runtime-dir /tmp/notifyd-2 --listen 127.0.0.1:0 --dbus off "+
+		"(or --socket PATH for the socket alone, --dbus session or --dbus ADDRESS for a bus of its own), "+
+		"then notifyctl --socket /tmp/notifyd-2/notifyd.sock", e.Path, who)
+}
+
+// inUse describes the server behind c, a connection to path.
+func inUse(path string, c net.Conn) error {
+	e := &InUseError{Path: path}
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return e
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return e
+	}
+	var cred *unix.Ucred
+	rc.Control(func(fd uintptr) {
+		cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if err != nil || cred == nil || cred.Pid <= 0 {
+		return e
+	}
+	e.PID, e.UID = cred.Pid, cred.Uid
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", cred.Pid)); err == nil {
+		e.Comm = strings.TrimSpace(string(b))
+	}
+	return e
 }
 
 // LoadToken reads the bearer token from path, or creates path (mode 0600,

@@ -41,9 +41,9 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -120,6 +120,13 @@ type Config struct {
 	WriteWait, PongWait time.Duration
 	// Version is the daemon's version, reported in hello and status.
 	Version string
+	// DBus reports the D-Bus service's state for the status document
+	// (api.Status.DBus); nil, or a nil answer, leaves it out.
+	DBus func() *api.DBusStatus
+	// LoginTTL is how long a login link works (DefaultLoginTTL) and
+	// SessionTTL how long a browser session lasts (DefaultSessionTTL);
+	// see session.go.
+	LoginTTL, SessionTTL time.Duration
 }
 
 // Server serves the WebSocket API. Create it with New.
@@ -137,8 +144,10 @@ type Server struct {
 	mu      sync.Mutex
 	servers []*http.Server
 	conns   int
+	sess    sessions // browser sessions (session.go)
 
 	accepted, refused, frames, batches, timeouts atomic.Uint64
+	refusing                                     atomic.Int64 // refused sockets waiting for their request
 }
 
 // New returns a Server for cfg. With a TokenFile it reads the token, or
@@ -210,6 +219,7 @@ func (s *Server) ServeUnix(ln net.Listener) error {
 	mux.HandleFunc(api.PathKeyWatch, s.serveKeyWatch)
 	mux.HandleFunc(api.PathDetach, s.serveDetach)
 	mux.HandleFunc(api.PathHistory, s.serveHistory)
+	s.sessionRoutes(mux, transportUnix, nil)
 	return s.serve(&admitListener{Listener: ln, s: s, tr: transportUnix}, mux)
 }
 
@@ -220,8 +230,9 @@ func (s *Server) ServeTCP(ln net.Listener) error {
 		return errors.New("serve tcp: no token file configured")
 	}
 	mux := http.NewServeMux()
-	mux.Handle(api.PathWS, s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, transportTCP) })))
-	mux.Handle(api.PathStatus, s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStatus(w, r, transportTCP) })))
+	mux.Handle(api.PathWS, s.authSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveWS(w, r, transportTCP) })))
+	mux.Handle(api.PathStatus, s.authSession(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStatus(w, r, transportTCP) })))
+	s.sessionRoutes(mux, transportTCP, ln)
 	for _, p := range []string{api.PathKeyWatch, api.PathDetach, api.PathHistory} {
 		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			s.httpError(w, http.StatusForbidden, api.CodeForbidden, "file descriptors are passed on the unix socket only", nil)
@@ -304,12 +315,19 @@ func (s *Server) Close() error {
 	}
 	close(s.quit)
 	s.wg.Wait()
+	s.sess.close()
 	return nil
 }
 
-// auth enforces the bearer token on TCP.
+// auth enforces the Origin check and the bearer token on TCP: it guards
+// every authenticated path (/v1/ws, /v1/status, the mounts behind the
+// token such as /metrics).
 func (s *Server) auth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.originOK(r) {
+			s.forbiddenOrigin(w, r)
+			return
+		}
 		tok := ""
 		if a := r.Header.Get("Authorization"); a != "" {
 			scheme, t, _ := strings.Cut(a, " ")
@@ -339,17 +357,14 @@ func (s *Server) unauthorized(w http.ResponseWriter, msg string) {
 }
 
 // originOK accepts no Origin (non-browser clients), the request's own
-// host, and the configured allow-list.
+// origin — scheme, host and port, as the browser's same-origin rule —
+// and the configured allow-list (websocket.allowed_origins).
 func (s *Server) originOK(r *http.Request) bool {
 	o := r.Header.Get("Origin")
 	if o == "" {
 		return true
 	}
-	u, err := url.Parse(o)
-	if err != nil || u.Host == "" {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if sameOriginHeader(o, r) {
 		return true
 	}
 	for _, pat := range s.cfg.AllowedOrigins {
@@ -361,6 +376,12 @@ func (s *Server) originOK(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// forbiddenOrigin answers a request whose Origin originOK refused.
+func (s *Server) forbiddenOrigin(w http.ResponseWriter, r *http.Request) {
+	s.httpError(w, http.StatusForbidden, api.CodeForbidden,
+		fmt.Sprintf("origin %q is not allowed: only pages of this listener's own origin (%s) and the configured websocket.allowed_origins may use it", r.Header.Get("Origin"), ownOrigin(r)), nil)
 }
 
 func (s *Server) httpError(w http.ResponseWriter, status int, code api.ErrorCode, msg string, pos *int) {
@@ -471,8 +492,11 @@ func (s *Server) status(viewer *subs.Conn) api.Status {
 		st.Subscribers = append(st.Subscribers, api.SubscriberStatus{
 			ID: ss.ID, Label: ss.Label, UID: ss.UID, Policy: policyName(ss.Policy), Delivered: ss.Delivered,
 			Lost: ss.Lost, LossEvents: ss.LossEvents, Coalesced: ss.Coalesced, Denied: ss.Denied,
-			Queued: ss.Queued, QueueLen: ss.QueueLen, Since: ss.Since,
+			Queued: ss.Queued, QueueLen: ss.QueueLen, Since: ss.Since, LossPending: ss.LossPending,
 		})
+	}
+	if s.cfg.DBus != nil {
+		st.DBus = s.cfg.DBus()
 	}
 	s.mu.Lock()
 	st.Web.Connections = s.conns

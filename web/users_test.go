@@ -35,6 +35,12 @@ func TestMain(m *testing.M) {
 	if sock := os.Getenv("NOTIFYD_WEB_HELPER_PASS"); sock != "" {
 		os.Exit(helperPass(sock))
 	}
+	if spec := os.Getenv("NOTIFYD_WEB_HELPER_HTTP"); spec != "" {
+		os.Exit(helperHTTP(spec))
+	}
+	if spec := os.Getenv("NOTIFYD_WEB_HELPER_CTL"); spec != "" {
+		os.Exit(helperCtl(spec))
+	}
 	os.Exit(m.Run())
 }
 

@@ -337,7 +337,7 @@ func TestIntegrationDaemonEndToEnd(t *testing.T) {
 	nd, ctl := binaries(t)
 	bus := privateBus(t)
 	rt := t.TempDir()
-	p := startDaemon(t, nd, nil, "--runtime-dir", rt, "--listen", "127.0.0.1:0", "--dbus", bus)
+	p := startDaemon(t, nd, nil, "--runtime-dir", rt, "--listen", "127.0.0.1:0", "--dbus", bus, "--print-token")
 	if p.URL() == "" || p.Socket() == "" {
 		t.Fatalf("banner lacks the dashboard URL or the socket:\n%s", p.log())
 	}
@@ -388,7 +388,7 @@ func TestIntegrationReloadAndStop(t *testing.T) {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[policy]\nfile = %q\n[dbus]\nbus = \"off\"\n[websocket]\nlisten = \"127.0.0.1:0\"\n", pol)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := startDaemon(t, nd, nil, "--config", cfg, "--runtime-dir", filepath.Join(dir, "run"))
+	p := startDaemon(t, nd, nil, "--config", cfg, "--runtime-dir", filepath.Join(dir, "run"), "--print-token")
 
 	fromWS, ctrl := make(chan got, 1<<16), make(chan string, 64)
 	ws := wsEvents(t, p.URL(), "source == block", fromWS, ctrl)

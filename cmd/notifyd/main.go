@@ -45,6 +45,7 @@ const usage = `notifyd - kernel-event notification bus
 
 Usage:
   notifyd [flags]
+  notifyd fleet [flags]     the fleet aggregator (notifyd fleet --help, docs/fleet.md)
 
 notifyd reads key/keyring notifications from the kernel's notification
 queue (watch_queue, Linux 5.8+ with CONFIG_WATCH_QUEUE), block-device and
@@ -69,6 +70,8 @@ Examples:
   notifyd --config /etc/notifyd/notifyd.toml --check-config
   notifyd --dbus session --listen 127.0.0.1:8080
   notifyd --listen off --dbus off          unix socket only
+  notifyd --forward nats://agg:4222 --forward-user root --forward-nkey /etc/notifyd/fleet.nk
+                                           forward to a fleet aggregator (docs/fleet.md)
 
 Signals: SIGTERM/SIGINT stop (subscribers get "bye"; history is saved for a
 restart within this boot), SIGHUP reloads the policy and log level.
@@ -77,7 +80,11 @@ Documentation: docs/notifyd.md, docs/configuration.md.
 `
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-chan struct{}) int {
+	if len(args) > 0 && args[0] == "fleet" {
+		return runFleet(ctx, args[1:], stdout, stderr, reload)
+	}
 	fs := flag.NewFlagSet("notifyd", flag.ContinueOnError)
+	fwd := forwardFlags(fs)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usage)
@@ -99,6 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		noKeys      = fs.Bool("no-keys", false, "do not start the key (watch_queue) source")
 		noBlock     = fs.Bool("no-block", false, "do not start the block source")
 		noUSB       = fs.Bool("no-usb", false, "do not start the USB source")
+		printToken  = fs.Bool("print-token", false, "print the dashboard URL with the admin token in the banner (default: where the token file is)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -165,6 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 	if *noUSB {
 		cfg.Sources.USB = false
 	}
+	fwd.apply(&cfg, set)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "notifyd: %v\n", err)
 		return 2
@@ -189,7 +198,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 	logger := daemon.NewLogger(stderr, cfg.Daemon.LogFormat, level)
 	err := daemon.Run(ctx, daemon.Options{
 		Config: cfg, ConfigPath: path, Logger: logger, Level: level,
-		Stdout: stdout, Reload: reload, Version: version,
+		Stdout: stdout, Reload: reload, Version: version, PrintToken: *printToken,
 	})
 	if err != nil {
 		logger.Error("notifyd stopped", "err", err)

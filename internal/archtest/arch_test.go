@@ -75,6 +75,7 @@ func TestImportRules(t *testing.T) {
 		{module + "/internal/feature", []string{module + "/"}, "the ErrNotSupported sentinel is a leaf"},
 		{module + "/dbusapi", []string{module + "/sources/", module + "/watchqueue", module + "/web"}, "transports never reach into sources"},
 		{module + "/api", []string{module + "/fanout", module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi"}, "api is the wire contract only"},
+		{module + "/fleet", []string{module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi", module + "/internal/daemon"}, "the fleet forwarder is a transport: no kernel, no other transport"},
 	}
 	for _, r := range rules {
 		for _, d := range deps(t, r.pkg) {
@@ -107,7 +108,7 @@ func TestOneSubscriptionCore(t *testing.T) {
 		{"Policy.Allow(", "the Post hook is wired by subs"},
 		{"WatchExit(", "peer exit is watched by subs"},
 	}
-	for _, dir := range []string{"web", "dbusapi", "internal/daemon"} {
+	for _, dir := range []string{"web", "dbusapi", "internal/daemon", "fleet", "fleet/aggregator"} {
 		files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(root)), dir, "*.go"))
 		for _, f := range files {
 			if strings.HasSuffix(f, "_test.go") {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +28,8 @@ type Config struct {
 	WebSocket WebSocket `toml:"websocket"`
 	DBus      DBus      `toml:"dbus"`
 	Policy    Policy    `toml:"policy"`
+	Forward   Forward   `toml:"forward"`
+	Fleet     Fleet     `toml:"fleet"`
 }
 
 // Daemon holds process-wide settings.
@@ -67,6 +70,9 @@ type Sources struct {
 	UeventBuffer       Size     `toml:"uevent_buffer"`       // netlink receive buffer
 	KmsgReplay         bool     `toml:"kmsg_replay"`         // read the kernel log since boot at start
 	KeyKernelFilter    bool     `toml:"key_kernel_filter"`   // narrow the key queue's kernel filter to live subscriptions
+	Mount              bool     `toml:"mount"`               // the mount table of the daemon's mount namespace
+	MountInterface     string   `toml:"mount_interface"`     // auto, fanotify or mountinfo
+	Superblock         bool     `toml:"superblock"`          // filesystem errors and forced read-only
 }
 
 // WebSocket configures the unix socket and the loopback HTTP listener.
@@ -89,6 +95,47 @@ type DBus struct {
 // Policy names the policy file.
 type Policy struct {
 	File string `toml:"file"` // "" = the built-in default policy
+}
+
+// Forward configures forwarding this host's events to a fleet aggregator
+// over NATS JetStream (docs/fleet.md). Off by default.
+type Forward struct {
+	Enabled    bool     `toml:"enabled"`
+	URLs       []string `toml:"urls"`        // NATS servers: nats://aggregator:4222, tls://…
+	Host       string   `toml:"host"`        // "" = the nkey file's host, else the host name up to its first dot
+	User       string   `toml:"user"`        // the fleet principal: the local user whose view is forwarded (required)
+	Filter     string   `toml:"filter"`      // forward only what this filter matches; "" = everything the user may see
+	NkeyFile   string   `toml:"nkey_file"`   // this host's key, made by the aggregator (notifyd fleet --add-host)
+	CredsFile  string   `toml:"creds_file"`  // or a NATS .creds file (a cluster with its own accounts)
+	TLSCA      string   `toml:"tls_ca"`      // CA bundle that signs the servers' certificates (tls://)
+	TLSCert    string   `toml:"tls_cert"`    // client certificate, when the servers ask for one
+	TLSKey     string   `toml:"tls_key"`     // its key
+	Outbox     int      `toml:"outbox"`      // events kept while NATS is unreachable
+	StateDir   string   `toml:"state_dir"`   // the last acknowledged position; "" = <default state dir>
+	Heartbeat  Duration `toml:"heartbeat"`   // how often the aggregator is told this host is alive
+	AckTimeout Duration `toml:"ack_timeout"` // how long a publish waits for JetStream before it is sent again
+}
+
+// Fleet configures the aggregator mode, notifyd fleet (docs/fleet.md):
+// the daemon, limits, websocket and policy sections apply to it as well;
+// it has no kernel sources and no D-Bus service.
+type Fleet struct {
+	StateDir    string            `toml:"state_dir"`    // journal, embedded NATS store, host keys
+	NATS        []string          `toml:"nats"`         // an external NATS cluster; empty = an embedded server
+	NATSListen  string            `toml:"nats_listen"`  // the embedded server's listener for hosts
+	NkeyFile    string            `toml:"nkey_file"`    // external cluster: the aggregator's key
+	CredsFile   string            `toml:"creds_file"`   // external cluster: or a .creds file
+	TLSCA       string            `toml:"tls_ca"`       // external cluster: CA of the servers' certificates
+	TLSCert     string            `toml:"tls_cert"`     // embedded: the listener's certificate (TLS on); external: client certificate
+	TLSKey      string            `toml:"tls_key"`      // its key
+	Hosts       map[string]string `toml:"hosts"`        // embedded: host name = public nkey, besides <state_dir>/hosts/*.nk
+	Replicas    int               `toml:"replicas"`     // stream replicas; 0 = 1 embedded, 3 on a cluster
+	MaxAge      Duration          `toml:"max_age"`      // how long the stream keeps a message
+	MaxBytes    Size              `toml:"max_bytes"`    // the stream's size; 0 = no limit
+	Stream      string            `toml:"stream"`       // stream name
+	Consumer    string            `toml:"consumer"`     // durable consumer name
+	ReorderWait Duration          `toml:"reorder_wait"` // how long a host's gap may take to fill before it is a loss
+	StaleAfter  Duration          `toml:"stale_after"`  // a silent host is stale after this
 }
 
 // Duration is a time span written as a Go duration string ("30s",
@@ -170,13 +217,44 @@ func Default() Config {
 			QueueLen: 4096, MaxQueueLen: 65536, MaxQueueBytes: 16 << 20,
 		},
 		Sources: Sources{
-			Keys: true, Block: true, USB: true,
+			Keys: true, Block: true, USB: true, Mount: true, Superblock: true, MountInterface: "auto",
 			WatchKeys:    []string{"@u", "@us"},
 			KeyQueueSize: 256, UeventBuffer: 8 << 20,
 		},
 		WebSocket: WebSocket{SocketMode: "0666", Listen: "127.0.0.1:7469"},
 		DBus:      DBus{Bus: "system"},
+		Forward: Forward{
+			Outbox: 4096, Heartbeat: Duration(5 * time.Second), AckTimeout: Duration(5 * time.Second),
+		},
+		Fleet: Fleet{
+			StateDir: DefaultStateDir() + "-fleet", NATSListen: "127.0.0.1:4222", Stream: "NOTIFYD", Consumer: "notifyd-aggregator",
+			MaxAge: Duration(7 * 24 * time.Hour), ReorderWait: Duration(5 * time.Second), StaleAfter: Duration(15 * time.Second),
+		},
 	}
+}
+
+// DefaultStateDir is where notifyd keeps state that must survive a reboot
+// (the forwarder's position): /var/lib/notifyd for root,
+// $XDG_STATE_HOME/notifyd or ~/.local/state/notifyd for others.
+func DefaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/notifyd"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return filepath.Join(d, "notifyd")
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(h, ".local", "state", "notifyd")
+	}
+	return filepath.Join(os.TempDir(), fmt.Sprintf("notifyd-state-%d", os.Geteuid()))
+}
+
+// ForwardStateDir is forward.state_dir after defaults.
+func (c *Config) ForwardStateDir() string {
+	if c.Forward.StateDir != "" {
+		return c.Forward.StateDir
+	}
+	return DefaultStateDir()
 }
 
 // DefaultRuntimeDir is /run/notifyd for root and $XDG_RUNTIME_DIR/notifyd
@@ -367,6 +445,11 @@ func (c *Config) Validate() error {
 	if c.Sources.UeventBuffer < 0 {
 		return bad("sources.uevent_buffer", "must not be negative")
 	}
+	switch c.Sources.MountInterface {
+	case "auto", "fanotify", "mountinfo":
+	default:
+		return bad("sources.mount_interface", "%q: want auto, fanotify or mountinfo", c.Sources.MountInterface)
+	}
 	if m := c.WebSocket.SocketMode; m != "" {
 		if v, err := strconv.ParseUint(m, 8, 32); err != nil || v > 0o777 {
 			return bad("websocket.socket_mode", "%q: want an octal mode such as \"0660\"", m)
@@ -390,7 +473,131 @@ func (c *Config) Validate() error {
 	default:
 		return bad("dbus.bus", "%q: want system, session, off or a bus address like unix:path=/run/dbus/system_bus_socket", b)
 	}
+	if err := c.validateForward(); err != nil {
+		return err
+	}
+	return c.validateFleet()
+}
+
+// validateForward checks [forward]; only an enabled section must be whole.
+func (c *Config) validateForward() error {
+	f := &c.Forward
+	bad := func(key, format string, a ...any) error {
+		return &Error{Key: "forward." + key, Msg: fmt.Sprintf(format, a...)}
+	}
+	if f.Outbox < 1 || f.Outbox > c.Limits.MaxQueueLen {
+		return bad("outbox", "%d: want 1 to limits.max_queue_len (%d)", f.Outbox, c.Limits.MaxQueueLen)
+	}
+	if f.Heartbeat < Duration(100*time.Millisecond) {
+		return bad("heartbeat", "%v: want at least 100ms", time.Duration(f.Heartbeat))
+	}
+	if f.AckTimeout < Duration(100*time.Millisecond) {
+		return bad("ack_timeout", "%v: want at least 100ms", time.Duration(f.AckTimeout))
+	}
+	if f.Host != "" && !validFleetHost(f.Host) {
+		return bad("host", "%q: want 1 to 64 letters, digits, '-' or '_' (no dots)", f.Host)
+	}
+	if f.StateDir != "" && !filepath.IsAbs(f.StateDir) {
+		return bad("state_dir", "%q: want an absolute path", f.StateDir)
+	}
+	if f.NkeyFile != "" && f.CredsFile != "" {
+		return bad("creds_file", "set nkey_file or creds_file, not both")
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return bad("tls_key", "tls_cert and tls_key go together")
+	}
+	if !f.Enabled {
+		return nil
+	}
+	if len(f.URLs) == 0 {
+		return bad("urls", "forwarding is enabled but no NATS server is named (urls = [\"nats://aggregator:4222\"])")
+	}
+	for _, u := range f.URLs {
+		if err := checkNATSURL(u); err != nil {
+			return bad("urls", "%v", err)
+		}
+	}
+	if f.User == "" {
+		return bad("user", "forwarding is enabled but no fleet principal is named: the local user whose view is forwarded (root forwards everything)")
+	}
 	return nil
+}
+
+// validateFleet checks [fleet] (used by notifyd fleet).
+func (c *Config) validateFleet() error {
+	f := &c.Fleet
+	bad := func(key, format string, a ...any) error {
+		return &Error{Key: "fleet." + key, Msg: fmt.Sprintf(format, a...)}
+	}
+	if f.StateDir == "" || !filepath.IsAbs(f.StateDir) {
+		return bad("state_dir", "%q: want an absolute path", f.StateDir)
+	}
+	for _, u := range f.NATS {
+		if err := checkNATSURL(u); err != nil {
+			return bad("nats", "%v", err)
+		}
+	}
+	if len(f.NATS) == 0 && f.NATSListen != "" && f.NATSListen != "off" {
+		if _, port, err := net.SplitHostPort(f.NATSListen); err != nil {
+			return bad("nats_listen", "%q: want host:port, e.g. 0.0.0.0:4222, or \"off\"", f.NATSListen)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			return bad("nats_listen", "%q: bad port", f.NATSListen)
+		}
+	}
+	for h := range f.Hosts {
+		if !validFleetHost(h) {
+			return bad("hosts", "%q: want 1 to 64 letters, digits, '-' or '_' (no dots)", h)
+		}
+	}
+	if f.Replicas < 0 || f.Replicas > 5 {
+		return bad("replicas", "%d: want 0 (automatic) to 5", f.Replicas)
+	}
+	if f.NkeyFile != "" && f.CredsFile != "" {
+		return bad("creds_file", "set nkey_file or creds_file, not both")
+	}
+	if (f.TLSCert == "") != (f.TLSKey == "") {
+		return bad("tls_key", "tls_cert and tls_key go together")
+	}
+	if f.Stream == "" || strings.ContainsAny(f.Stream, ". *>") {
+		return bad("stream", "%q: want a name without dots, blanks or wildcards", f.Stream)
+	}
+	if f.Consumer == "" || strings.ContainsAny(f.Consumer, ". *>") {
+		return bad("consumer", "%q: want a name without dots, blanks or wildcards", f.Consumer)
+	}
+	if f.ReorderWait < Duration(10*time.Millisecond) {
+		return bad("reorder_wait", "%v: want at least 10ms", time.Duration(f.ReorderWait))
+	}
+	if f.StaleAfter < Duration(time.Second) {
+		return bad("stale_after", "%v: want at least 1s", time.Duration(f.StaleAfter))
+	}
+	return nil
+}
+
+// validFleetHost is the fleet's host-name rule (a NATS subject token).
+func validFleetHost(h string) bool {
+	if h == "" || len(h) > 64 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		c := h[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNATSURL accepts nats://, tls://, ws:// and wss:// URLs with a host.
+func checkNATSURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q: want a URL such as nats://aggregator:4222", s)
+	}
+	switch u.Scheme {
+	case "nats", "tls", "ws", "wss":
+		return nil
+	}
+	return fmt.Errorf("%q: want a nats://, tls://, ws:// or wss:// URL", s)
 }
 
 // IsLoopback reports whether host (a name or address) is loopback only.

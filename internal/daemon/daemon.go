@@ -22,10 +22,12 @@ import (
 
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/dbusapi"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/fleet"
 	"github.com/notifyd/notifyd/internal/config"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/metrics"
@@ -34,6 +36,8 @@ import (
 	"github.com/notifyd/notifyd/sources/block"
 	"github.com/notifyd/notifyd/sources/keys"
 	"github.com/notifyd/notifyd/sources/kmsg"
+	"github.com/notifyd/notifyd/sources/mount"
+	"github.com/notifyd/notifyd/sources/superblock"
 	"github.com/notifyd/notifyd/sources/uevent"
 	"github.com/notifyd/notifyd/sources/usb"
 	"github.com/notifyd/notifyd/subs"
@@ -48,8 +52,13 @@ type Options struct {
 	ConfigPath string // "" when running on embedded defaults; reloaded on SIGHUP
 	Logger     *slog.Logger
 	Level      *slog.LevelVar
-	// Stdout receives the start-up banner (dashboard URL with token).
+	// Stdout receives the start-up banner: the sources, the socket, the
+	// dashboard address and where the token file is.
 	Stdout io.Writer
+	// PrintToken puts the dashboard URL with the admin token
+	// (http://…/#token=…) in the banner, as notifyd did before browser
+	// sessions; by default the banner names the 0600 token file instead.
+	PrintToken bool
 	// Reload delivers SIGHUP.
 	Reload <-chan struct{}
 	// Ready, if set, is called once every listener is up (tests).
@@ -71,10 +80,12 @@ type Daemon struct {
 	events  *metrics.Events
 	web     *web.Server
 	dbus    *dbusapi.Service
+	fwd     *fleet.Forwarder // forwarding to a fleet aggregator; nil when off
 	mu      sync.Mutex
 	cfg     config.Config
 	sockets []string
 	url     string
+	dash    string // the dashboard's address, without the token
 }
 
 // Hub returns the daemon's hub (tests, benchmarks).
@@ -95,6 +106,9 @@ func (d *Daemon) Sources() []event.Health {
 	}
 	for _, f := range d.feeds {
 		hs = append(hs, f.Health())
+	}
+	if d.fwd != nil {
+		hs = append(hs, d.fwd.Health())
 	}
 	return hs
 }
@@ -141,14 +155,25 @@ func Run(ctx context.Context, o Options) (err error) {
 	var klog *kmsg.Reader
 	if cfg.Sources.Block || cfg.Sources.USB {
 		mon = uevent.New(uevent.Config{RcvBuf: int(cfg.Sources.UeventBuffer)})
+		d.feeds = append(d.feeds, mon)
+	}
+	if cfg.Sources.Block || cfg.Sources.USB || cfg.Sources.Superblock {
 		klog = kmsg.New(kmsg.Config{Replay: cfg.Sources.KmsgReplay})
-		d.feeds = append(d.feeds, mon, klog)
+		d.feeds = append(d.feeds, klog)
 	}
 	if cfg.Sources.Block {
 		d.srcs = append(d.srcs, block.New(block.Config{Uevents: mon, Kmsg: klog}))
 	}
 	if cfg.Sources.USB {
 		d.srcs = append(d.srcs, usb.New(usb.Config{Uevents: mon, Kmsg: klog}))
+	}
+	var mnt *mount.Source
+	if cfg.Sources.Mount {
+		mnt = mount.New(mount.Config{Interface: cfg.Sources.MountInterface})
+		d.srcs = append(d.srcs, mnt)
+	}
+	if cfg.Sources.Superblock {
+		d.srcs = append(d.srcs, superblock.New(superblock.Config{Kmsg: klog, Mounts: mnt}))
 	}
 
 	// Two groups of goroutines, stopped in order: the sources (and the
@@ -193,6 +218,12 @@ func Run(ctx context.Context, o Options) (err error) {
 	// The subscription core: every transport subscribes through it.
 	d.core = subs.New(d.coreConfig(ks))
 	defer d.core.Close()
+	if cfg.Forward.Enabled {
+		// Made before the transports, which report its health.
+		if err := d.newForwarder(); err != nil {
+			return err
+		}
+	}
 	lim := d.core.Limits()
 	log.Info("limits", "max_connections", lim.MaxConnections, "admin_reserve", lim.AdminReserve,
 		"per_user", lim.MaxConnectionsPerUser, "max_subscribers", lim.MaxSubscribers, "idle_timeout", lim.IdleTimeout)
@@ -201,7 +232,11 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 
-	// Transports.
+	// Transports. The D-Bus service is made first so that the status
+	// document can report it; it runs below, with the others.
+	if cfg.DBus.Bus != "off" {
+		d.dbus = dbusapi.New(dbusapi.Config{Core: d.core, Sources: d.Sources, Bus: cfg.DBus.Bus, OnState: dbusLogger(log)})
+	}
 	mounts := map[string]http.Handler{
 		"/":        dashboard.Handler(),
 		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Events: d.events, Limits: d.core.Stats}),
@@ -214,6 +249,7 @@ func Run(ctx context.Context, o Options) (err error) {
 		Mounts:         mounts,
 		TCPCred:        tcpCred,
 		Version:        o.Version,
+		DBus:           d.dbusStatus,
 	})
 	if err != nil {
 		return fmt.Errorf("create web server: %w", err)
@@ -242,19 +278,29 @@ func Run(ctx context.Context, o Options) (err error) {
 			if err != nil {
 				return fmt.Errorf("read token: %w", err)
 			}
-			d.url = fmt.Sprintf("http://%s/#token=%s", l.Addr(), tok)
+			d.dash = fmt.Sprintf("http://%s/", l.Addr())
+			d.url = d.dash + "#token=" + tok
 			wg.Add(1)
 			go func() { defer wg.Done(); d.web.ServeTCP(l) }()
 		}
 	}
 
-	if cfg.DBus.Bus != "off" {
-		d.dbus = dbusapi.New(dbusapi.Config{Core: d.core, Sources: d.Sources, Bus: cfg.DBus.Bus})
+	if d.dbus != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			if err := d.dbus.Run(runCtx); err != nil {
 				log.Warn("D-Bus service stopped", "err", err)
+			}
+		}()
+	}
+
+	if d.fwd != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := d.fwd.Run(runCtx); err != nil {
+				log.Error("fleet forwarding not running", "err", err)
 			}
 		}()
 	}
@@ -299,6 +345,48 @@ func Run(ctx context.Context, o Options) (err error) {
 			return nil
 		case <-o.Reload:
 			d.reload()
+		}
+	}
+}
+
+// dbusStatus is the D-Bus section of the status document (nil without
+// D-Bus).
+func (d *Daemon) dbusStatus() *api.DBusStatus {
+	if d.dbus == nil {
+		return nil
+	}
+	h := d.dbus.Health()
+	return &api.DBusStatus{
+		State: string(h.State), Bus: h.Bus, Name: h.Name, Owned: h.State == dbusapi.StateServing, Unique: h.Unique,
+		Error: h.Err, Since: h.Since, Connects: h.Connects, Subscriptions: h.Subscriptions,
+	}
+}
+
+// dbusLogger logs the D-Bus service's changes of state at INFO and above:
+// the name owned, the bus lost (its subscriptions ended with their
+// connections) and regained, and once per outage that the bus cannot be
+// reached. Its calls come one at a time from the service's Run.
+func dbusLogger(log *slog.Logger) func(dbusapi.Health) {
+	serving, waiting := false, false
+	return func(h dbusapi.Health) {
+		switch h.State {
+		case dbusapi.StateServing:
+			msg := "D-Bus: serving"
+			if h.Connects > 1 {
+				msg = "D-Bus: bus is back, serving again (clients subscribe again)"
+			}
+			log.Info(msg, "name", h.Name, "bus", h.Bus, "unique", h.Unique, "connects", h.Connects)
+			serving, waiting = true, false
+		case dbusapi.StateWaiting:
+			switch {
+			case serving:
+				log.Warn("D-Bus: lost the bus; its subscriptions ended; reconnecting", "bus", h.Bus, "err", h.Err)
+			case !waiting:
+				log.Info("D-Bus: bus not reachable or name not available; retrying in the background", "bus", h.Bus, "err", h.Err)
+			}
+			serving, waiting = false, true
+		default:
+			log.Debug("D-Bus: "+string(h.State), "bus", h.Bus)
 		}
 	}
 }
@@ -392,22 +480,11 @@ func tcpSubject(name string) (*lsm.Cred, error) {
 	if name == "" {
 		return nil, nil
 	}
-	u, err := user.Lookup(name)
+	c, err := lsm.LookupUserCred(name)
 	if err != nil {
-		if u, err = user.LookupId(name); err != nil {
-			return nil, fmt.Errorf("websocket.tcp_user %q: no such user", name)
-		}
+		return nil, fmt.Errorf("websocket.tcp_user %q: no such user", name)
 	}
-	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	c := &lsm.Cred{UID: uint32(uid), GID: uint32(gid), PidFD: -1, Label: "tcp-token"}
-	if gs, err := u.GroupIds(); err == nil {
-		for _, g := range gs {
-			if n, err := strconv.ParseUint(g, 10, 32); err == nil {
-				c.Groups = append(c.Groups, uint32(n))
-			}
-		}
-	}
+	c.Label = "tcp-token"
 	return c, nil
 }
 
@@ -444,10 +521,25 @@ func (d *Daemon) banner() {
 	if p := d.cfg.SocketPath(); p != "" {
 		fmt.Fprintf(w, "  socket   %s   (notifyctl monitor)\n", p)
 	}
-	if d.url != "" {
+	switch {
+	case d.url == "":
+	case d.opts.PrintToken:
 		fmt.Fprintf(w, "  dashboard %s\n", d.url)
+	default:
+		ctl := "notifyctl dashboard"
+		if p := d.cfg.SocketPath(); p != "" && p != defaultSocket {
+			ctl = "notifyctl --socket " + p + " dashboard"
+		}
+		if d.cfg.SocketPath() == "" {
+			ctl = "no unix socket: no browser sessions"
+		}
+		fmt.Fprintf(w, "  dashboard %s   (%s: signed in as you)\n", d.dash, ctl)
+		fmt.Fprintf(w, "  token    %s   (mode 0600: the admin token; --print-token prints the URL with it)\n", d.cfg.TokenPath())
 	}
 }
+
+// defaultSocket is notifyctl's default socket (ctl.DefaultSocket).
+const defaultSocket = "/run/notifyd/notifyd.sock"
 
 func loadPolicy(path string) (*lsm.Policy, error) {
 	if path == "" {
@@ -501,4 +593,43 @@ type feed interface {
 func CheckPolicy(path string) error {
 	_, err := loadPolicy(path)
 	return err
+}
+
+// newForwarder makes the forwarder to a fleet aggregator ([forward],
+// docs/fleet.md): run, it is a connection of the subscription core with
+// transport "fleet" as the configured principal, and it stops after the
+// hub closed, having sent what it held for up to two seconds.
+func (d *Daemon) newForwarder() error {
+	fc := d.cfg.Forward
+	opts, keyHost, err := fleet.Credentials{NkeyFile: fc.NkeyFile, CredsFile: fc.CredsFile, TLSCA: fc.TLSCA, TLSCert: fc.TLSCert, TLSKey: fc.TLSKey}.Options()
+	if err != nil {
+		return fmt.Errorf("forward: %w", err)
+	}
+	host := fc.Host
+	if host == "" {
+		host = keyHost
+	}
+	if host == "" {
+		if host, err = fleet.DefaultHost(); err != nil {
+			return fmt.Errorf("forward: %w (set forward.host)", err)
+		}
+	}
+	cred, err := fleet.UserCred(fc.User)
+	if err != nil {
+		return fmt.Errorf("forward.user: %w", err)
+	}
+	state := d.cfg.ForwardStateDir()
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("forward: create state directory: %w", err)
+	}
+	d.fwd, err = fleet.NewForwarder(fleet.ForwarderConfig{
+		Core: d.core, Cred: cred, Host: host, URLs: fc.URLs, Options: opts, Filter: fc.Filter, Outbox: fc.Outbox,
+		StateDir: state, AckTimeout: time.Duration(fc.AckTimeout), Heartbeat: time.Duration(fc.Heartbeat), Logger: d.log,
+	})
+	if err != nil {
+		return err
+	}
+	d.log.Info("forwarding to a fleet aggregator", "host", host, "urls", strings.Join(fc.URLs, ","), "user", fc.User,
+		"filter", fc.Filter, "resume", d.fwd.Resume().String())
+	return nil
 }

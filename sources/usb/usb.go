@@ -8,7 +8,10 @@
 // "reset … USB device number N using …" kernel-log line (a reset produces
 // no uevent at all), with the "new … USB device number" line supplying the
 // speed. When no uevents are available, the "new" and "USB disconnect"
-// lines stand in for add and remove.
+// lines stand in for add and remove. Failures (descriptor read errors,
+// address errors, over-current, a port the hub disabled, …) exist only as
+// kernel-log lines too: they become error events with the port, the
+// errno and a class (ParseError).
 package usb
 
 import (
@@ -143,7 +146,9 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 		})
 	}
 	if s.cfg.Kmsg != nil {
-		sub := s.cfg.Kmsg.Subscribe(func(r *kmsg.Record) bool { return strings.HasPrefix(r.Text, "usb ") })
+		sub := s.cfg.Kmsg.Subscribe(func(r *kmsg.Record) bool {
+			return strings.HasPrefix(r.Text, "usb ") || strings.HasPrefix(r.Text, "hub ")
+		})
 		defer sub.Close()
 		wg.Go(func() {
 			relay.Pump(ctx, sub, func(r *kmsg.Record) {
@@ -235,6 +240,27 @@ func (s *Source) FromUevent(u *uevent.Uevent) *event.Event {
 	}
 }
 
+// fromErrorLine maps a USB core failure line to an error event, or nil.
+// An error is not a change of presence: no StateKey.
+func (s *Source) fromErrorLine(r *kmsg.Record) *event.Event {
+	l, ok := ParseError(r.Text)
+	if !ok {
+		return nil
+	}
+	f := &event.USBFields{Name: l.Name, Busnum: busnum(l.Name), Error: l.Errno, Port: l.Port, Class: l.Class}
+	if d, err := sysfs.USBDevice(s.cfg.SysRoot, l.Name); err == nil {
+		f.VendorID, f.ProductID, f.Devnum = d.VendorID, d.Product, d.Devnum
+	}
+	props := map[string]string{"MESSAGE": r.Text, "KMSG_SEQ": strconv.FormatUint(r.Seq, 10), "ERROR_CLASS": l.Class}
+	if l.Port != 0 {
+		props["PORT"] = strconv.Itoa(int(l.Port))
+	}
+	return &event.Event{
+		Time: time.Now(), Source: event.SourceUSB, Subtype: event.USBError, Tag: event.NoTag, Origin: event.OriginKmsg,
+		USB: f, Props: props,
+	}
+}
+
 func sysfsSpeed(root, name string) string {
 	d, err := sysfs.USBDevice(root, name)
 	if err != nil {
@@ -258,16 +284,16 @@ func (s *Source) presenceFromLog() bool {
 }
 
 // FromKmsg maps a USB core log line to an event (without Raw): reset
-// lines always; new/disconnect lines only when uevents are unavailable
-// (otherwise a "new" line only records the device's speed). It returns
-// nil for other lines.
+// and failure lines always; new/disconnect lines only when uevents are
+// unavailable (otherwise a "new" line only records the device's speed).
+// It returns nil for other lines.
 func (s *Source) FromKmsg(r *kmsg.Record) *event.Event {
 	if !r.Kernel() {
 		return nil
 	}
 	l, ok := ParseLog(r.Text)
 	if !ok {
-		return nil
+		return s.fromErrorLine(r)
 	}
 	var sub string
 	switch l.Kind {

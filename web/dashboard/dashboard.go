@@ -2,16 +2,22 @@
 // HTML, CSS and JavaScript embedded in the binary, with no build step and
 // nothing fetched from anywhere but the daemon that serves it.
 //
-// The page is a client of the WebSocket protocol (docs/websocket.md): it
-// subscribes on api.PathWS, shows the live event table, the filter box
-// with the daemon's parse errors, per-source rates, loss counters, the
+// The page is a client of the WebSocket protocol 1.1 (docs/websocket.md):
+// on one connection to api.PathWS it keeps several panes, each a named
+// subscription with its own filter (changed in place with update), opens
+// each with the recent history and pages further back when a table is
+// scrolled to its end; it shows whose session it is, the filter box with
+// the daemon's parse errors, per-source rates, loss counters, the
 // sources' health and the subscribers from status messages, and resumes
-// from its last seq when it reconnects. docs/dashboard.md describes it.
+// every pane from its last seq when it reconnects. docs/dashboard.md
+// describes it.
 //
-// Handler serves only static files; authentication is the WebSocket
-// endpoint's business. The page takes the token from the URL fragment
-// (#token=…) or query once, keeps it in sessionStorage and removes it from
-// the address bar.
+// Handler serves only static files; authentication is the web server's
+// business. The page takes a one-time login code (#login=…, from
+// notifyctl dashboard) from the URL fragment and exchanges it for a
+// session cookie (api.PathSession), or takes the administrator's token
+// (#token=… or ?token=…) and keeps it in sessionStorage; either is removed
+// from the address bar at once.
 package dashboard
 
 import (

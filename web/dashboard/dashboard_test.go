@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -118,6 +119,11 @@ func TestProtocolPaths(t *testing.T) {
 		`"` + string(api.TypeSubscribe) + `"`, `"` + string(api.TypeHello) + `"`, `"` + string(api.TypeBatch) + `"`,
 		`"` + string(api.TypeLoss) + `"`, `"` + string(api.TypeError) + `"`, `"` + string(api.TypeBye) + `"`,
 		`"` + string(api.CodeBadFilter) + `"`, `searchParams.set("` + api.ParamToken + `"`,
+		// protocol 1.1 and browser sessions
+		`const PATH_SESSION = "` + api.PathSession + `"`, `const PATH_SESSION_LOGOUT = "` + api.PathSessionLogout + `"`,
+		`"` + string(api.TypeSubscribed) + `"`, `"` + string(api.TypeUpdate) + `"`, `"` + string(api.TypeUpdated) + `"`,
+		`"` + string(api.TypeUnsubscribe) + `"`, `"` + string(api.TypeUnsubscribed) + `"`, `"` + string(api.TypeHistory) + `"`,
+		`"` + api.AuthSession + `"`, `minor: ` + strconv.Itoa(api.ProtocolMinor),
 	} {
 		if !strings.Contains(js, want) {
 			t.Errorf("app.js lacks %s", want)

@@ -582,6 +582,9 @@ func TestIntegrationDashboard(t *testing.T) {
 	// recovered; the events published while it was away arrive.
 	p.do(chromedp.Navigate(base))
 	p.wait("connected", `document.getElementById("conn").dataset.state === "live"`, 10*time.Second)
+	// The page opens with the recent history (protocol 1.1 history).
+	p.wait("opened with history", `document.querySelector("#panes section").dataset.filled === "1" &&
+		document.querySelectorAll("#events tr.ev").length === 500`, 10*time.Second)
 	// The table is bounded (500 rows by default): 700 events leave the
 	// newest 500.
 	for i := range 700 {
@@ -627,7 +630,7 @@ func TestIntegrationDashboard(t *testing.T) {
 		t.Errorf("recovery note %q does not say recovered", got)
 	}
 	if n := eval[int](p, `document.querySelectorAll('#events tr.ev[data-device="marker"]').length`); n != 1 {
-		t.Errorf("marker event shown %d times after resume, want once", n)
+		t.Errorf("marker event shown %d times after resume, want once; the first rows: %s", n, eval[string](p, `[...document.querySelectorAll("#events tr")].slice(0,8).map(r => r.className+":"+r.dataset.seq+":"+r.dataset.device).join(" ")`))
 	}
 	p.shot("recovered")
 

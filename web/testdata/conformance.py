@@ -222,8 +222,17 @@ async def main():
     # (or covered by a loss).
     new = [g for g in generations if g[0] == "a"][0][1]
     if new.seqs:
-        await c.send({"type": "history", "id": "chk", "filter": new.filter, "since": "%s:%d" % (epoch, upos), "limit": 10000})
-        hist = await history(c, "chk")
+        # Page forwards (since the last event of a page, while more is
+        # true): under load a receives more than one page holds.
+        hist, since = [], upos
+        while True:
+            await c.send({"type": "history", "id": "chk", "filter": new.filter, "since": "%s:%d" % (epoch, since), "limit": 10000})
+            frames = await history_frames(c, "chk")
+            page = [ev["seq"] for f in frames for ev in f["events"] if ev["type"] == "event"]
+            hist += page
+            if not frames[-1]["more"] or not page or page[-1] >= new.seqs[-1]:
+                break
+            since = page[-1]
         want = [s for s in hist if s <= new.seqs[-1] and not any(a <= s <= b for a, b in new.losses)]
         check(want == new.seqs, "after the update, a received %d events, history has %d in the same range (first differing: %s)" %
               (len(new.seqs), len(want), next((x for x in zip(want, new.seqs) if x[0] != x[1]), None)))

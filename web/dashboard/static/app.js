@@ -1,29 +1,45 @@
-// notifyd dashboard: a client of the WebSocket protocol (docs/websocket.md).
-// Plain JavaScript, no build step, nothing fetched from anywhere but the
-// daemon that served this page.
+// notifyd dashboard: a client of the WebSocket protocol 1.1
+// (docs/websocket.md). Plain JavaScript, no build step, nothing fetched
+// from anywhere but the daemon that served this page.
+//
+// One connection carries every pane: each pane is one named subscription
+// (subscribe/update/unsubscribe), opens with the recent history (history
+// before the subscription's start) and pages further back (history
+// before the oldest row) when its table is scrolled to the end.
 "use strict";
 
-// ---- Authentication: take the token from the URL once, keep it in
-// sessionStorage, and remove it from the address bar before anything else.
+// ---- Authentication. Two ways in:
+//  * a browser session: `notifyctl dashboard` opens this page with a
+//    one-time login code in the fragment (#login=…); the page POSTs it to
+//    the daemon, which sets an HttpOnly session cookie bound to that
+//    user; every request then carries the cookie by itself;
+//  * the administrator's token (#token=… or ?token=…, or the form), kept
+//    in sessionStorage and sent as ?token= / Authorization: Bearer.
+// Both are taken from the URL at once and removed from the address bar.
 const TOKEN_KEY = "notifyd.token";
-function takeToken() {
+function takeSecrets() {
   const hash = new URLSearchParams(location.hash.replace(/^#/, ""));
   const query = new URLSearchParams(location.search);
-  let tok = null;
+  let tok = null, code = null;
   if (hash.has("token")) { tok = hash.get("token"); hash.delete("token"); }
   if (query.has("token")) { tok = tok ?? query.get("token"); query.delete("token"); }
-  if (tok !== null) {
-    try { sessionStorage.setItem(TOKEN_KEY, tok); } catch (_) { /* storage off: keep it in memory */ }
+  if (hash.has("login")) { code = hash.get("login"); hash.delete("login"); }
+  if (tok !== null || code !== null) {
     const q = query.toString(), h = hash.toString();
     history.replaceState(history.state, "", location.pathname + (q ? "?" + q : "") + (h ? "#" + h : ""));
   }
+  if (tok !== null) {
+    try { sessionStorage.setItem(TOKEN_KEY, tok); } catch (_) { /* storage off: keep it in memory */ }
+  }
   let stored = null;
   try { stored = sessionStorage.getItem(TOKEN_KEY); } catch (_) { /* ignore */ }
-  return stored ?? tok;
+  return { token: stored ?? tok, code };
 }
-let token = takeToken();
+const secrets = takeSecrets();
+let token = secrets.token;
 
-// ---- Settings from the page URL (never the token): ?filter=…&queue=…&policy=…&rows=…&snapshot=1
+// ---- Settings from the page URL (never a secret):
+// ?filter=…&pane=…&pane=…&queue=…&policy=…&rows=…&snapshot=1
 const params = new URLSearchParams(location.search);
 const settings = {
   queue: Math.max(0, parseInt(params.get("queue") ?? "0", 10) || 0),
@@ -31,15 +47,19 @@ const settings = {
   snapshot: ["1", "true"].includes(params.get("snapshot") ?? ""),
 };
 
-// Protocol paths (api.PathWS, api.PathStatus), absolute on this origin.
+// Protocol paths (api.PathWS, api.PathStatus, api.PathSession,
+// api.PathSessionLogout), absolute on this origin.
 const PATH_WS = "/v1/ws";
 const PATH_STATUS = "/v1/status";
+const PATH_SESSION = "/v1/session";
+const PATH_SESSION_LOGOUT = "/v1/session/logout";
 const STATUS_EVERY_MS = 2000; // status request period
 const STATUS_BUSY_MS = 500;    // at most this often while events arrive
 const RECONNECT_MIN_MS = 250;
 const RECONNECT_MAX_MS = 5000;
-const RATE_KEEP_S = 900; // longest plot window
-
+const RATE_KEEP_S = 900;       // longest plot window
+const OPEN_HISTORY = 5000;     // events a pane asks for when it opens (rates; the table keeps `rows`)
+const PAGE_ROWS = 200;         // events one scroll-back page asks for
 const $ = (id) => document.getElementById(id);
 const el = (tag, attrs = {}, ...kids) => {
   const e = document.createElement(tag);
@@ -60,25 +80,23 @@ const fmtInt = (n) => (n === null || n === undefined) ? "–" : Number(n).toLoca
 // ---- State
 const state = {
   conn: null,        // the live connection
-  pending: null,     // a connection opened to try a new filter
-  epoch: "",         // hello.epoch
-  lastSeq: 0,        // last seq handed to us (events, loss ranges, bye position)
-  countedSeq: 0,     // highest seq counted in rates/losses (replays are not counted twice)
-  filter: params.get("filter") ?? "",
-  subscription: 0,   // hello.subscription: our id in the subscriber list
-  attempts: 0,       // reconnect attempts since the last hello
+  epoch: "",         // the session hello's epoch
+  session: null,     // the session hello: uid, user, auth, limits
+  sessionInfo: null, // GET /v1/session: the browser session's expiry
+  panes: [],         // in display order
+  nextPane: 1,
+  reqs: new Map(),   // id → pending history answer {pane, kind, events}
+  nextReq: 1,
+  attempts: 0,       // reconnect attempts since the last session hello
   everLive: false,
+  signedOut: false,
   retryTimer: 0,
   paused: false,
-  pausedBuf: [],
-  pausedDropped: 0,
-  incoming: [],
-  flushTimer: 0,
   maxRows: parseInt(params.get("rows") ?? "500", 10) || 500,
-  rowCount: 0,
-  historyLow: 0,
   losses: new Map(), // origin → {reports, records, unknown, sources:Set, reason}
   rates: new Map(),  // source → Map(second → count)
+  counted: new Map(),// seq → second: hub events counted once, whichever pane brought them
+  resume: null,      // after a reconnect: {waiting:Set, recovered, since}
   statusTimer: 0,
   statusAt: 0,       // when status was last requested
   drawTimer: 0,
@@ -109,36 +127,28 @@ function wsURL() {
   return u.toString();
 }
 
-// open starts a connection and sends subscribe; role is "live" (the
-// stream the page shows) or "try" (a new filter being checked while the
-// old stream keeps running).
-function open(role, filter, since, why) {
+function send(c, msg) {
+  if (!c || c.ws.readyState !== WebSocket.OPEN) return false;
+  c.ws.send(JSON.stringify(msg));
+  return true;
+}
+
+// connect opens the one connection and speaks protocol 1.1: a hello
+// first, then one subscribe per pane once the session hello is in.
+function connect(why) {
+  clearTimeout(state.retryTimer);
+  if (why === "reconnect") setConn("reconnecting", `Reconnecting (attempt ${state.attempts})…`);
+  else setConn("connecting", "Connecting…");
   const ws = new WebSocket(wsURL());
-  const c = { ws, role, filter, since, why, opened: false, helloed: false, closedByUs: false, statusID: 0 };
-  ws.onopen = () => {
-    c.opened = true;
-    const sub = { type: "subscribe", id: "sub", filter };
-    if (since) sub.since = since;
-    if (settings.queue) sub.queue = settings.queue;
-    if (settings.policy) sub.policy = settings.policy;
-    if (settings.snapshot && !since) sub.snapshot = true;
-    ws.send(JSON.stringify(sub));
-  };
+  const c = { ws, why, helloed: false, closedByUs: false, statusID: 0, prevEpoch: state.epoch };
+  ws.onopen = () => send(c, { type: "hello", protocol: 1, minor: 1, id: "h" });
   ws.onmessage = (m) => {
     let msg;
     try { msg = JSON.parse(m.data); } catch (e) { return; }
     onMessage(c, msg);
   };
   ws.onclose = (e) => onClose(c, e);
-  return c;
-}
-
-function connect(why) {
-  clearTimeout(state.retryTimer);
-  const since = state.epoch ? `${state.epoch}:${state.lastSeq}` : "";
-  if (why === "reconnect") setConn("reconnecting", `Reconnecting (attempt ${state.attempts})…`);
-  else setConn("connecting", "Connecting…");
-  state.conn = open("live", state.filter, since, why);
+  state.conn = c;
 }
 
 function scheduleReconnect(fast) {
@@ -148,22 +158,23 @@ function scheduleReconnect(fast) {
     : Math.min(RECONNECT_MAX_MS, RECONNECT_MIN_MS * 2 ** Math.min(state.attempts - 1, 5)) * (0.8 + Math.random() * 0.4);
   setConn("reconnecting", `Disconnected; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${state.attempts})`);
   state.retryTimer = setTimeout(async () => {
-    // A WebSocket upgrade refused for a bad token looks like any other
-    // failure to the browser; ask the status endpoint why.
+    // A WebSocket upgrade refused (no session, a wrong token) looks like
+    // any other failure to the browser; ask the status endpoint why.
     if (state.attempts >= 2 && await checkAuth() === false) return;
     connect("reconnect");
   }, delay);
 }
 
-// checkAuth reports false (and shows the token form) when the daemon
-// refuses our token; true or null (unknown: daemon down) otherwise.
+// checkAuth reports false (and shows the sign-in form) when the daemon
+// refuses our token or session; true or null (unknown: daemon down)
+// otherwise.
 async function checkAuth() {
   try {
-    const r = await fetch(PATH_STATUS, { headers: token ? { Authorization: "Bearer " + token } : {}, cache: "no-store" });
+    const r = await fetch(PATH_STATUS, { headers: token ? { Authorization: "Bearer " + token } : {}, cache: "no-store", credentials: "same-origin" });
     if (r.status === 401 || r.status === 403) {
       let body = {};
       try { body = await r.json(); } catch (_) { /* not JSON */ }
-      showAuth(r.status === 401 ? (token ? "The daemon refused this token." : "") : (body.message || "Forbidden."));
+      showAuth(r.status === 401 ? (token ? "The daemon refused this token." : (body.message || "")) : (body.message || "Forbidden."));
       return false;
     }
     if (r.ok) { try { renderStatus(await r.json()); } catch (_) { /* ignore */ } }
@@ -175,37 +186,86 @@ async function checkAuth() {
 
 function showAuth(msg) {
   clearTimeout(state.retryTimer);
-  setConn("unauthorized", "Not connected: token needed");
+  setConn("unauthorized", state.signedOut ? "Signed out" : "Not connected: not signed in");
   $("auth").hidden = false;
   $("auth-error").textContent = msg;
   $("auth-token").focus();
+  showWho(null);
+}
+
+// exchange trades the one-time login code for the session cookie: a
+// same-origin POST (the daemon refuses it from anywhere else).
+async function exchange(code) {
+  setConn("connecting", "Signing in…");
+  try {
+    const r = await fetch(PATH_SESSION, {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ code }),
+      credentials: "same-origin", cache: "no-store",
+    });
+    let body = {};
+    try { body = await r.json(); } catch (_) { /* not JSON */ }
+    if (!r.ok) {
+      showAuth(`This login link did not work: ${body.message || r.status}`);
+      return false;
+    }
+    // The session replaces any token this tab held.
+    token = null;
+    try { sessionStorage.removeItem(TOKEN_KEY); } catch (_) { /* ignore */ }
+    state.sessionInfo = body;
+    return true;
+  } catch (e) {
+    showAuth(`Could not reach the daemon to sign in: ${e.message || e}`);
+    return false;
+  }
+}
+
+async function signOut() {
+  try {
+    await fetch(PATH_SESSION_LOGOUT, { method: "POST", credentials: "same-origin", cache: "no-store" });
+  } catch (_) { /* the daemon is gone: nothing to end */ }
+  state.signedOut = true;
+  const c = state.conn;
+  if (c) { c.closedByUs = true; c.ws.close(1000, "signed out"); }
+  state.conn = null;
+  clearInterval(state.statusTimer);
+  showAuth("Signed out. Run notifyctl dashboard to sign in again.");
+  announce("Signed out.");
 }
 
 function onClose(c, e) {
-  if (c.role === "try") {
-    if (state.pending === c) state.pending = null;
-    if (!c.helloed && !c.errored && !c.closedByUs) {
-      showActiveFilter();
-      showFilterError(c.filter, { message: `connection closed before the daemon answered (code ${e.code}${e.reason ? ": " + e.reason : ""})` });
-    }
-    return;
-  }
-  if (state.conn !== c) return; // replaced by a filter change
+  if (state.conn !== c) return;
   state.conn = null;
   clearInterval(state.statusTimer);
-  if (c.closedByUs) return;
-  if (c.fatal) return;
+  for (const p of state.panes) {
+    p.subscribed = p.subscribing = false;
+    if (p.queuedFilter !== null) {
+      // A filter that was waiting for the subscribe: the next connection
+      // subscribes with it, afresh.
+      p.filter = p.queuedFilter;
+      p.queuedFilter = null;
+      p.everSubscribed = false;
+      clearPane(p);
+      showActiveFilter(p);
+    }
+  }
+  state.reqs.clear();
+  if (c.closedByUs || state.signedOut) return;
   const fast = c.bye === "shutdown" || c.bye === "closed";
   if (c.helloed) announce("Connection to notifyd lost; reconnecting.");
   scheduleReconnect(fast);
 }
 
 function onMessage(c, m) {
+  if (state.conn !== c) return;
   switch (m.type) {
-    case "hello": return onHello(c, m);
-    case "event": case "loss": case "snapshot": return onItems(c, [m]);
-    case "batch": return onItems(c, m.events || []);
+    case "hello": return onSession(c, m);
+    case "subscribed": return onSubscribed(c, m);
+    case "batch": return onItems(c, paneOf(m.sub), m.events || []);
+    case "event": case "loss": case "snapshot": return onItems(c, state.panes[0], [m]);
     case "snapshot-end": return;
+    case "updated": return onUpdated(c, m);
+    case "unsubscribed": return onUnsubscribed(c, m);
+    case "history": return onHistory(c, m);
     case "status": return renderStatus(m);
     case "error": return onError(c, m);
     case "bye": return onBye(c, m);
@@ -213,169 +273,435 @@ function onMessage(c, m) {
   }
 }
 
-function onHello(c, h) {
+// onSession: the answer to our hello says whose session this is; then
+// every pane subscribes (resuming after its last seq on a reconnect).
+function onSession(c, h) {
   c.helloed = true;
-  if (c.role === "try") {
-    // The daemon accepted the new filter: it becomes the live stream.
-    const old = state.conn;
-    if (old) { old.closedByUs = true; old.ws.close(1000, "filter changed"); }
-    c.role = "live";
-    state.pending = null;
-    state.conn = c;
-    state.filter = c.filter;
-    clearTable();
-    clearFilterError();
-    showActiveFilter();
-  }
-  const epochChanged = state.epoch && state.epoch !== h.epoch;
+  const prev = c.prevEpoch;
+  const epochChanged = prev && prev !== h.epoch;
   state.epoch = h.epoch;
-  if (!h.resumed || epochChanged) state.lastSeq = Math.max(h.resumed ? 0 : state.lastSeq, h.seq);
-  if (epochChanged) state.countedSeq = 0;
-  state.subscription = h.subscription;
+  state.session = h;
+  if (epochChanged) state.counted.clear();
   state.attempts = 0;
   state.everLive = true;
   $("auth").hidden = true;
-  setConn("live", `Live · epoch ${h.epoch} · protocol ${h.protocol}`);
+  setConn("live", `Live · epoch ${h.epoch} · protocol ${h.protocol}.${h.minor}`);
   $("hub-epoch").textContent = h.epoch;
-  if (c.why === "reconnect") {
-    const r = $("recovery");
-    r.hidden = false;
-    if (h.recovered) {
-      r.dataset.recovered = "true";
-      r.textContent = `Reconnected · recovered: no events missed (resumed after seq ${c.since.split(":")[1]})`;
-      announce("Reconnected to notifyd and recovered: no events missed.");
-    } else {
-      r.dataset.recovered = "false";
-      r.textContent = epochChanged
-        ? "Reconnected · not recovered: the daemon restarted with a new epoch (see Losses)"
-        : "Reconnected · not recovered: some events are gone (see Losses)";
-      announce("Reconnected to notifyd, but some events were lost.");
-    }
-  }
-  showActiveFilter();
+  showWho(h);
+  if (h.auth === "session" && !state.sessionInfo) fetchSessionInfo();
+  state.resume = c.why === "reconnect" ? { waiting: new Set(), recovered: true, epochChanged, since: 0 } : null;
+  for (const p of state.panes) subscribePane(c, p, prev);
   requestStatus(c);
   clearInterval(state.statusTimer);
   state.statusTimer = setInterval(() => requestStatus(state.conn), STATUS_EVERY_MS);
 }
 
+async function fetchSessionInfo() {
+  try {
+    const r = await fetch(PATH_SESSION, { credentials: "same-origin", cache: "no-store" });
+    if (r.ok) { state.sessionInfo = await r.json(); showWho(state.session); }
+  } catch (_) { /* ignore */ }
+}
+
+// showWho says whose session this is (the session hello's uid and user).
+function showWho(h) {
+  const w = $("whoami");
+  if (!h) { w.hidden = true; $("signout").hidden = true; return; }
+  const who = `${h.user || "uid " + h.uid} (uid ${h.uid})`;
+  let text;
+  switch (h.auth) {
+    case "session": {
+      text = `Signed in as ${who}`;
+      const exp = state.sessionInfo && state.sessionInfo.expires ? new Date(state.sessionInfo.expires) : null;
+      if (exp && !isNaN(exp)) text += ` · until ${exp.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" })}`;
+      break;
+    }
+    case "token": text = `Admin token · events as ${who}`; break;
+    default: text = `Events as ${who}`;
+  }
+  $("whoami-text").textContent = text;
+  w.dataset.auth = h.auth || "";
+  w.dataset.uid = String(h.uid ?? "");
+  w.dataset.user = h.user || "";
+  w.hidden = false;
+  $("signout").hidden = h.auth !== "session";
+}
+
 function requestStatus(c) {
-  if (!c || c.ws.readyState !== WebSocket.OPEN) return;
+  if (!c || !c.helloed || c.ws.readyState !== WebSocket.OPEN) return;
   c.statusID++;
   state.statusAt = Date.now();
-  c.ws.send(JSON.stringify({ type: "status", id: "status-" + c.statusID }));
+  send(c, { type: "status", id: "status-" + c.statusID });
+}
+
+function onBye(c, b) {
+  c.bye = b.reason;
+  setConn("reconnecting", `Daemon said bye (${b.reason}): ${b.message || ""}`);
+}
+
+// ---- Panes. Each pane is one named subscription ("p1", "p2", …) on the
+// connection, with its own filter and table. The first pane keeps the
+// element ids of the one-table page (events, filter, …); pane N adds -N.
+function paneOf(sub) { return state.panes.find((p) => p.sub === sub) || null; }
+
+function addPane(filter, focus) {
+  const n = state.nextPane++;
+  const sfx = state.panes.length === 0 ? "" : `-${n}`;
+  const frag = $("pane-tpl").content.cloneNode(true);
+  const section = frag.querySelector("section");
+  const p = {
+    n, sub: `p${n}`, filter, pendingFilter: null, section, els: {},
+    subscribed: false, subscribing: false, queuedFilter: null, everSubscribed: false, subscription: 0, lastSeq: 0,
+    rowCount: 0, extra: 0, incoming: [], pausedBuf: [], pausedDropped: 0, flushTimer: 0,
+    paging: false, more: true, fills: 0,
+  };
+  for (const e of section.querySelectorAll("[data-id]")) { p.els[e.dataset.id] = e; e.id = e.dataset.id + sfx; }
+  for (const e of section.querySelectorAll("[data-for]")) e.htmlFor = e.dataset.for + sfx;
+  for (const e of section.querySelectorAll("[data-describedby]")) e.setAttribute("aria-describedby", e.dataset.describedby.split(" ").map((x) => x + sfx).join(" "));
+  section.dataset.pane = String(n);
+  section.dataset.sub = p.sub;
+  section.setAttribute("aria-labelledby", p.els["pane-title"].id);
+  p.els["pane-title"].textContent = `Pane ${n}`;
+  p.els["events-wrap"].setAttribute("aria-label", `Events of pane ${n}`);
+  p.els["pane-remove"].hidden = state.panes.length === 0; // the first pane stays
+  p.els["filter"].value = filter;
+  p.els["filter-form"].addEventListener("submit", (e) => { e.preventDefault(); applyFilter(p, p.els["filter"].value); });
+  p.els["filter-reset"].addEventListener("click", () => { p.els["filter"].value = ""; applyFilter(p, ""); });
+  p.els["filter"].addEventListener("input", () => { if (p.els["filter"].getAttribute("aria-invalid")) p.els["filter"].removeAttribute("aria-invalid"); });
+  p.els["pane-remove"].addEventListener("click", () => removePane(p));
+  p.els["older"].addEventListener("click", () => loadOlder(p));
+  p.els["events-wrap"].addEventListener("scroll", () => {
+    const w = p.els["events-wrap"];
+    if (w.scrollTop > 0 && w.scrollTop + w.clientHeight >= w.scrollHeight - 40) loadOlder(p);
+  }, { passive: true });
+  state.panes.push(p);
+  $("panes").append(section);
+  showActiveFilter(p);
+  if (state.conn && state.conn.helloed) subscribePane(state.conn, p, state.epoch);
+  if (focus) p.els["filter"].focus();
+  return p;
+}
+
+function removePane(p) {
+  if (state.panes.length <= 1 || !state.panes.includes(p)) return;
+  send(state.conn, { type: "unsubscribe", sub: p.sub, id: `unsub-${p.n}` });
+  clearTimeout(p.flushTimer);
+  state.panes.splice(state.panes.indexOf(p), 1);
+  for (const [id, r] of state.reqs) if (r.pane === p) state.reqs.delete(id);
+  p.section.remove();
+  updatePauseNote();
+  announce(`Pane ${p.n} removed.`);
+  $("add-pane").focus();
+}
+
+// subscribePane subscribes p on c: after a reconnect it resumes after the
+// pane's last seq (of epoch prev); otherwise it starts live and the
+// recent history fills the table (onSubscribed).
+function subscribePane(c, p, prev) {
+  const m = { type: "subscribe", sub: p.sub, id: `sub-${p.n}`, filter: p.filter };
+  if (p.everSubscribed && prev) {
+    m.since = `${prev}:${p.lastSeq}`;
+    if (state.resume) state.resume.waiting.add(p.sub);
+  } else if (settings.snapshot) {
+    m.snapshot = true;
+  }
+  if (settings.queue) m.queue = settings.queue;
+  if (settings.policy) m.policy = settings.policy;
+  p.resuming = !!m.since;
+  p.subscribing = send(c, m);
+}
+
+function onSubscribed(c, h) {
+  const p = paneOf(h.sub);
+  if (!p) return;
+  p.subscribed = true;
+  p.subscribing = false;
+  p.subscription = h.subscription;
+  if (p.queuedFilter !== null) {
+    // A filter applied while the subscribe was on its way: now an update.
+    const text = p.queuedFilter;
+    p.queuedFilter = null;
+    p.everSubscribed = true;
+    p.lastSeq = h.resumed ? p.lastSeq : h.seq;
+    p.pendingFilter = text;
+    send(c, { type: "update", sub: p.sub, id: `upd-${p.n}-${state.nextReq++}`, filter: text });
+    return;
+  }
+  if (h.id === `sub-${p.n}` && p.pendingFilter !== null) {
+    // A filter applied while the pane was not subscribed took effect.
+    p.filter = p.pendingFilter;
+    p.pendingFilter = null;
+    clearFilterError(p);
+  }
+  showActiveFilter(p);
+  if (p.resuming && h.resumed) {
+    const r = state.resume;
+    if (r && r.waiting.delete(p.sub)) {
+      r.recovered = r.recovered && h.recovered;
+      r.since = r.since || p.lastSeq;
+      if (r.waiting.size === 0) showRecovery(r);
+    }
+    p.everSubscribed = true;
+    return;
+  }
+  p.everSubscribed = true;
+  p.lastSeq = h.seq;
+  // Open with the recent past: the newest events up to where the live
+  // stream starts, so nothing is shown twice and nothing is missing.
+  fill(c, p, h.seq);
+}
+
+// fill asks for the newest events of p's filter up to seq (inclusive):
+// they go below whatever the live stream has added since.
+function fill(c, p, seq) {
+  const id = `fill-${p.n}-${state.nextReq++}`;
+  const limit = Math.min(Math.max(state.maxRows, OPEN_HISTORY), (state.session && state.session.limits.history_page) || OPEN_HISTORY);
+  state.reqs.set(id, { pane: p, kind: "fill", events: [] });
+  p.more = true;
+  send(c, { type: "history", id, filter: p.filter, before: seq + 1, limit });
+}
+
+// loadOlder pages back: the events before the oldest row of p's table.
+function loadOlder(p) {
+  const c = state.conn;
+  if (!c || !c.helloed || p.paging || !p.subscribed) return;
+  if (!p.more) { p.els["older-note"].textContent = "No older events in the daemon's history."; return; }
+  let before = p.lastSeq + 1;
+  const rows = p.els["events"].querySelectorAll("tr.ev");
+  for (let i = rows.length - 1; i >= 0; i--) {
+    const s = Number(rows[i].dataset.seq);
+    if (s > 0) { before = s; break; }
+  }
+  if (before <= 1) { p.more = false; p.els["older-note"].textContent = "No older events in the daemon's history."; return; }
+  const id = `page-${p.n}-${state.nextReq++}`;
+  state.reqs.set(id, { pane: p, kind: "page", events: [] });
+  p.paging = true;
+  p.els["older"].disabled = true;
+  p.els["older-note"].textContent = "Loading older events…";
+  send(c, { type: "history", id, filter: p.filter, before, limit: PAGE_ROWS });
+}
+
+function onHistory(c, m) {
+  const r = state.reqs.get(m.id);
+  if (!r) return;
+  r.events.push(...(m.events || []));
+  if (!m.done) return;
+  state.reqs.delete(m.id);
+  const p = r.pane;
+  if (!state.panes.includes(p)) return;
+  const evs = r.events; // oldest first
+  for (const ev of evs) count(ev);
+  scheduleDraw();
+  if (r.kind === "fill") {
+    const room = Math.max(0, state.maxRows - p.rowCount);
+    appendRows(p, room > 0 ? evs.slice(-room) : [], true);
+    // Older events remain when the limit cut the answer or the table
+    // had no room for all of it.
+    p.more = m.more || room < evs.length;
+    p.els["older"].disabled = !p.more;
+    p.fills++;
+    p.section.dataset.filled = String(p.fills);
+    return;
+  }
+  p.paging = false;
+  p.more = m.more;
+  p.els["older"].disabled = !p.more;
+  p.extra += evs.length;
+  appendRows(p, evs, true);
+  p.els["older-note"].textContent = evs.length
+    ? `${plural(evs.length, "older event")} loaded${m.more ? "" : "; that is all the daemon's history holds"}.`
+    : "No older events in the daemon's history.";
+  if (!m.more) p.more = false;
+}
+
+function onUpdated(c, m) {
+  const p = paneOf(m.sub);
+  if (!p) return;
+  if (p.pendingFilter !== null) p.filter = p.pendingFilter;
+  p.pendingFilter = null;
+  if (m.subscription) p.subscription = m.subscription;
+  clearFilterError(p);
+  // The table shows the new filter from now on: refilled from history
+  // up to the position where the new filter took over; live events
+  // after it arrive above.
+  clearPane(p);
+  showActiveFilter(p);
+  const seq = Number(String(m.position).split(":")[1]) || p.lastSeq;
+  fill(c, p, seq);
+}
+
+function onUnsubscribed(c, m) {
+  const p = paneOf(m.sub);
+  if (!p) return;
+  p.subscribed = false;
+  if (m.reason === "unsubscribed" || m.reason === "shutdown") return;
+  // The daemon ended it (slow with the disconnect policy, closed): say
+  // so and resume after what we have.
+  p.els["filter-active"].textContent = `Subscription ended by the daemon (${m.reason}${m.message ? ": " + m.message : ""}); resuming…`;
+  setTimeout(() => { if (state.conn === c && state.panes.includes(p) && !p.subscribed) subscribePane(c, p, state.epoch); }, RECONNECT_MIN_MS);
 }
 
 function onError(c, m) {
-  if (m.code === "bad-filter" || (m.id === "sub" && !c.helloed)) {
-    if (c.role === "try") {
-      c.errored = true;
-      showActiveFilter(); // the running subscription keeps its filter
-      showFilterError(c.filter, m);
-      c.closedByUs = true;
-      c.ws.close(1000, "filter rejected");
-      if (state.pending === c) state.pending = null;
-      return;
+  const p = m.sub ? paneOf(m.sub) : null;
+  if (p && (m.code === "bad-filter" || (m.id && (m.id.startsWith("upd-") || m.id.startsWith("sub-"))))) {
+    // A filter the daemon refused: shown in place; a subscribed pane
+    // keeps its old filter.
+    const text = p.pendingFilter ?? p.filter;
+    p.pendingFilter = null;
+    if (m.id && m.id.startsWith("sub-")) {
+      p.subscribing = false;
+      if (p.queuedFilter !== null) {
+        // The filter it was opened with was refused, but another one is
+        // waiting: subscribe with that.
+        p.filter = p.pendingFilter = p.queuedFilter;
+        p.queuedFilter = null;
+        subscribePane(c, p, state.epoch);
+        return;
+      }
     }
-    if (!c.helloed) {
-      // The page's initial filter (or a reconnect's) was refused: show it
-      // and stay unsubscribed until the user fixes it.
-      c.fatal = true;
-      showFilterError(c.filter, m);
-      setConn("offline", "Not subscribed: the daemon refused the request");
-      c.closedByUs = true;
-      c.ws.close(1000, "request rejected");
-      return;
-    }
+    showActiveFilter(p);
+    showFilterError(p, text, m);
+    if (m.id && m.id.startsWith("sub-")) p.els["filter-active"].textContent = "Not subscribed: the daemon refused this pane's filter.";
+    return;
   }
   if (m.id && m.id.startsWith("status-")) {
     $("subs-note").textContent = `Status not available: ${m.message}`;
+    return;
+  }
+  const r = m.id ? state.reqs.get(m.id) : null;
+  if (r) {
+    state.reqs.delete(m.id);
+    r.pane.paging = false;
+    r.pane.els["older"].disabled = false;
+    r.pane.els["older-note"].textContent = `History not available: ${m.message}`;
     return;
   }
   announce(`notifyd error: ${m.message}`);
   $("subs-note").textContent = `Daemon error (${m.code}): ${m.message}`;
 }
 
-function onBye(c, b) {
-  c.bye = b.reason;
-  if (b.position) {
-    const [ep, sq] = b.position.split(":");
-    if (ep === state.epoch) state.lastSeq = Math.max(state.lastSeq, Number(sq));
+function showRecovery(r) {
+  const el = $("recovery");
+  el.hidden = false;
+  if (r.recovered) {
+    el.dataset.recovered = "true";
+    el.textContent = `Reconnected · recovered: no events missed (resumed after seq ${r.since})`;
+    announce("Reconnected to notifyd and recovered: no events missed.");
+  } else {
+    el.dataset.recovered = "false";
+    el.textContent = r.epochChanged
+      ? "Reconnected · not recovered: the daemon restarted with a new epoch (see Losses)"
+      : "Reconnected · not recovered: some events are gone (see Losses)";
+    announce("Reconnected to notifyd, but some events were lost.");
   }
-  if (c.role === "live") setConn("reconnecting", `Daemon said bye (${b.reason}): ${b.message || ""}`);
 }
 
 // ---- Events
-function onItems(c, items) {
-  if (c.role !== "live" || state.conn !== c) return;
-  for (const ev of items) {
-    if (ev.seq > state.lastSeq && ev.type !== "snapshot") state.lastSeq = ev.seq;
-    if (ev.loss && ev.loss.to_seq > state.lastSeq) state.lastSeq = ev.loss.to_seq;
-    const fresh = ev.type !== "snapshot" && (ev.seq === 0 || ev.seq > state.countedSeq);
-    if (fresh) {
-      if (ev.seq > state.countedSeq) state.countedSeq = ev.seq;
-      if (ev.type === "loss") countLoss(ev);
-      else countRate(ev);
-    }
-    state.incoming.push(ev);
+// count puts an event in the rates and a loss in the Losses panel, once:
+// hub events by seq, whichever pane (live or history) brought them;
+// a subscriber's own loss (seq 0) per pane.
+function count(ev) {
+  if (ev.type === "snapshot") return;
+  if (ev.seq > 0) {
+    if (state.counted.has(ev.seq)) return;
+    const t = Date.parse(ev.time);
+    state.counted.set(ev.seq, Math.floor((isNaN(t) ? Date.now() : t) / 1000));
   }
-  if (state.incoming.length > state.maxRows) state.incoming.splice(0, state.incoming.length - state.maxRows);
-  if (!state.flushTimer) state.flushTimer = setTimeout(flush, 16);
-  // Redraw the rates soon rather than at the next tick.
-  if (!state.drawTimer) state.drawTimer = setTimeout(() => { state.drawTimer = 0; drawRates(); }, 200);
-  // Keep the counters beside the table fresh while events flow.
-  if (Date.now() - state.statusAt > STATUS_BUSY_MS) requestStatus(c);
-  $("hub-seq").textContent = fmtInt(state.lastSeq);
+  if (ev.type === "loss") countLoss(ev);
+  else countRate(ev);
 }
 
-function flush() {
-  state.flushTimer = 0;
-  const evs = state.incoming;
-  state.incoming = [];
-  if (!evs.length) return;
+function onItems(c, p, items) {
+  if (!p) return;
+  for (const ev of items) {
+    if (ev.seq > p.lastSeq && ev.type !== "snapshot") p.lastSeq = ev.seq;
+    if (ev.loss && ev.loss.to_seq > p.lastSeq) p.lastSeq = ev.loss.to_seq;
+    count(ev);
+    p.incoming.push(ev);
+  }
+  const bound = state.maxRows + p.extra;
+  if (p.incoming.length > bound) p.incoming.splice(0, p.incoming.length - bound);
+  if (!p.flushTimer) p.flushTimer = setTimeout(() => flush(p), 16);
+  scheduleDraw();
+  // Keep the counters beside the table fresh while events flow.
+  if (Date.now() - state.statusAt > STATUS_BUSY_MS) requestStatus(c);
+  $("hub-seq").textContent = fmtInt(Math.max(...state.panes.map((q) => q.lastSeq)));
+}
+
+function scheduleDraw() {
+  if (!state.drawTimer) state.drawTimer = setTimeout(() => { state.drawTimer = 0; drawRates(); }, 200);
+}
+
+function flush(p) {
+  p.flushTimer = 0;
+  const evs = p.incoming;
+  p.incoming = [];
+  if (!evs.length || !state.panes.includes(p)) return;
   if (state.paused) {
-    state.pausedBuf.push(...evs);
-    if (state.pausedBuf.length > state.maxRows) {
-      state.pausedDropped += state.pausedBuf.length - state.maxRows;
-      state.pausedBuf.splice(0, state.pausedBuf.length - state.maxRows);
+    p.pausedBuf.push(...evs);
+    if (p.pausedBuf.length > state.maxRows) {
+      p.pausedDropped += p.pausedBuf.length - state.maxRows;
+      p.pausedBuf.splice(0, p.pausedBuf.length - state.maxRows);
     }
     updatePauseNote();
     return;
   }
-  addRows(evs);
+  addRows(p, evs);
 }
 
-function addRows(evs) {
-  const tb = $("events");
+// addRows puts live events (oldest first) on top of p's table.
+function addRows(p, evs) {
   const frag = document.createDocumentFragment();
-  for (let i = evs.length - 1; i >= 0; i--) frag.append(makeRow(evs[i]));
-  tb.prepend(frag);
-  state.rowCount += evs.length;
-  trimRows();
-  updateCount();
+  for (let i = evs.length - 1; i >= 0; i--) frag.append(makeRow(evs[i], false));
+  p.els["events"].prepend(frag);
+  p.rowCount += evs.length;
+  trimRows(p);
+  updateCount(p);
 }
 
-function trimRows() {
-  const tb = $("events");
-  while (state.rowCount > state.maxRows && tb.lastElementChild) {
+// appendRows puts older events (oldest first) below p's table.
+function appendRows(p, evs, fromHistory) {
+  const frag = document.createDocumentFragment();
+  for (let i = evs.length - 1; i >= 0; i--) frag.append(makeRow(evs[i], fromHistory));
+  p.els["events"].append(frag);
+  p.rowCount += evs.length;
+  updateCount(p);
+}
+
+function trimRows(p) {
+  const tb = p.els["events"];
+  let trimmed = false;
+  while (p.rowCount > state.maxRows + p.extra && tb.lastElementChild) {
     const last = tb.lastElementChild;
     last.remove();
-    if (last.classList.contains("ev")) state.rowCount--;
+    if (last.classList.contains("ev")) { p.rowCount--; trimmed = true; }
+  }
+  if (trimmed && !p.paging) {
+    // What went is still in the daemon's history: page it back in.
+    p.more = true;
+    p.els["older"].disabled = false;
   }
 }
 
-function clearTable() {
-  $("events").replaceChildren();
-  state.rowCount = 0;
-  state.pausedBuf = [];
-  state.pausedDropped = 0;
-  state.incoming = [];
+function clearPane(p) {
+  p.els["events"].replaceChildren();
+  p.rowCount = 0;
+  p.extra = 0;
+  p.pausedBuf = [];
+  p.pausedDropped = 0;
+  p.incoming = [];
+  p.more = true;
+  p.els["older-note"].textContent = "";
+  for (const [id, r] of state.reqs) if (r.pane === p) state.reqs.delete(id);
+  p.paging = false;
+  p.els["older"].disabled = false;
   updatePauseNote();
-  updateCount();
+  updateCount(p);
 }
 
-function updateCount() {
-  $("events-count").textContent = `${state.rowCount} of at most ${state.maxRows} rows shown` +
-    (state.filter ? " (filtered by the daemon)" : "");
+function updateCount(p) {
+  p.els["events-count"].textContent = `${p.rowCount} of at most ${state.maxRows + p.extra} rows shown` +
+    (p.filter ? " (filtered by the daemon)" : "") + (p.extra ? `, ${p.extra} of them paged in from history` : "");
 }
 
 function fmtTime(iso) {
@@ -417,10 +743,11 @@ function summary(ev) {
   return parts.join(" · ");
 }
 
-function makeRow(ev) {
+function makeRow(ev, fromHistory) {
   const cls = ["ev"];
   if (ev.type === "loss") cls.push("loss");
   if (ev.type === "snapshot") cls.push("snapshot");
+  if (fromHistory) cls.push("history");
   const btn = el("button", { type: "button", class: "rowbtn", "aria-expanded": "false", title: ev.time || "" }, fmtTime(ev.time));
   btn.addEventListener("click", toggleDetails);
   const dev = ev.block ? ev.block.device || ev.block.dev : ev.usb ? ev.usb.name : ev.key ? String(ev.key.id) : "";
@@ -434,6 +761,102 @@ function makeRow(ev) {
   tr.querySelector(".src").style.color = colorFor(ev.source);
   rowEvent.set(tr, ev);
   return tr;
+}
+
+// ---- Pause (every pane)
+function setPaused(on) {
+  state.paused = on;
+  const b = $("pause");
+  b.setAttribute("aria-pressed", String(on));
+  b.textContent = on ? "Resume" : "Pause";
+  if (!on) {
+    for (const p of state.panes) {
+      const buf = p.pausedBuf;
+      p.pausedBuf = [];
+      p.pausedDropped = 0;
+      if (buf.length) addRows(p, buf);
+    }
+  }
+  updatePauseNote();
+}
+
+function updatePauseNote() {
+  const n = $("pause-note");
+  if (!state.paused) { n.hidden = true; n.textContent = ""; return; }
+  let held = 0, dropped = 0, kept = 0;
+  for (const p of state.panes) { held += p.pausedBuf.length + p.pausedDropped; dropped += p.pausedDropped; kept += p.pausedBuf.length; }
+  n.hidden = false;
+  n.textContent = `Paused: ${plural(held, "new event")} held` +
+    (dropped ? ` (only the newest ${kept} will be shown)` : "") +
+    ". Counters and rates keep updating.";
+}
+
+// ---- Filter (per pane)
+function showActiveFilter(p) {
+  p.els["filter-active"].textContent = p.filter ? `Showing: ${p.filter}` : "Showing every event.";
+  p.els["pane-title"].textContent = `Pane ${p.n}` + (p.filter ? `: ${p.filter}` : ": every event");
+  updateCount(p);
+}
+
+function showFilterError(p, text, m) {
+  const box = p.els["filter-error"];
+  const input = p.els["filter"];
+  box.replaceChildren();
+  const head = el("p", { class: "error-head" }, el("strong", {}, "Filter rejected"));
+  if (typeof m.pos === "number") head.append(` at position ${m.pos}`);
+  head.append(": ", m.message || "unknown error");
+  box.append(head);
+  if (typeof m.pos === "number") {
+    const i = Math.min(byteToIndex(text, m.pos), text.length);
+    const mark = el("mark", {}, i < text.length ? text.slice(i, i + 1) : " ");
+    box.append(el("pre", { "aria-hidden": "true" }, text.slice(0, i), mark, text.slice(i + 1)));
+    try { input.setSelectionRange(i, Math.min(i + 1, text.length)); } catch (_) { /* ignore */ }
+  }
+  box.hidden = false;
+  box.dataset.pos = typeof m.pos === "number" ? m.pos : "";
+  input.setAttribute("aria-invalid", "true");
+}
+
+function clearFilterError(p) {
+  const box = p.els["filter-error"];
+  box.hidden = true;
+  box.replaceChildren();
+  p.els["filter"].removeAttribute("aria-invalid");
+}
+
+// applyFilter changes a pane's filter in place (update): the daemon
+// answers updated (the pane refills under the new filter) or error (the
+// pane keeps its filter).
+function applyFilter(p, text) {
+  text = text.trim();
+  clearFilterError(p);
+  const c = state.conn;
+  if (!c || !c.helloed) {
+    // Not connected: the filter applies when the pane subscribes.
+    p.filter = text;
+    p.everSubscribed = false;
+    clearPane(p);
+    showActiveFilter(p);
+    if (!c) { clearTimeout(state.retryTimer); connect(state.everLive ? "reconnect" : "start"); }
+    return;
+  }
+  if (p.subscribing) {
+    // The pane's subscribe is on its way: apply the filter when it is in.
+    p.queuedFilter = text;
+    p.els["filter-active"].textContent = "Checking filter…";
+    return;
+  }
+  p.pendingFilter = text;
+  if (p.subscribed) {
+    send(c, { type: "update", sub: p.sub, id: `upd-${p.n}-${state.nextReq++}`, filter: text });
+  } else {
+    // Refused before (or ended): subscribe afresh with the new filter.
+    p.filter = text;
+    p.everSubscribed = false;
+    clearPane(p);
+    subscribePane(c, p, state.epoch);
+  }
+  p.els["filter-active"].textContent = "Checking filter…";
 }
 
 function toggleDetails(e) {
@@ -499,36 +922,6 @@ function hexdump(hex) {
   return lines.join("\n");
 }
 
-// ---- Pause
-function setPaused(p) {
-  state.paused = p;
-  const b = $("pause");
-  b.setAttribute("aria-pressed", String(p));
-  b.textContent = p ? "Resume" : "Pause";
-  if (!p) {
-    const buf = state.pausedBuf;
-    state.pausedBuf = [];
-    state.pausedDropped = 0;
-    if (buf.length) addRows(buf);
-  }
-  updatePauseNote();
-}
-
-function updatePauseNote() {
-  const n = $("pause-note");
-  if (!state.paused) { n.hidden = true; n.textContent = ""; return; }
-  n.hidden = false;
-  n.textContent = `Paused: ${plural(state.pausedBuf.length + state.pausedDropped, "new event")} held` +
-    (state.pausedDropped ? ` (only the newest ${state.pausedBuf.length} will be shown)` : "") +
-    ". Counters and rates keep updating.";
-}
-
-// ---- Filter
-function showActiveFilter() {
-  $("filter-active").textContent = state.filter ? `Showing: ${state.filter}` : "Showing every event.";
-  updateCount();
-}
-
 // byteToIndex converts the daemon's byte offset in the UTF-8 filter text
 // to a JavaScript string index.
 function byteToIndex(s, pos) {
@@ -542,59 +935,6 @@ function byteToIndex(s, pos) {
   return i;
 }
 
-function showFilterError(text, m) {
-  const box = $("filter-error");
-  const input = $("filter");
-  box.replaceChildren();
-  const head = el("p", { class: "error-head" }, el("strong", {}, "Filter rejected"));
-  if (typeof m.pos === "number") head.append(` at position ${m.pos}`);
-  head.append(": ", m.message || "unknown error");
-  box.append(head);
-  if (typeof m.pos === "number") {
-    const i = Math.min(byteToIndex(text, m.pos), text.length);
-    const mark = el("mark", {}, i < text.length ? text.slice(i, i + 1) : " ");
-    box.append(el("pre", { "aria-hidden": "true" }, text.slice(0, i), mark, text.slice(i + 1)));
-    try { input.setSelectionRange(i, Math.min(i + 1, text.length)); } catch (_) { /* ignore */ }
-  }
-  box.hidden = false;
-  box.dataset.pos = typeof m.pos === "number" ? m.pos : "";
-  input.setAttribute("aria-invalid", "true");
-}
-
-function clearFilterError() {
-  const box = $("filter-error");
-  box.hidden = true;
-  box.replaceChildren();
-  $("filter").removeAttribute("aria-invalid");
-}
-
-function applyFilter(text) {
-  text = text.trim();
-  clearFilterError();
-  if (state.pending) { state.pending.closedByUs = true; state.pending.ws.close(1000, "superseded"); state.pending = null; }
-  // Replay the recent past through the new filter: from the oldest row
-  // shown (but not before what history still holds), so the table
-  // narrows at once; live events follow without a gap.
-  let since = "";
-  if (state.epoch) {
-    const rows = $("events").querySelectorAll("tr.ev");
-    let from = state.lastSeq;
-    for (const r of rows) { const s = Number(r.dataset.seq); if (s > 0 && s - 1 < from) from = s - 1; }
-    if (state.historyLow > 0) from = Math.max(from, state.historyLow - 1);
-    since = `${state.epoch}:${from}`;
-  }
-  if (!state.conn) {
-    // Not connected: the filter applies to the next connection.
-    state.filter = text;
-    clearTable();
-    showActiveFilter();
-    clearTimeout(state.retryTimer);
-    connect(state.everLive ? "reconnect" : "start");
-    return;
-  }
-  state.pending = open("try", text, since, "filter");
-  $("filter-active").textContent = `Checking filter…`;
-}
 
 // ---- Losses
 function countLoss(ev) {
@@ -722,6 +1062,12 @@ function drawRates() {
     });
     ctx.stroke();
   }
+  let total = 0;
+  for (const s of series) total += Math.round(s.vals.reduce((x, v) => x + v, 0) * binS);
+  canvas.dataset.total = String(total);
+  if (state.counted.size > 4096) {
+    for (const [seq, sec] of state.counted) if (sec < now - RATE_KEEP_S) state.counted.delete(seq);
+  }
   const legend = $("rates-legend");
   legend.replaceChildren(...series.map((s) => el("li", { "data-source": s.src },
     el("span", { class: "sw" }), `${s.src} ${fmtRate(s.recent)}/s`)));
@@ -749,7 +1095,6 @@ function renderStatus(s) {
     $("hub-deliveries").textContent = fmtInt(s.hub.deliveries);
     $("hub-drops").textContent = fmtInt(s.hub.drops);
     $("hub-denials").textContent = fmtInt(s.hub.denials);
-    state.historyLow = s.hub.history_low || 0;
   }
   const src = $("sources");
   src.replaceChildren(...(s.sources || []).map((h) => {
@@ -766,12 +1111,13 @@ function renderStatus(s) {
   if (!(s.sources || []).length) src.append(el("li", {}, "No sources reported."));
   const subs = $("subs");
   subs.replaceChildren(...(s.subscribers || []).map((u) => {
-    const mine = u.id === state.subscription && state.conn;
+    const pane = state.conn ? state.panes.find((p) => p.subscribed && p.subscription === u.id) : null;
+    const mine = !!pane;
     const meter = el("meter", { min: 0, max: u.queue_len || 1, value: u.queued, high: (u.queue_len || 1) * 0.75, optimum: 0,
       title: `${u.queued} of ${u.queue_len}` });
     meter.setAttribute("aria-label", `queue ${u.queued} of ${u.queue_len}`);
     return el("tr", { "data-id": u.id, class: mine ? "mine" : "" },
-      el("td", {}, `#${u.id} ${u.label || ""}`, mine ? " (this page)" : "",
+      el("td", {}, `#${u.id} ${u.label || ""}`, mine ? ` (this page, pane ${pane.n})` : "",
         el("span", { class: "reason" }, `uid ${u.uid} · ${u.policy}`)),
       el("td", {}, meter, ` ${u.queued}/${u.queue_len}`),
       el("td", { class: "n" }, fmtInt(u.delivered)),
@@ -783,16 +1129,17 @@ function renderStatus(s) {
 // ---- Wiring
 function init() {
   $("pause").addEventListener("click", () => setPaused(!state.paused));
-  $("clear").addEventListener("click", () => clearTable());
+  $("clear").addEventListener("click", () => { for (const p of state.panes) clearPane(p); });
   const rows = $("rows");
   if (![...rows.options].some((o) => o.value === String(state.maxRows))) rows.append(el("option", { value: state.maxRows }, String(state.maxRows)));
   rows.value = String(state.maxRows);
-  rows.addEventListener("change", () => { state.maxRows = parseInt(rows.value, 10); trimRows(); updateCount(); });
+  rows.addEventListener("change", () => {
+    state.maxRows = parseInt(rows.value, 10);
+    for (const p of state.panes) { p.extra = 0; trimRows(p); updateCount(p); }
+  });
   $("window").addEventListener("change", drawRates);
-  $("filter").value = state.filter;
-  $("filter-form").addEventListener("submit", (e) => { e.preventDefault(); applyFilter($("filter").value); });
-  $("filter-reset").addEventListener("click", () => { $("filter").value = ""; applyFilter(""); });
-  $("filter").addEventListener("input", () => { if ($("filter").getAttribute("aria-invalid")) $("filter").removeAttribute("aria-invalid"); });
+  $("add-pane").addEventListener("click", () => addPane("", true));
+  $("signout").addEventListener("click", signOut);
   $("auth").addEventListener("submit", (e) => {
     e.preventDefault();
     token = $("auth-token").value.trim();
@@ -800,14 +1147,21 @@ function init() {
     try { sessionStorage.setItem(TOKEN_KEY, token); } catch (_) { /* ignore */ }
     $("auth").hidden = true;
     state.attempts = 0;
+    state.signedOut = false;
     connect(state.everLive ? "reconnect" : "start");
   });
   window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", drawRates);
   window.addEventListener("resize", drawRates);
+  addPane(params.get("filter") ?? "", false);
+  for (const f of params.getAll("pane")) addPane(f, false);
   renderLosses();
-  showActiveFilter();
   drawRates();
   setInterval(drawRates, 1000);
+  start();
+}
+
+async function start() {
+  if (secrets.code !== null && !(await exchange(secrets.code))) return;
   connect("start");
 }
 

@@ -1,0 +1,9 @@
+package mount
+
+import (
+	"testing"
+
+	"github.com/notifyd/notifyd/sources/internal/sinktest"
+)
+
+func TestMain(m *testing.M) { sinktest.MainNoLeaks(m) }

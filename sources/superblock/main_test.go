@@ -1,0 +1,9 @@
+package superblock
+
+import (
+	"testing"
+
+	"github.com/notifyd/notifyd/sources/internal/sinktest"
+)
+
+func TestMain(m *testing.M) { sinktest.MainNoLeaks(m) }

@@ -1,0 +1,84 @@
+package superblock
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/sources/internal/sinktest"
+	"github.com/notifyd/notifyd/sources/kmsg"
+)
+
+// fakeSys makes a sysfs with block device sda1 (8:1).
+func fakeSys(t *testing.T) string {
+	root := t.TempDir()
+	d := filepath.Join(root, "class/block/sda1")
+	os.MkdirAll(d, 0o755)
+	os.WriteFile(filepath.Join(d, "dev"), []byte("8:1\n"), 0o644)
+	return root
+}
+
+// TestFromKmsgDecisions: which log lines become events, without a kernel.
+func TestFromKmsgDecisions(t *testing.T) {
+	s := New(Config{SysRoot: fakeSys(t)})
+	sink := &sinktest.Sink{}
+	s.sink, s.running, s.fanErr = sink, true, nil
+	s.fans = nil // no group: nothing is marked, fanotify counts as missing
+	s.fss[[2]uint32{8, 1}] = &fs{major: 8, minor: 1, fstype: "ext4", point: "/data", mounts: 1}
+	rec := func(facility uint8, text string) *kmsg.Record {
+		return &kmsg.Record{Facility: facility, Level: 2, Seq: 9, Text: text}
+	}
+	line := "EXT4-fs error (device sda1): ext4_lookup:1789: inode #12: comm cat: deleted inode referenced: 13"
+	if ev := s.FromKmsg(rec(1, line)); ev != nil {
+		t.Errorf("a process's line: %+v", ev)
+	}
+	ev := s.FromKmsg(rec(0, line))
+	if ev == nil || ev.Origin != event.OriginKmsg || ev.Superblock.Major != 8 || ev.Superblock.Minor != 1 ||
+		ev.Superblock.Point != "/data" || ev.Superblock.Errno != 117 || ev.Props["FUNCTION"] != "ext4_lookup" || len(ev.Raw) != 24 {
+		t.Fatalf("unmarked ext4 error: %+v", ev)
+	}
+	// Marked, and ext4 reports FAN_FS_ERROR: the line is covered.
+	s.fss[[2]uint32{8, 1}].marked, s.fss[[2]uint32{8, 1}].reports = true, true
+	if ev := s.FromKmsg(rec(0, line)); ev != nil || s.Stats().Covered != 1 {
+		t.Errorf("covered line published: %+v", ev)
+	}
+	// The read-only switch is never covered.
+	if ev := s.FromKmsg(rec(0, "EXT4-fs (sda1): Remounting filesystem read-only")); ev == nil || ev.Subtype != event.SuperblockReadonly {
+		t.Errorf("readonly: %+v", ev)
+	}
+	// Suppressed lines: a loss while fanotify is missing.
+	s.fanErr = errors.New("fanotify_init: function not implemented")
+	s.FromKmsg(rec(0, "EXT4-fs error: 7 callbacks suppressed"))
+	var loss *event.Event
+	for _, e := range sink.Published() {
+		if e.Loss != nil {
+			loss = e
+		}
+	}
+	if loss == nil || loss.Loss.Count != 7 || loss.Loss.Source != event.SourceSuperblock || s.Stats().Suppressed != 7 {
+		t.Errorf("suppressed: %+v", loss)
+	}
+}
+
+// TestResyncMounts: after the mount subscription lost events, the counts
+// are rebuilt from the table and marks are kept for filesystems still
+// mounted, dropped for those gone.
+func TestResyncMounts(t *testing.T) {
+	s := New(Config{SysRoot: t.TempDir()})
+	s.fss[[2]uint32{8, 1}] = &fs{major: 8, minor: 1, point: "/a", mounts: 3, marked: true, fsid: [2]int32{1, 2}}
+	s.byFSID[[2]int32{1, 2}] = s.fss[[2]uint32{8, 1}]
+	s.fss[[2]uint32{8, 2}] = &fs{major: 8, minor: 2, point: "/b", mounts: 1, marked: true, fsid: [2]int32{3, 4}}
+	s.byFSID[[2]int32{3, 4}] = s.fss[[2]uint32{8, 2}]
+	s.resyncMounts([]event.MountFields{{Major: 8, Minor: 1, Point: "/a"}, {Major: 0, Minor: 40, Point: "/tmp", FSType: "tmpfs"}})
+	if f := s.fss[[2]uint32{8, 1}]; f == nil || f.mounts != 1 || !f.marked || s.byFSID[[2]int32{1, 2}] != f {
+		t.Errorf("kept filesystem: %+v", f)
+	}
+	if s.fss[[2]uint32{8, 2}] != nil || s.byFSID[[2]int32{3, 4}] != nil {
+		t.Error("gone filesystem kept")
+	}
+	if f := s.fss[[2]uint32{0, 40}]; f == nil || f.mounts != 1 || f.marked {
+		t.Errorf("tmpfs: %+v", f)
+	}
+}
