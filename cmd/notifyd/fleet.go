@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/notifyd/notifyd/fleet"
@@ -136,20 +135,10 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer, relo
 		fmt.Fprintf(stderr, "notifyd fleet: unexpected argument %q (see notifyd fleet --help)\n", fs.Arg(0))
 		return 2
 	}
-	cfg := config.Default()
-	path := *cfgPath
-	if path == "" {
-		if _, err := os.Stat(defaultFleetConfigPath); err == nil {
-			path = defaultFleetConfigPath
-		}
-	}
-	if path != "" {
-		c, err := config.Load(path)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd fleet: %v\n", err)
-			return 2
-		}
-		cfg = c
+	cfg, path, err := loadConfig(*cfgPath, defaultFleetConfigPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd fleet: %v\n", err)
+		return 2
 	}
 	// Beside the host's own daemon by default.
 	if cfg.Daemon.RuntimeDir == config.DefaultRuntimeDir() {
@@ -221,20 +210,10 @@ func runAddHost(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "notifyd fleet add-host: name at least one host")
 		return 2
 	}
-	cfg := config.Default()
-	path := *cfgPath
-	if path == "" {
-		if _, err := os.Stat(defaultFleetConfigPath); err == nil {
-			path = defaultFleetConfigPath
-		}
-	}
-	if path != "" {
-		c, err := config.Load(path)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd fleet add-host: %v\n", err)
-			return 2
-		}
-		cfg = c
+	cfg, _, err := loadConfig(*cfgPath, defaultFleetConfigPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd fleet add-host: %v\n", err)
+		return 2
 	}
 	if *stateDir != "" {
 		cfg.Fleet.StateDir = *stateDir

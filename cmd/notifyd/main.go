@@ -123,20 +123,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		return 0
 	}
 
-	cfg := config.Default()
-	path := *cfgPath
-	if path == "" {
-		if _, err := os.Stat(defaultConfigPath); err == nil {
-			path = defaultConfigPath
-		}
-	}
-	if path != "" {
-		c, err := config.Load(path)
-		if err != nil {
-			fmt.Fprintf(stderr, "notifyd: %v\n", err)
-			return 2
-		}
-		cfg = c
+	cfg, path, err := loadConfig(*cfgPath, defaultConfigPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "notifyd: %v\n", err)
+		return 2
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -196,7 +186,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 	level := new(slog.LevelVar)
 	level.Set(daemon.ParseLevel(cfg.Daemon.LogLevel))
 	logger := daemon.NewLogger(stderr, cfg.Daemon.LogFormat, level)
-	err := daemon.Run(ctx, daemon.Options{
+	err = daemon.Run(ctx, daemon.Options{
 		Config: cfg, ConfigPath: path, Logger: logger, Level: level,
 		Stdout: stdout, Reload: reload, Version: version, PrintToken: *printToken,
 	})
@@ -205,4 +195,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		return 1
 	}
 	return 0
+}
+
+// loadConfig reads the configuration file at path, or at def when path is
+// empty and def exists, or returns the embedded defaults (path "").
+func loadConfig(path, def string) (config.Config, string, error) {
+	if path == "" {
+		if _, err := os.Stat(def); err == nil {
+			path = def
+		}
+	}
+	if path == "" {
+		return config.Default(), "", nil
+	}
+	c, err := config.Load(path)
+	return c, path, err
 }
