@@ -23,10 +23,16 @@ UNITDIR ?= $(PREFIX)/lib/systemd/system
 # /etc/dbus-1/system.d: outside /usr the policy goes to /etc.
 DBUS_SERVICEDIR ?= $(DATADIR)/dbus-1/system-services
 DBUS_POLICYDIR ?= $(if $(filter /usr,$(PREFIX)),$(DATADIR)/dbus-1/system.d,/etc/dbus-1/system.d)
+# polkit reads actions only from /usr/share/polkit-1/actions: with another
+# PREFIX the file is installed but inert until linked there (docs/policy.md).
+POLKIT_ACTIONDIR ?= $(DATADIR)/polkit-1/actions
 BASHCOMPDIR ?= $(DATADIR)/bash-completion/completions
 # Debian's zsh reads packages' completions from vendor-completions and
 # /usr/local/share/zsh/site-functions.
 ZSHCOMPDIR ?= $(if $(filter /usr,$(PREFIX)),$(DATADIR)/zsh/vendor-completions,$(DATADIR)/zsh/site-functions)
+# fish reads vendor completions from $(DATADIR)/fish/vendor_completions.d
+# under /usr and /usr/local alike.
+FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 
 # dist/ names the binary and the docs at their /usr paths; other prefixes
 # get them rewritten.
@@ -64,31 +70,36 @@ out/man/notifyctl.1: docs/notifyctl.md scripts/man.sh FORCE
 	@mkdir -p $(@D)
 	./scripts/man.sh $< notifyctl 1 "command-line client of notifyd" '$(VERSION)' >$@.tmp && mv $@.tmp $@
 
-# Shell completions, written by notifyctl itself (bash and zsh: it has no
-# fish completion).
-completions: out/completions/notifyctl.bash out/completions/_notifyctl
+# Shell completions, written by notifyctl itself (bash, zsh and fish).
+completions: out/completions/notifyctl.bash out/completions/_notifyctl out/completions/notifyctl.fish
 out/completions/notifyctl.bash: bin/notifyctl
 	@mkdir -p $(@D)
 	./bin/notifyctl completion bash >$@.tmp && mv $@.tmp $@
 out/completions/_notifyctl: bin/notifyctl
 	@mkdir -p $(@D)
 	./bin/notifyctl completion zsh >$@.tmp && mv $@.tmp $@
+out/completions/notifyctl.fish: bin/notifyctl
+	@mkdir -p $(@D)
+	./bin/notifyctl completion fish >$@.tmp && mv $@.tmp $@
 
 install: bin/notifyd bin/notifyctl man completions
 	install -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(UNITDIR)' '$(DESTDIR)$(DBUS_SERVICEDIR)' \
 		'$(DESTDIR)$(DBUS_POLICYDIR)' '$(DESTDIR)$(MANDIR)/man1' '$(DESTDIR)$(MANDIR)/man8' \
-		'$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)' '$(DESTDIR)$(DOCDIR)'
+		'$(DESTDIR)$(BASHCOMPDIR)' '$(DESTDIR)$(ZSHCOMPDIR)' '$(DESTDIR)$(FISHCOMPDIR)' '$(DESTDIR)$(DOCDIR)' \
+		'$(DESTDIR)$(POLKIT_ACTIONDIR)'
 	install -m 0755 bin/notifyd bin/notifyctl '$(DESTDIR)$(BINDIR)/'
 	$(DISTSED) dist/systemd/notifyd.service >'$(DESTDIR)$(UNITDIR)/notifyd.service'
 	$(DISTSED) dist/dbus-1/system-services/org.notifyd.Notifyd1.service \
 		>'$(DESTDIR)$(DBUS_SERVICEDIR)/org.notifyd.Notifyd1.service'
 	chmod 0644 '$(DESTDIR)$(UNITDIR)/notifyd.service' '$(DESTDIR)$(DBUS_SERVICEDIR)/org.notifyd.Notifyd1.service'
 	install -m 0644 dist/dbus-1/system.d/org.notifyd.Notifyd1.conf '$(DESTDIR)$(DBUS_POLICYDIR)/'
+	install -m 0644 dist/polkit-1/actions/org.notifyd.policy '$(DESTDIR)$(POLKIT_ACTIONDIR)/'
 	gzip -9n <out/man/notifyd.8 >'$(DESTDIR)$(MANDIR)/man8/notifyd.8.gz'
 	gzip -9n <out/man/notifyctl.1 >'$(DESTDIR)$(MANDIR)/man1/notifyctl.1.gz'
 	chmod 0644 '$(DESTDIR)$(MANDIR)/man8/notifyd.8.gz' '$(DESTDIR)$(MANDIR)/man1/notifyctl.1.gz'
 	install -m 0644 out/completions/notifyctl.bash '$(DESTDIR)$(BASHCOMPDIR)/notifyctl'
 	install -m 0644 out/completions/_notifyctl '$(DESTDIR)$(ZSHCOMPDIR)/_notifyctl'
+	install -m 0644 out/completions/notifyctl.fish '$(DESTDIR)$(FISHCOMPDIR)/notifyctl.fish'
 	install -m 0644 $(DOCS) '$(DESTDIR)$(DOCDIR)/'
 
 uninstall:
@@ -96,12 +107,14 @@ uninstall:
 		'$(DESTDIR)$(UNITDIR)/notifyd.service' \
 		'$(DESTDIR)$(DBUS_SERVICEDIR)/org.notifyd.Notifyd1.service' \
 		'$(DESTDIR)$(DBUS_POLICYDIR)/org.notifyd.Notifyd1.conf' \
+		'$(DESTDIR)$(POLKIT_ACTIONDIR)/org.notifyd.policy' \
 		'$(DESTDIR)$(MANDIR)/man8/notifyd.8.gz' '$(DESTDIR)$(MANDIR)/man1/notifyctl.1.gz' \
-		'$(DESTDIR)$(BASHCOMPDIR)/notifyctl' '$(DESTDIR)$(ZSHCOMPDIR)/_notifyctl'
+		'$(DESTDIR)$(BASHCOMPDIR)/notifyctl' '$(DESTDIR)$(ZSHCOMPDIR)/_notifyctl' \
+		'$(DESTDIR)$(FISHCOMPDIR)/notifyctl.fish'
 	rm -rf '$(DESTDIR)$(DOCDIR)'
 
 # The Debian package, from `make install PREFIX=/usr` into a staging
-# directory: out/notifyd_<version>_<arch>.deb (its path is printed last).
+# directory: out/deb/notifyd_<version>_<arch>.deb (its path is printed last).
 deb:
 	./scripts/deb.sh
 

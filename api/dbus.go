@@ -101,10 +101,66 @@ const (
 )
 
 // History memfd: the records argument is a sealed memfd holding
-// record.EncodeStream output; DBusHistorySeals are the seals it carries.
+// history.EncodeStream output; DBusHistorySeals are the seals it carries.
 // Constants from <linux/fcntl.h> (F_SEAL_SEAL 1, SHRINK 2, GROW 4,
 // WRITE 8), repeated here so that a client links no kernel-facing code.
 const DBusHistorySeals = 0x1 | 0x2 | 0x4 | 0x8
 
 // DBusMaxHistory caps the events one History call returns.
 const DBusMaxHistory = 65536
+
+// Device objects (docs/dbus-api.md, "Device objects"): one object per
+// present device or mount that the policy lets every local user see,
+// under DBusDevicesPrefix, listed by org.freedesktop.DBus.ObjectManager
+// on DBusPath. Their signals (InterfacesAdded, InterfacesRemoved,
+// PropertiesChanged) are broadcasts, so nothing private is ever exported
+// as an object.
+const (
+	// DBusDevicesPrefix is the parent of the device objects:
+	// …/devices/block/<name>, …/devices/usb/<name>, …/devices/mount/<id>
+	// (names escaped as in DBusEscapePathElement).
+	DBusDevicesPrefix = DBusPath + "/devices"
+	// DBusObjectManagerInterface is the standard ObjectManager interface,
+	// served on DBusPath.
+	DBusObjectManagerInterface = "org.freedesktop.DBus.ObjectManager"
+	// DBusDeviceInterface is on every device object: Source, Name,
+	// Description, State, LastEvent, Seq, Epoch, Time, Errors, LastError.
+	DBusDeviceInterface = "org.notifyd.Notifyd1.Device"
+	// DBusBlockInterface is on block device objects.
+	DBusBlockInterface = "org.notifyd.Notifyd1.Block"
+	// DBusUSBInterface is on USB device objects.
+	DBusUSBInterface = "org.notifyd.Notifyd1.USB"
+	// DBusMountInterface is on mount objects.
+	DBusMountInterface = "org.notifyd.Notifyd1.Mount"
+
+	DBusMethodGetManagedObjects = "GetManagedObjects"
+	DBusSignalInterfacesAdded   = "InterfacesAdded"
+	DBusSignalInterfacesRemoved = "InterfacesRemoved"
+)
+
+// Device State property values.
+const (
+	DBusStatePresent  = "present"  // the device is there
+	DBusStateAttached = "attached" // a loop device with a backing file
+	DBusStateMounted  = "mounted"  // a block device with at least one mount point; a mount object
+)
+
+// DBusEscapePathElement makes s usable as one object path element: ASCII
+// letters and digits stay, every other byte becomes _xx (lower-case hex),
+// as systemd's bus_label_escape does; "" becomes "_".
+func DBusEscapePathElement(s string) string {
+	if s == "" {
+		return "_"
+	}
+	const hex = "0123456789abcdef"
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			b = append(b, c)
+			continue
+		}
+		b = append(b, '_', hex[c>>4], hex[c&15])
+	}
+	return string(b)
+}

@@ -546,7 +546,7 @@ type KeyWatchReply struct {
 const HistorySeals = unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE | unix.F_SEAL_SEAL
 
 // HistoryReply is the JSON body of a PathHistory answer; a sealed memfd
-// holding record.EncodeStream of the events arrives with it as SCM_RIGHTS.
+// holding history.EncodeStream of the events arrives with it as SCM_RIGHTS.
 type HistoryReply struct {
 	Epoch   string `json:"epoch"`
 	Seq     uint64 `json:"seq"` // hub seq when taken: resume after it for live events

@@ -97,6 +97,11 @@ func (e Endpoint) dialContext(ctx context.Context, network, addr string) (net.Co
 // Dial opens a WebSocket connection and subscribes with req when it is
 // not nil (URL form); otherwise the connection waits for messages.
 func Dial(ctx context.Context, e Endpoint, req *api.Request) (*websocket.Conn, error) {
+	return dial(ctx, e, req, nil)
+}
+
+// dial is Dial with the connection passed through wrap (nil: as is).
+func dial(ctx context.Context, e Endpoint, req *api.Request, wrap func(net.Conn) net.Conn) (*websocket.Conn, error) {
 	q := url.Values{}
 	if req != nil {
 		q = req.Query()
@@ -106,8 +111,18 @@ func Dial(ctx context.Context, e Endpoint, req *api.Request) (*websocket.Conn, e
 	if err != nil {
 		return nil, err
 	}
+	netDial := e.dialContext
+	if wrap != nil {
+		netDial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			nc, err := e.dialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return wrap(nc), nil
+		}
+	}
 	d := websocket.Dialer{
-		NetDialContext:   e.dialContext,
+		NetDialContext:   netDial,
 		HandshakeTimeout: 10 * time.Second,
 		ReadBufferSize:   64 << 10,
 	}

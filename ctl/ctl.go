@@ -3,9 +3,9 @@
 // parsing, the WebSocket client, fd passing, output — lives here so that
 // tests can drive it in process against a real server.
 //
-// ctl links no kernel-facing package of notifyd (watchqueue, sources,
-// internal/linux): it speaks the WebSocket protocol of package api and
-// reads history streams with package record. The one kernel call it
+// ctl links no kernel-facing package of notifyd (watchqueue, sources):
+// it speaks the WebSocket protocol of package api and reads history
+// streams with package history. The one kernel call it
 // makes itself is keyctl(KEYCTL_WATCH_KEY), with the caller's own
 // credentials, on a pipe the daemon passes to it.
 package ctl
@@ -100,6 +100,7 @@ func lookup(name string) *command {
 func globalFlags(fs *flag.FlagSet, o *opts) {
 	fs.StringVar(&o.ep.Socket, "socket", o.ep.Socket, "daemon unix socket (default $NOTIFYD_SOCKET or "+DefaultSocket+")")
 	fs.StringVar(&o.ep.URL, "url", o.ep.URL, "daemon base URL (ws://127.0.0.1:PORT) instead of the unix socket")
+	fs.StringVar(&o.ep.URL, "fleet", o.ep.URL, "a fleet aggregator's base URL (ws://AGGREGATOR:7470): the same as --url (docs/fleet.md)")
 	fs.StringVar(&o.tokenFile, "token-file", o.tokenFile, "file holding the bearer token for --url, e.g. "+DefaultTokenFile+" (default $NOTIFYD_TOKEN_FILE; $NOTIFYD_TOKEN holds the token itself)")
 }
 
@@ -235,6 +236,7 @@ Commands:
 Global flags (also accepted after the command):
   --socket PATH      daemon unix socket (default $NOTIFYD_SOCKET, else %s)
   --url URL          reach the daemon over loopback TCP (ws://127.0.0.1:PORT)
+  --fleet URL        the same, for a fleet aggregator (notifyd fleet, ws://HOST:7470)
   --token-file FILE  file holding the bearer token for --url: the daemon's token
                      file, %s by default (readable by root only);
                      default $NOTIFYD_TOKEN_FILE. $NOTIFYD_TOKEN may hold the

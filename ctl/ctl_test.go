@@ -198,7 +198,7 @@ func TestIntegrationMonitorFilter(t *testing.T) {
 		t.Fatalf("output:\n%s", m.out.String())
 	}
 	for i, l := range lines[1:] {
-		want := "usb    add            usb=1-" + strconv.Itoa(i) + " bus=001/00" + strconv.Itoa(i) + " id=0781:5581 via=uevent  #" + strconv.Itoa(3*i+3)
+		want := "usb    add            usb=1-" + strconv.Itoa(i) + " bus=001/00" + strconv.Itoa(i) + " id=0781:5581 origin=uevent  #" + strconv.Itoa(3*i+3)
 		if !strings.HasSuffix(l, want) {
 			t.Errorf("line %d: %q\nwant suffix %q", i, l, want)
 		}
@@ -234,6 +234,49 @@ func TestIntegrationMonitorJSON(t *testing.T) {
 	}
 	if strings.Join(types, ",") != "hello,event,event,event,event" || strings.Join(devs, ",") != "8:0,8:1,8:2,8:3" {
 		t.Fatalf("types %v devs %v\n%s", types, devs, m.out.String())
+	}
+}
+
+// TestIntegrationMonitorStorm publishes 20 000 events at once, faster
+// than any client reads: monitor's own deeper queue (monitorQueue) holds
+// them all, so every one is printed, in order, with no loss line, and
+// the daemon shows the depth monitor asked for.
+func TestIntegrationMonitorStorm(t *testing.T) {
+	const n = 20000
+	d := startDaemon(t, nil, "", nil)
+	m := start(t, "--socket", d.socket, "monitor", "--json", "--count", strconv.Itoa(n), "source == usb")
+	waitUntil(t, "the subscription", func() bool { return subscribers(d.hub) == 1 })
+	st, err := GetStatus(context.Background(), Endpoint{Socket: d.socket})
+	if err != nil || len(st.Subscribers) != 1 || st.Subscribers[0].QueueLen != monitorQueue {
+		t.Fatalf("status: %v %+v", err, st)
+	}
+	for i := range n {
+		d.hub.Publish(usbEv(i%100, event.USBAdd))
+	}
+	if err := m.wait(t); err != nil {
+		t.Fatalf("monitor: %v\n%s", err, m.err.String())
+	}
+	sc := bufio.NewScanner(strings.NewReader(m.out.String()))
+	var events int
+	var last uint64
+	for sc.Scan() {
+		in, err := scanItem(sc.Bytes())
+		if err != nil {
+			t.Fatalf("line %q: %v", sc.Text(), err)
+		}
+		if in.loss {
+			t.Fatalf("loss line: %s", sc.Text())
+		}
+		if strings.Contains(sc.Text(), `"type":"event"`) {
+			if in.seq <= last {
+				t.Fatalf("seq %d after %d", in.seq, last)
+			}
+			last = in.seq
+			events++
+		}
+	}
+	if events != n {
+		t.Fatalf("%d events printed, want %d", events, n)
 	}
 }
 
@@ -490,7 +533,7 @@ func TestHelpAndUsage(t *testing.T) {
 		}
 	}
 	for _, args := range [][]string{{}, {"frob"}, {"monitor", "--bogus"}, {"monitor", "a", "b"}, {"monitor", "--policy", "sometimes"},
-		{"monitor", "--since", "x"}, {"watch-key"}, {"watch-key", "@x"}, {"completion", "fish"}} {
+		{"monitor", "--since", "x"}, {"watch-key"}, {"watch-key", "@x"}, {"completion", "tcsh"}} {
 		if _, _, err := run(t, args...); ExitCode(err) != ExitUsage {
 			t.Errorf("%q: %v, want exit %d", args, err, ExitUsage)
 		}
@@ -514,23 +557,40 @@ func TestIntegrationRefused(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
-	for _, sh := range []string{"bash", "zsh"} {
-		out, _, err := run(t, "completion", sh)
-		if err != nil || !strings.Contains(out, "watch-key") || !strings.Contains(out, "--since-last") {
-			t.Fatalf("%s: %v\n%s", sh, err, out)
-		}
-		p, err := exec.LookPath(sh)
-		if err != nil {
-			if sh == "bash" {
-				testenv.Missing(t, "bash not installed", "apt-get install bash")
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		t.Run(sh, func(t *testing.T) {
+			out, _, err := run(t, "completion", sh)
+			if err != nil || !strings.Contains(out, "watch-key") || !strings.Contains(out, "since-last") {
+				t.Fatalf("%s: %v\n%s", sh, err, out)
 			}
-			continue
-		}
-		cmd := exec.Command(p, "-n")
-		cmd.Stdin = strings.NewReader(out)
-		if b, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s -n: %v\n%s", sh, err, b)
-		}
+			// scripts/deps.sh installs all three shells.
+			p := testenv.LookPath(t, sh, "apt-get install "+sh)
+			cmd := exec.Command(p, "-n")
+			cmd.Stdin = strings.NewReader(out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s -n: %v\n%s", sh, err, b)
+			}
+			if sh != "fish" {
+				return
+			}
+			// fish completes from the script: commands, then a
+			// command's flags, then --policy's values.
+			f := filepath.Join(t.TempDir(), "notifyctl.fish")
+			if err := os.WriteFile(f, []byte(out), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for line, want := range map[string]string{
+				"notifyctl moni":               "monitor\tstream events as they happen",
+				"notifyctl monitor --since-l":  "--since-last\t",
+				"notifyctl monitor --policy c": "coalesce\t",
+				"notifyctl completion f":       "fish",
+			} {
+				got, err := exec.Command(p, "-c", "source $argv[1]; complete -C $argv[2]", f, line).CombinedOutput()
+				if err != nil || !strings.HasPrefix(string(got), want) {
+					t.Errorf("fish completes %q: %v %q, want %q…", line, err, got, want)
+				}
+			}
+		})
 	}
 }
 

@@ -109,6 +109,31 @@ func FormatEvent(ev *event.Event) string {
 		if d.HasSector {
 			add("sector", strconv.FormatUint(d.Sector, 10))
 		}
+		// Identity (docs/sources.md, Device identity).
+		if n := d.DisplayName(); n != "" {
+			add("name", strconv.Quote(n))
+		}
+		if d.Size != 0 {
+			add("size", strings.ReplaceAll(event.FormatSize(d.Size), " ", ""))
+		}
+		if d.Parent != "" {
+			add("parent", d.Parent)
+		}
+		if d.Removable {
+			add("removable", "yes")
+		}
+		if d.ReadOnly {
+			add("ro", "yes")
+		}
+		if d.BackingFile != "" {
+			add("file", strconv.Quote(d.BackingFile))
+		}
+		if d.Label != "" {
+			add("label", strconv.Quote(d.Label))
+		}
+		if d.FSType != "" {
+			add("fs", d.FSType)
+		}
 	}
 	if u := ev.USB; u != nil {
 		add("usb", u.Name)
@@ -130,6 +155,19 @@ func FormatEvent(ev *event.Event) string {
 		if u.Port != 0 {
 			add("port", strconv.Itoa(int(u.Port)))
 		}
+		// Identity (docs/sources.md, Device identity).
+		if n := u.DisplayName(); n != "" {
+			add("name", strconv.Quote(n))
+		}
+		if u.DeviceClassName != "" && u.DeviceClassName != "(Defined at Interface level)" {
+			add("type", strconv.Quote(u.DeviceClassName))
+		}
+		if u.Serial != "" {
+			add("serial", strconv.Quote(u.Serial))
+		}
+	}
+	if ev.Coalesced > 1 {
+		add("coalesced", strconv.FormatUint(ev.Coalesced, 10))
 	}
 	if m := ev.Mount; m != nil {
 		if m.Point != "" {
@@ -173,7 +211,10 @@ func FormatEvent(ev *event.Event) string {
 		add("tag", strconv.Itoa(ev.Tag))
 	}
 	if ev.Origin != "" && ev.Origin != event.OriginWatchQueue {
-		add("via", string(ev.Origin))
+		add("origin", string(ev.Origin))
+	}
+	if ev.Via != "" && ev.Via != string(ev.Origin) {
+		add("via", ev.Via)
 	}
 	if m, ok := ev.Props["MESSAGE"]; ok {
 		add("msg", strconv.Quote(m))

@@ -181,7 +181,7 @@ func runWatchKey(ctx context.Context, o *opts, args []string) error {
 	}
 	req.Owner = rep.Owner
 	req.Filter = fmt.Sprintf("owner == %q && tag == %d", rep.Owner, o.tag)
-	m := &monitor{o: o, req: req, count: o.count, json: o.json, p: newPrinter(o.stdout, o.noColor)}
+	m := newMonitor(o, req)
 	if !o.json {
 		m.onHello = func(h *api.Hello) {
 			m.p.note("watching key %d (%s) with tag %d through your own notification pipe", serial, args[0], o.tag)

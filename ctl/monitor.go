@@ -1,19 +1,24 @@
 package ctl
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
@@ -70,7 +75,7 @@ func runMonitor(ctx context.Context, o *opts, args []string) error {
 	if err != nil {
 		return err
 	}
-	m := &monitor{o: o, req: req, count: o.count, json: o.json, p: newPrinter(o.stdout, o.noColor)}
+	m := newMonitor(o, req)
 	if o.sinceLast {
 		if o.since != "" {
 			return usage("monitor: --since and --since-last exclude each other")
@@ -138,6 +143,23 @@ func writeState(path, content string) error {
 	return nil
 }
 
+// monitorQueue is the queue depth monitor asks for when --queue does not
+// say: a consumer that reads as fast as the daemon writes can take a
+// deeper queue than the daemon's default (limits.queue_len, 4096) at no
+// cost to anyone — the daemon grows a queue only as far as it fills —
+// and then rides out a storm of 20 000 uevents without a "subscriber
+// queue full" loss. A daemon whose limits.max_queue_len is lower gets
+// its own default instead (Dial is retried without a depth).
+const monitorQueue = 32768
+
+// monitorRcvBuf is the socket receive buffer monitor asks for: room for a
+// burst of frames while notifyctl is writing its output.
+const monitorRcvBuf = 4 << 20
+
+// outBuf is the size of the output buffer; it is written out when full
+// and whenever the socket has nothing more to read.
+const outBuf = 64 << 10
+
 // monitor streams one subscription, reconnecting after a daemon restart.
 type monitor struct {
 	o         *opts
@@ -147,15 +169,69 @@ type monitor struct {
 	seen      int
 	statePath string
 	p         *printer
+	out       *bufio.Writer // m.o.stdout, buffered
+	deepQueue bool          // req.Queue is monitorQueue, not the user's
 
 	pos       *api.Position // resume point: last event handed to us
 	saved     string
 	savedAt   time.Time
 	onHello   func(*api.Hello) // tests and watch-key
 	connected bool
+	outErr    error // the first failed write of the output
 }
 
-func (m *monitor) run(ctx context.Context) error {
+// newMonitor returns a monitor for req printing to o.stdout.
+func newMonitor(o *opts, req api.Request) *monitor {
+	m := &monitor{o: o, req: req, count: o.count, json: o.json, p: newPrinter(o.stdout, o.noColor)}
+	m.out = bufio.NewWriterSize(o.stdout, outBuf)
+	m.p.w = m.out
+	if m.req.Queue == 0 {
+		m.req.Queue, m.deepQueue = monitorQueue, true
+	}
+	return m
+}
+
+// flush writes out what the output buffer holds.
+func (m *monitor) flush() {
+	if err := m.out.Flush(); err != nil && m.outErr == nil {
+		m.outErr = fmt.Errorf("write output: %w", err)
+	}
+}
+
+// dial connects for req, through a flushConn that writes the output
+// buffer out whenever a read would block. When the daemon refuses the
+// deeper queue notifyctl asked for on its own (its limits.max_queue_len
+// is lower), it is asked again for its default depth.
+func (m *monitor) dial(ctx context.Context, req api.Request) (*websocket.Conn, error) {
+	wrap := func(nc net.Conn) net.Conn {
+		if sc, ok := nc.(syscall.Conn); ok {
+			if rc, err := sc.SyscallConn(); err == nil {
+				rc.Control(func(fd uintptr) {
+					// Best effort: the kernel caps it at net.core.rmem_max.
+					unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, monitorRcvBuf)
+				})
+				return &flushConn{Conn: nc, rc: rc, flush: m.flush, pending: m.out.Buffered}
+			}
+		}
+		return nc
+	}
+	c, err := dial(ctx, m.o.ep, &req, wrap)
+	var hf *HTTPFailure
+	if err != nil && m.deepQueue && errors.As(err, &hf) && hf.Status == http.StatusBadRequest &&
+		strings.Contains(hf.Body.Message, "max_queue_len") {
+		m.deepQueue, m.req.Queue, req.Queue = false, 0, 0
+		return dial(ctx, m.o.ep, &req, wrap)
+	}
+	return c, err
+}
+
+func (m *monitor) run(ctx context.Context) (err error) {
+	defer func() {
+		m.flush()
+		if err == nil {
+			err = m.outErr
+		}
+	}()
 	defer m.save(true)
 	backoff := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
@@ -164,7 +240,7 @@ func (m *monitor) run(ctx context.Context) error {
 			p := *m.pos
 			req.Since = &p
 		}
-		c, err := Dial(ctx, m.o.ep, &req)
+		c, err := m.dial(ctx, req)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -175,6 +251,7 @@ func (m *monitor) run(ctx context.Context) error {
 			if attempt == 1 {
 				m.p.note("notifyd unreachable (%v); retrying", err)
 			}
+			m.flush()
 			select {
 			case <-ctx.Done():
 				return nil
@@ -207,14 +284,30 @@ var errDone = errors.New("done")
 
 // stream reads one connection. reconnect says the daemon went away and
 // the monitor should resume.
+//
+// Each frame is read into one reused buffer and scanned once (wire.go):
+// with --json a batch's items are printed as they came, otherwise each
+// is decoded once into the event its line is made of. The output goes
+// through m.out, which the connection flushes whenever the socket has
+// nothing more to read (flushConn): a storm is written in large writes,
+// a single event at once.
 func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool, err error) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	defer c.Close()
 	wasConnected := m.connected
+	var (
+		buf bytes.Buffer
+		f   frame
+	)
 	for {
-		_, b, err := c.ReadMessage()
+		buf.Reset()
+		_, r, err := c.NextReader()
+		if err == nil {
+			_, err = buf.ReadFrom(r)
+		}
 		if err != nil {
+			m.flush()
 			if ctx.Err() != nil {
 				return false, nil
 			}
@@ -237,18 +330,35 @@ func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool
 			}
 			return false, fmt.Errorf("read: %w", err)
 		}
-		msg, err := api.DecodeServerMessage(b)
-		if err != nil {
+		b := buf.Bytes()
+		if err := scanFrame(b, &f); err != nil {
 			return false, fmt.Errorf("protocol: %w", err)
 		}
+		switch f.typ {
+		case api.TypeBatch:
+			for _, it := range f.items {
+				if err := m.item(f.typ, it); err != nil {
+					return false, done(err)
+				}
+			}
+			continue
+		case api.TypeEvent, api.TypeLoss, api.TypeSnapshot:
+			if err := m.item(f.typ, b); err != nil {
+				return false, done(err)
+			}
+			continue
+		}
 		if m.json {
-			if err := m.printJSON(msg.Type, b); err != nil {
+			if err := m.writeLine(b); err != nil {
 				return false, err
 			}
 		}
-		switch msg.Type {
+		switch f.typ {
 		case api.TypeHello:
-			h := msg.Hello
+			h := new(api.Hello)
+			if err := json.Unmarshal(b, h); err != nil {
+				return false, fmt.Errorf("protocol: decode hello: %w", err)
+			}
 			m.connected = true
 			ep, _ := event.ParseEpoch(h.Epoch)
 			if m.pos == nil || m.pos.Epoch != ep || h.Seq > m.pos.Seq && !h.Resumed {
@@ -262,16 +372,28 @@ func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool
 			}
 		case api.TypeSnapshotEnd:
 			if !m.json {
-				m.p.note("snapshot: %d objects as of seq %d; live events follow", msg.SnapshotEnd.Count, msg.SnapshotEnd.Seq)
+				var se api.SnapshotEnd
+				if err := json.Unmarshal(b, &se); err != nil {
+					return false, fmt.Errorf("protocol: decode snapshot-end: %w", err)
+				}
+				m.p.note("snapshot: %d objects as of seq %d; live events follow", se.Count, se.Seq)
 			}
 		case api.TypeError:
+			e := new(api.Error)
+			if err := json.Unmarshal(b, e); err != nil {
+				return false, fmt.Errorf("protocol: decode error: %w", err)
+			}
 			if !m.connected {
 				// Said once, by the caller that prints the error.
-				return false, &ExitError{Code: exitFor(msg.Error.Code), Err: msg.Error}
+				return false, &ExitError{Code: exitFor(e.Code), Err: e}
 			}
-			fmt.Fprintf(m.o.stderr, "notifyctl: notifyd: %v\n", msg.Error)
+			m.flush()
+			fmt.Fprintf(m.o.stderr, "notifyctl: notifyd: %v\n", e)
 		case api.TypeBye:
-			by := msg.Bye
+			var by api.Bye
+			if err := json.Unmarshal(b, &by); err != nil {
+				return false, fmt.Errorf("protocol: decode bye: %w", err)
+			}
 			if !m.json {
 				m.p.note("notifyd says bye: %s (%s)", by.Reason, by.Message)
 			}
@@ -283,17 +405,42 @@ func (m *monitor) stream(ctx context.Context, c *websocket.Conn) (reconnect bool
 			default:
 				return false, fmt.Errorf("notifyd ended the subscription: %s: %s", by.Reason, by.Message)
 			}
-		default:
-			for _, ev := range msg.Events {
-				if !m.json {
-					m.p.event(ev)
-				}
-				if err := m.advance(ev); err != nil {
-					return false, nil
-				}
-			}
 		}
 	}
+}
+
+// done maps errDone, the end --count asked for, to no error.
+func done(err error) error {
+	if errors.Is(err, errDone) {
+		return nil
+	}
+	return err
+}
+
+// item prints one event, loss or snapshot item b (a batch item, or a
+// frame of its own of type t) and advances the position. It returns
+// errDone when --count is reached: the caller then stops without error.
+func (m *monitor) item(t api.MessageType, b []byte) error {
+	if m.json {
+		in, err := scanItem(b)
+		if err != nil {
+			return fmt.Errorf("protocol: %w", err)
+		}
+		if err := m.writeLine(b); err != nil {
+			return err
+		}
+		return m.advance(in)
+	}
+	ev := new(event.Event)
+	if err := ev.UnmarshalJSON(b); err != nil {
+		return fmt.Errorf("protocol: decode server message %s: %w", t, err)
+	}
+	m.p.event(ev)
+	in := itemInfo{snapshot: ev.Snapshot, loss: ev.Loss != nil, seq: ev.Seq}
+	if ev.Loss != nil {
+		in.toSeq = ev.Loss.ToSeq
+	}
+	return m.advance(in)
 }
 
 // exitFor is the exit code of a refused subscribe message.
@@ -326,22 +473,22 @@ func (m *monitor) helloNote(h *api.Hello, reconnected bool) {
 	}
 }
 
-// advance records ev's position and counts it; it returns errDone when
-// --count is reached. --count counts events: a loss line says what will
-// not come, it is not one of the events asked for, and a snapshot item is
-// state, not an event.
-func (m *monitor) advance(ev *event.Event) error {
-	if !ev.Snapshot && m.pos != nil {
-		seq := ev.Seq
-		if ev.Loss != nil && ev.Loss.ToSeq > seq {
-			seq = ev.Loss.ToSeq
-		}
+// advance records an item's position and counts it; it returns errDone
+// when --count is reached. --count counts events: a loss line says what
+// will not come, it is not one of the events asked for, and a snapshot
+// item is state, not an event.
+func (m *monitor) advance(in itemInfo) error {
+	if !in.snapshot && m.pos != nil {
+		seq := max(in.seq, in.toSeq)
 		if seq > m.pos.Seq {
 			m.pos.Seq = seq
 		}
 	}
 	m.save(false)
-	if ev.Snapshot || ev.Loss != nil {
+	if m.outErr != nil {
+		return m.outErr
+	}
+	if in.snapshot || in.loss {
 		return nil
 	}
 	m.seen++
@@ -368,21 +515,13 @@ func (m *monitor) save(final bool) {
 	m.saved, m.savedAt = s, time.Now()
 }
 
-// printJSON prints a message as NDJSON; a batch becomes one line per item.
-func (m *monitor) printJSON(t api.MessageType, b []byte) error {
-	if t == api.TypeBatch {
-		var bt api.Batch
-		if err := json.Unmarshal(b, &bt); err != nil {
-			return fmt.Errorf("protocol: %w", err)
-		}
-		for _, it := range bt.Events {
-			if err := writeLine(m.o.stdout, it); err != nil {
-				return err
-			}
-		}
-		return nil
+// writeLine writes b and a newline to the monitor's output buffer.
+func (m *monitor) writeLine(b []byte) error {
+	m.out.Write(b)
+	if err := m.out.WriteByte('\n'); err != nil {
+		return fmt.Errorf("write output: %w", err)
 	}
-	return writeLine(m.o.stdout, b)
+	return nil
 }
 
 func writeLine(w io.Writer, b []byte) error {
@@ -390,4 +529,39 @@ func writeLine(w io.Writer, b []byte) error {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// flushConn is the monitor's connection: before a read that would block
+// (the socket holds nothing more), it writes out the output buffer. A
+// storm is printed in large writes, and an event that comes alone is
+// printed as soon as it is read.
+type flushConn struct {
+	net.Conn
+	rc      syscall.RawConn
+	flush   func()
+	pending func() int
+}
+
+func (c *flushConn) Read(p []byte) (int, error) {
+	if c.pending() > 0 && len(p) > 0 {
+		// Try without blocking first: only an empty socket flushes.
+		var n int
+		var rerr error
+		err := c.rc.Read(func(fd uintptr) bool {
+			n, _, rerr = unix.Recvfrom(int(fd), p, unix.MSG_DONTWAIT)
+			return true
+		})
+		switch {
+		case err != nil:
+			return 0, err
+		case rerr == nil && n > 0:
+			return n, nil
+		case rerr == nil:
+			return 0, io.EOF
+		case rerr != unix.EAGAIN && rerr != unix.EINTR:
+			return 0, &net.OpError{Op: "read", Net: c.Conn.LocalAddr().Network(), Err: os.NewSyscallError("recvfrom", rerr)}
+		}
+		c.flush()
+	}
+	return c.Conn.Read(p)
 }

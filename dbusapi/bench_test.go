@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -33,6 +34,28 @@ type rawConn struct {
 	serial uint32
 	n      atomic.Uint64 // signals counted
 	done   chan struct{}
+}
+
+// progress is signalled (without blocking) by every receiver after each
+// read that counted signals, so that the closed loops below block until
+// there is progress instead of polling with sleeps, which would burn CPU
+// (timers, scheduler) beside the bus in proportion to how long a phase
+// takes, and so penalise the slower side twice.
+var progress = make(chan struct{}, 1)
+
+// waitCount blocks until every receiver has counted at least want.
+func waitCount(b testing.TB, rs []*rawConn, want uint64) {
+	var deadline <-chan time.Time
+	for minCount(rs) < want {
+		if deadline == nil {
+			deadline = time.After(60 * time.Second)
+		}
+		select {
+		case <-progress:
+		case <-deadline:
+			b.Fatalf("receivers stuck at %d of %d signals", minCount(rs), want)
+		}
+	}
 }
 
 func rawDial(t testing.TB, addr string) *rawConn {
@@ -104,6 +127,7 @@ func (r *rawConn) count() {
 	defer close(r.done)
 	buf := make([]byte, 256<<10)
 	have := 0
+	counted := false
 	for {
 		// Whatever the bufio.Reader already holds comes first.
 		if n := r.rd.Buffered(); n > 0 {
@@ -126,8 +150,16 @@ func (r *rawConn) count() {
 			}
 			if m[1] == byte(dbus.TypeSignal) {
 				r.n.Add(1)
+				counted = true
 			}
 			off += hdr + body
+		}
+		if counted {
+			counted = false
+			select {
+			case progress <- struct{}{}:
+			default:
+			}
 		}
 		copy(buf, buf[off:have])
 		have -= off
@@ -151,15 +183,7 @@ func minCount(rs []*rawConn) uint64 {
 }
 
 // waitAll waits until every receiver counted want signals.
-func waitAll(b *testing.B, rs []*rawConn, want uint64) {
-	deadline := time.Now().Add(60 * time.Second)
-	for minCount(rs) < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("receivers stuck at %d of %d signals", minCount(rs), want)
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
+func waitAll(b *testing.B, rs []*rawConn, want uint64) { waitCount(b, rs, want) }
 
 // BenchmarkIntegrationUnicast measures Event signals per second from the
 // service through a real dbus-daemon to 1 and 50 subscribers (raw
@@ -198,24 +222,7 @@ func benchUnicast(b *testing.B, nsubs int) {
 		evs[i] = usbEvent(b, "1-1", event.USBAdd)
 	}
 
-	// The service: publish into the hub; per-subscriber writers send.
-	b.ResetTimer()
-	busCPU0, selfCPU0 := procCPU(bus.cmd.Process.Pid), selfCPU()
-	start := time.Now()
-	for i, e := range evs {
-		if i%16 == 0 {
-			for minCount(rs) < uint64(1+i-min(i, window)) {
-				time.Sleep(20 * time.Microsecond)
-			}
-		}
-		d.hub.Publish(e)
-	}
-	waitAll(b, rs, uint64(1+b.N))
-	svc := time.Since(start)
-	busCPU1, selfCPU1 := procCPU(bus.cmd.Process.Pid), selfCPU()
-	b.StopTimer()
-
-	// The raw emitter: the same signals, pre-encoded, one connection.
+	// The raw emitter's signals: the same, pre-encoded, one connection.
 	em := rawDial(b, bus.addr)
 	defer em.c.Close()
 	hdrs := make([][]byte, nsubs)
@@ -227,37 +234,75 @@ func benchUnicast(b *testing.B, nsubs int) {
 		}
 		hdrs[i], body = h, bd
 	}
-	base := minCount(rs)
 	buf := make([]byte, 0, 256<<10)
 	serial := uint32(100)
-	busCPU2, selfCPU2 := procCPU(bus.cmd.Process.Pid), selfCPU()
-	start = time.Now()
-	for i := range b.N {
-		if i%16 == 0 {
-			if len(buf) > 0 {
-				if _, err := em.c.Write(buf); err != nil {
-					b.Fatal(err)
+
+	// service publishes evs[from:to] into the hub; per-subscriber writers
+	// send. raw writes n signals per subscriber from the emitter. Both
+	// are closed loops with the same window, and return when every
+	// receiver has counted everything.
+	service := func(from, to int) {
+		base := minCount(rs)
+		for i, e := range evs[from:to] {
+			if i%16 == 0 {
+				waitCount(b, rs, base+uint64(i-min(i, window)))
+			}
+			d.hub.Publish(e)
+		}
+		waitAll(b, rs, base+uint64(to-from))
+	}
+	raw := func(n int) {
+		base := minCount(rs)
+		for i := range n {
+			if i%16 == 0 {
+				if len(buf) > 0 {
+					if _, err := em.c.Write(buf); err != nil {
+						b.Fatal(err)
+					}
+					buf = buf[:0]
 				}
-				buf = buf[:0]
+				waitCount(b, rs, base+uint64(i-min(i, window)))
 			}
-			for minCount(rs) < base+uint64(i-min(i, window)) {
-				time.Sleep(20 * time.Microsecond)
+			for _, h := range hdrs {
+				serial++
+				buf = dbusapi.AppendMessage(buf, h, serial, body)
 			}
 		}
-		for _, h := range hdrs {
-			serial++
-			buf = dbusapi.AppendMessage(buf, h, serial, body)
+		if _, err := em.c.Write(buf); err != nil {
+			b.Fatal(err)
 		}
+		buf = buf[:0]
+		waitAll(b, rs, base+uint64(n))
 	}
-	if _, err := em.c.Write(buf); err != nil {
-		b.Fatal(err)
+
+	// Interleaved rounds, service then raw, so that the load of the
+	// machine (shared with other work) weighs on both alike; the ratio
+	// is of the totals, and the per-round ratios give its spread.
+	rounds := min(10, b.N)
+	b.ResetTimer()
+	var svc, rawT, busSvc, busRaw, selfSvc, selfRaw time.Duration
+	var ratios []float64
+	var sigs, writes uint64
+	for r := range rounds {
+		from, to := b.N*r/rounds, b.N*(r+1)/rounds
+		h0 := d.svc.Health()
+		bus0, self0, t0 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		service(from, to)
+		bus1, self1, t1 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		h1 := d.svc.Health()
+		sigs, writes = sigs+h1.Signals-h0.Signals, writes+h1.Writes-h0.Writes
+		raw(to - from)
+		bus2, self2, t2 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		svc, rawT = svc+t1.Sub(t0), rawT+t2.Sub(t1)
+		busSvc, busRaw = busSvc+bus1-bus0, busRaw+bus2-bus1
+		selfSvc, selfRaw = selfSvc+self1-self0, selfRaw+self2-self1
+		ratios = append(ratios, t2.Sub(t1).Seconds()/t1.Sub(t0).Seconds())
 	}
-	waitAll(b, rs, base+uint64(b.N))
-	raw := time.Since(start)
-	busCPU3, selfCPU3 := procCPU(bus.cmd.Process.Pid), selfCPU()
+	b.StopTimer()
 
 	total := float64(b.N * nsubs)
-	svcRate, rawRate := total/svc.Seconds(), total/raw.Seconds()
+	svcRate, rawRate := total/svc.Seconds(), total/rawT.Seconds()
+	slices.Sort(ratios)
 	b.ReportMetric(svcRate, "signals/s")
 	b.ReportMetric(rawRate, "raw-signals/s")
 	b.ReportMetric(svcRate/rawRate, "ratio")
@@ -267,12 +312,17 @@ func benchUnicast(b *testing.B, nsubs int) {
 		b.Errorf("hub dropped %d events", st.Drops)
 	}
 	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / total }
-	b.ReportMetric(us(busCPU1-busCPU0), "bus-µs/signal")
-	b.ReportMetric(us(selfCPU1-selfCPU0), "test-process-µs/signal")
-	b.Logf("subs=%d events=%d: service %.0f signals/s (%.0f events/s), raw emitter %.0f signals/s, ratio %.2f; "+
-		"CPU µs per signal: dbus-daemon %.1f (raw %.1f), this process (service + receivers) %.1f (raw emitter + receivers %.1f)",
+	b.ReportMetric(us(busSvc), "bus-µs/signal")
+	b.ReportMetric(us(selfSvc), "test-process-µs/signal")
+	b.ReportMetric(float64(sigs)/float64(max(writes, 1)), "signals/write")
+	load, _ := os.ReadFile("/proc/loadavg")
+	b.Logf("subs=%d events=%d: service %.0f signals/s (%.0f events/s), raw emitter %.0f signals/s, ratio %.2f "+
+		"(per round %.2f..%.2f, median %.2f, %d rounds interleaved); CPU µs per signal: dbus-daemon %.1f (raw %.1f), "+
+		"this process (service + receivers) %.1f (raw emitter + receivers %.1f); service signals per write(2) %.0f "+
+		"(raw emitter %d); load average %s",
 		nsubs, b.N, svcRate, svcRate/float64(nsubs), rawRate, svcRate/rawRate,
-		us(busCPU1-busCPU0), us(busCPU3-busCPU2), us(selfCPU1-selfCPU0), us(selfCPU3-selfCPU2))
+		ratios[0], ratios[len(ratios)-1], ratios[len(ratios)/2], rounds,
+		us(busSvc), us(busRaw), us(selfSvc), us(selfRaw), float64(sigs)/float64(max(writes, 1)), 16*nsubs, strings.Join(strings.Fields(string(load))[:3], " "))
 }
 
 // procCPU returns the user+system CPU time of process pid.

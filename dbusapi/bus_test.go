@@ -89,7 +89,9 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startBus(t testing.TB) *testBus {
+// startBus starts a system-like bus with the shipped policy and, when
+// given, other bus policy files (such as polkit's).
+func startBus(t testing.TB, includes ...string) *testBus {
 	t.Helper()
 	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
 	dir, err := os.MkdirTemp("", "notifyd-dbus-")
@@ -112,7 +114,11 @@ func startBus(t testing.TB) *testBus {
 	if err := os.Mkdir(b.services, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(busConfig, b.sock, pol, b.services)), 0o644); err != nil {
+	conf := fmt.Sprintf(busConfig, b.sock, pol, b.services)
+	for _, inc := range includes {
+		conf = strings.Replace(conf, "  <servicedir>", "  <include>"+inc+"</include>\n  <servicedir>", 1)
+	}
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	b.start()
@@ -266,11 +272,27 @@ func startPy(t testing.TB, asUID int, args ...string) *pyProc {
 	t.Helper()
 	py := python(t)
 	script, _ := filepath.Abs("testdata/applet.py")
-	argv := append([]string{py, script}, args...)
-	if asUID >= 0 {
-		sp := testenv.LookPath(t, "setpriv", "apt-get install util-linux")
-		argv = append([]string{sp, fmt.Sprintf("--reuid=%d", asUID), fmt.Sprintf("--regid=%d", asUID), "--clear-groups", "--"}, argv...)
+	argv := setprivUID(t, asUID, append([]string{py, script}, args...))
+	return runPy(t, argv, 100000, 1<<20, true)
+}
+
+// setprivUID prefixes argv with setpriv running it as uid and gid asUID
+// without supplementary groups; asUID < 0 leaves argv as it is.
+func setprivUID(t testing.TB, asUID int, argv []string) []string {
+	t.Helper()
+	if asUID < 0 {
+		return argv
 	}
+	sp := testenv.LookPath(t, "setpriv", "apt-get install util-linux")
+	return append([]string{sp, fmt.Sprintf("--reuid=%d", asUID), fmt.Sprintf("--regid=%d", asUID), "--clear-groups", "--"}, argv...)
+}
+
+// runPy starts argv, its stderr the test's, and reads its stdout as one
+// JSON object a line into p.lines (room for lines of them) until it
+// exits. maxLine is the longest line read (0: bufio's default). A line
+// that is not JSON is a test error when strict, skipped otherwise.
+func runPy(t testing.TB, argv []string, lines, maxLine int, strict bool) *pyProc {
+	t.Helper()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
 	in, _ := cmd.StdinPipe()
@@ -278,17 +300,21 @@ func startPy(t testing.TB, asUID int, args ...string) *pyProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %v: %v", argv, err)
 	}
-	p := &pyProc{t: t, cmd: cmd, stdin: in, lines: make(chan map[string]any, 100000)}
+	p := &pyProc{t: t, cmd: cmd, stdin: in, lines: make(chan map[string]any, lines)}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		defer close(p.lines)
 		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		if maxLine > 0 {
+			sc.Buffer(make([]byte, maxLine), maxLine)
+		}
 		for sc.Scan() {
 			var m map[string]any
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Errorf("python printed %q: %v", sc.Text(), err)
+				if strict {
+					t.Errorf("python printed %q: %v", sc.Text(), err)
+				}
 				continue
 			}
 			p.lines <- m

@@ -18,6 +18,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -307,4 +308,54 @@ func TestIntegrationActivationDaemon(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	c.next(t, p, api.DBusSignalEnded, 5*time.Second)
+}
+
+// TestDistPolkitActions: the shipped polkit actions file is well formed,
+// declares exactly the actions lsm asks for, and never allows without a
+// rule (no "yes" default: polkit must only widen through rules).
+func TestDistPolkitActions(t *testing.T) {
+	b, err := os.ReadFile(actionsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pc struct {
+		Actions []struct {
+			ID       string `xml:"id,attr"`
+			Defaults struct {
+				Any      string `xml:"allow_any"`
+				Inactive string `xml:"allow_inactive"`
+				Active   string `xml:"allow_active"`
+			} `xml:"defaults"`
+		} `xml:"action"`
+	}
+	dec := xml.NewDecoder(strings.NewReader(string(b)))
+	dec.Strict = false
+	if err := dec.Decode(&pc); err != nil {
+		t.Fatalf("parse %s: %v", actionsFile, err)
+	}
+	got := map[string]bool{}
+	for _, a := range pc.Actions {
+		got[a.ID] = true
+		for _, v := range []string{a.Defaults.Any, a.Defaults.Inactive, a.Defaults.Active} {
+			if v == "" || v == "yes" {
+				t.Errorf("action %s: default %q (want no or auth_*: only rules grant)", a.ID, v)
+			}
+		}
+	}
+	for _, id := range []string{lsm.ActionSubscribePrivate, lsm.ActionWatchKey, lsm.ActionAdmin} {
+		if !got[id] {
+			t.Errorf("%s does not declare %s", actionsFile, id)
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("actions %v, want the three lsm asks for", got)
+	}
+	// The bus policy lets everyone list the device objects.
+	pol, err := os.ReadFile(policyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(pol), `send_interface="org.freedesktop.DBus.ObjectManager"`) {
+		t.Errorf("%s does not let anyone call ObjectManager.GetManagedObjects", policyFile)
+	}
 }

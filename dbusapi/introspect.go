@@ -47,7 +47,21 @@ const managerXML = `<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intr
     <property name="HistoryLength" type="u" access="read"/>
     <property name="HistoryLowSeq" type="t" access="read"/>
   </interface>
-` + stdXML + `  <node name="subscription"/>
+  <interface name="org.freedesktop.DBus.ObjectManager">
+    <method name="GetManagedObjects">
+      <arg name="objects" type="a{oa{sa{sv}}}" direction="out"/>
+    </method>
+    <signal name="InterfacesAdded">
+      <arg name="object" type="o"/>
+      <arg name="interfaces" type="a{sa{sv}}"/>
+    </signal>
+    <signal name="InterfacesRemoved">
+      <arg name="object" type="o"/>
+      <arg name="interfaces" type="as"/>
+    </signal>
+  </interface>
+` + stdXML + `  <node name="devices"/>
+  <node name="subscription"/>
 </node>
 `
 
@@ -197,6 +211,86 @@ func parentXML(children []string) string {
 	for _, c := range children {
 		b.WriteString(`  <node name="` + c + `"/>` + "\n")
 	}
+	b.WriteString("</node>\n")
+	return b.String()
+}
+
+// deviceIfaceXML is the introspection of each device-object interface.
+var deviceIfaceXML = map[string]string{
+	"org.notifyd.Notifyd1.Device": `  <interface name="org.notifyd.Notifyd1.Device">
+    <property name="Source" type="s" access="read"/>
+    <property name="Name" type="s" access="read"/>
+    <property name="Description" type="s" access="read"/>
+    <property name="State" type="s" access="read"/>
+    <property name="LastEvent" type="s" access="read"/>
+    <property name="Seq" type="t" access="read"/>
+    <property name="Epoch" type="t" access="read"/>
+    <property name="Time" type="t" access="read"/>
+    <property name="Errors" type="t" access="read"/>
+    <property name="LastError" type="s" access="read"/>
+  </interface>
+`,
+	"org.notifyd.Notifyd1.Block": `  <interface name="org.notifyd.Notifyd1.Block">
+    <property name="Major" type="u" access="read"/>
+    <property name="Minor" type="u" access="read"/>
+    <property name="Device" type="s" access="read"/>
+    <property name="Vendor" type="s" access="read"/>
+    <property name="Model" type="s" access="read"/>
+    <property name="Serial" type="s" access="read"/>
+    <property name="WWID" type="s" access="read"/>
+    <property name="Size" type="t" access="read"/>
+    <property name="Removable" type="b" access="read"/>
+    <property name="ReadOnly" type="b" access="read"/>
+    <property name="Partition" type="u" access="read"/>
+    <property name="Parent" type="s" access="read"/>
+    <property name="BackingFile" type="s" access="read"/>
+    <property name="Label" type="s" access="read"/>
+    <property name="FSType" type="s" access="read"/>
+    <property name="MountPoints" type="as" access="read"/>
+  </interface>
+`,
+	"org.notifyd.Notifyd1.USB": `  <interface name="org.notifyd.Notifyd1.USB">
+    <property name="Busnum" type="q" access="read"/>
+    <property name="Devnum" type="q" access="read"/>
+    <property name="VendorID" type="q" access="read"/>
+    <property name="ProductID" type="q" access="read"/>
+    <property name="Speed" type="s" access="read"/>
+    <property name="Manufacturer" type="s" access="read"/>
+    <property name="Product" type="s" access="read"/>
+    <property name="Serial" type="s" access="read"/>
+    <property name="VendorName" type="s" access="read"/>
+    <property name="ProductName" type="s" access="read"/>
+    <property name="DeviceClass" type="y" access="read"/>
+    <property name="DeviceClassName" type="s" access="read"/>
+    <property name="PortPath" type="s" access="read"/>
+  </interface>
+`,
+	"org.notifyd.Notifyd1.Mount": `  <interface name="org.notifyd.Notifyd1.Mount">
+    <property name="ID" type="t" access="read"/>
+    <property name="ParentID" type="t" access="read"/>
+    <property name="Point" type="s" access="read"/>
+    <property name="Root" type="s" access="read"/>
+    <property name="Source" type="s" access="read"/>
+    <property name="FSType" type="s" access="read"/>
+    <property name="Options" type="s" access="read"/>
+    <property name="ReadOnly" type="b" access="read"/>
+    <property name="Major" type="u" access="read"/>
+    <property name="Minor" type="u" access="read"/>
+  </interface>
+`,
+}
+
+// deviceXML describes a device object with the given interfaces.
+func deviceXML(ifaces []string) string {
+	var b strings.Builder
+	b.WriteString(`<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspection 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd">
+<node>
+`)
+	for _, i := range ifaces {
+		b.WriteString(deviceIfaceXML[i])
+	}
+	b.WriteString(stdXML)
 	b.WriteString("</node>\n")
 	return b.String()
 }

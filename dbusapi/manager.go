@@ -6,8 +6,9 @@ import (
 	"github.com/godbus/dbus/v5"
 
 	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/history"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -47,6 +48,13 @@ func (sess *session) export() error {
 		"Set":    propSet,
 	}
 	subIntro := map[string]any{"Introspect": sess.subIntrospect}
+	objMgr := map[string]any{api.DBusMethodGetManagedObjects: sess.getManagedObjects}
+	devProps := map[string]any{
+		"Get":    sess.devGet,
+		"GetAll": sess.devGetAll,
+		"Set":    sess.devSet,
+	}
+	devIntro := map[string]any{"Introspect": sess.devIntrospect}
 	for _, e := range []struct {
 		m       map[string]any
 		path    dbus.ObjectPath
@@ -59,6 +67,9 @@ func (sess *session) export() error {
 		{subM, api.DBusSubscriptionPrefix, api.DBusSubscriptionInterface, true},
 		{subProps, api.DBusSubscriptionPrefix, ifaceProperties, true},
 		{subIntro, api.DBusSubscriptionPrefix, ifaceIntrospect, true},
+		{objMgr, api.DBusPath, api.DBusObjectManagerInterface, false},
+		{devProps, api.DBusDevicesPrefix, ifaceProperties, true},
+		{devIntro, api.DBusDevicesPrefix, ifaceIntrospect, true},
 	} {
 		var err error
 		if e.subtree {
@@ -208,7 +219,7 @@ func (sess *session) history(msg dbus.Message, since uint64, expr string) *dbus.
 		return nil
 	}
 	evs := res.Events
-	b, err := record.EncodeStream(evs)
+	b, err := history.EncodeStream(evs)
 	if err != nil {
 		// Some event has no record layout: leave those out rather than
 		// fail the whole call (History is the record-ABI view).
@@ -216,12 +227,12 @@ func (sess *session) history(msg dbus.Message, since uint64, expr string) *dbus.
 		for _, ev := range evs {
 			if len(ev.Raw) > 0 {
 				kept = append(kept, ev)
-			} else if _, err := record.FromEvent(ev); err == nil {
+			} else if _, err := eventrec.FromEvent(ev); err == nil {
 				kept = append(kept, ev)
 			}
 		}
 		evs = kept
-		b, err = record.EncodeStream(evs)
+		b, err = history.EncodeStream(evs)
 	}
 	if err != nil {
 		sess.reply(&msg, dbusErr(api.DBusErrorFailed, "encode history: %v", err))

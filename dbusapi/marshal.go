@@ -66,9 +66,11 @@ func marshalBody(dst []byte, args []any) ([]byte, error) {
 	return dst, nil
 }
 
+// pad aligns b to n, a power of two no larger than 8.
 func pad(b []byte, n int) []byte {
-	for len(b)%n != 0 {
-		b = append(b, 0)
+	if r := len(b) & (n - 1); r != 0 {
+		var zeros [8]byte
+		b = append(b, zeros[:n-r]...)
 	}
 	return b
 }

@@ -89,6 +89,12 @@ type Health struct {
 	Connects uint64    // successful connections so far
 	// Subscriptions is the number of live D-Bus subscriptions.
 	Subscriptions int
+	// Objects are the device-object exporter's counters.
+	Objects ObjectStats
+	// Signals is the number of Event and Loss signals the subscriptions'
+	// writers sent on the current connection, Writes the write(2) calls
+	// that carried them (batches: several signals per write).
+	Signals, Writes uint64
 }
 
 // Service is the D-Bus service. Create it with New and call Run.
@@ -131,6 +137,8 @@ func (s *Service) Health() Health {
 	s.mu.Unlock()
 	if sess != nil {
 		h.Subscriptions = sess.count()
+		h.Objects = sess.objs.stats()
+		h.Signals, h.Writes = sess.signals.Load(), sess.writes.Load()
 	}
 	return h
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/godbus/dbus/v5"
@@ -47,8 +48,13 @@ type session struct {
 	ser  *serials
 	gen  uint64
 	sigs chan *dbus.Signal
+	objs *objects // device objects (ObjectManager)
 
 	replies sync.Map // replyKey -> struct{}: calls whose reply we send
+
+	// Event and Loss signals written by the subscriptions' writers, and
+	// the writes that carried them.
+	signals, writes atomic.Uint64
 
 	mu      sync.Mutex
 	closing bool
@@ -74,6 +80,7 @@ func (s *Service) connect(ctx context.Context, addr string) (*session, error) {
 		owners: map[string]*owner{},
 		subs:   map[dbus.ObjectPath]*sub{},
 	}
+	sess.objs = newObjects(sess)
 	conn, err := dbus.Connect(addr,
 		dbus.WithContext(ctx),
 		dbus.WithSerialGenerator(sess.ser),
@@ -118,10 +125,17 @@ func (sess *session) intercept(msg *dbus.Message) {
 	member, _ := msg.Headers[dbus.FieldMember].Value().(string)
 	iface, _ := msg.Headers[dbus.FieldInterface].Value().(string)
 	sender, _ := msg.Headers[dbus.FieldSender].Value().(string)
-	if path != api.DBusPath || iface != api.DBusManagerInterface {
+	if path != api.DBusPath {
 		return
 	}
-	want, ok := manualReply[member]
+	var want string
+	var ok bool
+	switch iface {
+	case api.DBusManagerInterface:
+		want, ok = manualReply[member]
+	case api.DBusObjectManagerInterface:
+		want, ok = "", member == api.DBusMethodGetManagedObjects
+	}
 	sig, _ := msg.Headers[dbus.FieldSignature].Value().(dbus.Signature)
 	if !ok || sig.String() != want {
 		return
@@ -178,10 +192,14 @@ func (sess *session) count() int {
 // serve runs the session until the connection ends (bus gone or ctx
 // done), then ends every subscription and waits for every goroutine.
 func (sess *session) serve(ctx context.Context) {
-	sess.wg.Add(2)
+	sess.wg.Add(3)
 	go func() {
 		defer sess.wg.Done()
 		sess.signalLoop()
+	}()
+	go func() {
+		defer sess.wg.Done()
+		sess.objs.run()
 	}()
 	go func() {
 		defer sess.wg.Done()

@@ -2,6 +2,7 @@ package dbusapi
 
 import (
 	"errors"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,11 @@ import (
 // than this is written in several pieces (each a run of whole messages).
 const maxWrite = 256 << 10
 
+// smallBatch is the batch size below which the writer yields once before
+// writing, so that events published back to back share a write (and the
+// writer one wake-up) instead of costing one each.
+const smallBatch = 16
+
 // sub is one D-Bus subscription: its object, its fan-out queue and the
 // writer goroutine that turns the queue into unicast signals.
 type sub struct {
@@ -31,6 +37,8 @@ type sub struct {
 	queueLen int
 	evHdr    sigHeader
 	lossHdr  sigHeader
+	arena    bodyArena                 // the writer's, for signal bodies
+	encode   func(*event.Event) []byte // arena.encode, bound once
 
 	stop     chan struct{} // closed by end
 	finished chan struct{} // closed when the writer has exited
@@ -77,6 +85,7 @@ func (sess *session) newSub(msg *dbus.Message, expr string, opts map[string]dbus
 		stop:     make(chan struct{}),
 		finished: make(chan struct{}),
 	}
+	s.encode = s.arena.encode
 	var err1, err2 error
 	s.evHdr, err1 = newSigHeader(s.path, api.DBusSubscriptionInterface, api.DBusSignalEvent, sender, sigEvent)
 	s.lossHdr, err2 = newSigHeader(s.path, api.DBusSubscriptionInterface, api.DBusSignalLoss, sender, sigLoss)
@@ -167,6 +176,13 @@ func (s *sub) run() {
 		case <-s.fs.Ready():
 		}
 		batch = s.fs.Drain(batch[:0])
+		if len(batch) < smallBatch {
+			// Let a publisher that is still running add to the batch
+			// before paying for a write and the next wake-up: a yield,
+			// not a wait, so a lone event still goes out at once.
+			runtime.Gosched()
+			batch = s.fs.Drain(batch)
+		}
 		if buf = s.write(buf[:0], batch); buf == nil {
 			s.fs.Close()
 			return
@@ -181,7 +197,7 @@ func (s *sub) run() {
 func (s *sub) write(buf []byte, evs []*event.Event) []byte {
 	conn := s.sess.conn
 	for _, ev := range evs {
-		body := signalBody(ev)
+		body := ev.Encoded(event.EncodingDBusBody, s.encode)
 		hdr := s.evHdr
 		if ev.Loss != nil {
 			hdr = s.lossHdr
@@ -191,6 +207,7 @@ func (s *sub) write(buf []byte, evs []*event.Event) []byte {
 			if _, err := conn.Write(buf); err != nil {
 				return nil
 			}
+			s.sess.writes.Add(1)
 			buf = buf[:0]
 		}
 	}
@@ -198,7 +215,9 @@ func (s *sub) write(buf []byte, evs []*event.Event) []byte {
 		if _, err := conn.Write(buf); err != nil {
 			return nil
 		}
+		s.sess.writes.Add(1)
 	}
+	s.sess.signals.Add(uint64(len(evs)))
 	if buf == nil {
 		buf = []byte{}
 	}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/history"
 )
 
 // Signal signatures. They are part of the API (docs/dbus-api.md).
@@ -22,19 +25,20 @@ const (
 	sigEnded   = "s"
 )
 
+// lossCount is l's count as the Loss signal carries it:
+// api.DBusCountUnknown when the number lost is not known.
+func lossCount(l *event.Loss) uint64 {
+	if !l.Known() {
+		return api.DBusCountUnknown
+	}
+	return l.Count
+}
+
 // eventBody converts ev into the arguments of an Event signal (or of a
 // Loss signal when ev is a loss event).
 func eventBody(ev *event.Event) []any {
-	var usec uint64
-	if !ev.Time.IsZero() {
-		usec = uint64(ev.Time.UnixMicro())
-	}
 	if l := ev.Loss; l != nil {
-		count := l.Count
-		if !l.Known() {
-			count = api.DBusCountUnknown
-		}
-		return []any{ev.Seq, usec, str(string(l.Source)), str(string(l.Origin)), count, l.Estimated,
+		return []any{ev.Seq, usec(ev), str(string(l.Source)), str(string(l.Origin)), lossCount(l), l.Estimated,
 			l.FromSeq, l.ToSeq, int32(l.Tag), str(l.Reason)}
 	}
 	var (
@@ -47,7 +51,7 @@ func eventBody(ev *event.Event) []any {
 		busnum, devnum   uint16
 		vendor, product  uint16
 		usbErr           uint32
-		props                  = ev.Props
+		props                  = signalProps(ev)
 		raw                    = ev.Raw
 		tag              int32 = int32(ev.Tag)
 	)
@@ -79,7 +83,7 @@ func eventBody(ev *event.Event) []any {
 	if raw == nil {
 		raw = []byte{}
 	}
-	return []any{ev.Seq, usec, str(string(ev.Source)), str(ev.Subtype), str(string(ev.Origin)), tag, str(ev.StateKey),
+	return []any{ev.Seq, usec(ev), str(string(ev.Source)), str(ev.Subtype), str(string(ev.Origin)), tag, str(ev.StateKey),
 		ev.Snapshot, ev.StateRemove,
 		keyID, keyAux, str(keyType), str(keyDesc),
 		major, minor, str(device), sector,
@@ -101,6 +105,26 @@ func str(s string) string {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\u2400")
+}
+
+// signalProps is ev's props as the Event signal carries them: the
+// kernel interface's attributes plus, dot-prefixed as in the history
+// stream, what the signal has no argument for (host, via, coalesced,
+// device identity; history.DeviceProps). ev.Props itself is shared with
+// every other transport and is never written.
+func signalProps(ev *event.Event) map[string]string {
+	props := ev.Props
+	cloned := false
+	history.DeviceProps(ev, func(k, v string) {
+		if !cloned {
+			props, cloned = maps.Clone(ev.Props), true
+			if props == nil {
+				props = map[string]string{}
+			}
+		}
+		props[k] = v
+	})
+	return props
 }
 
 func sanitizeProps(m map[string]string) map[string]string {
@@ -209,10 +233,167 @@ func signalBody(ev *event.Event) []byte {
 }
 
 func encodeSignalBody(ev *event.Event) []byte {
-	b, err := marshalBody(make([]byte, 0, 256), eventBody(ev))
-	if err != nil {
-		// Every field is a plain value: this cannot happen.
-		panic("dbusapi: marshal signal body: " + err.Error())
-	}
-	return b
+	return appendSignalBody(make([]byte, 0, 256+len(ev.Raw)), ev)
 }
+
+// bodyChunk is the size of the chunks a bodyArena carves signal bodies
+// from: one allocation for some thirty events instead of one each. A
+// cached body keeps its chunk alive as long as its event lives (in the
+// history ring, or in the current-state table for a present device), so
+// chunks are kept small: at worst a few KiB per long-lived event.
+const bodyChunk = 8 << 10
+
+// bodyArena encodes signal bodies for one writer goroutine (not safe for
+// concurrent use): each body is encoded into a scratch buffer and copied
+// into a chunk, exactly sized, capacity capped so no append can reach a
+// neighbour.
+type bodyArena struct {
+	scratch []byte
+	chunk   []byte
+}
+
+func (a *bodyArena) encode(ev *event.Event) []byte {
+	a.scratch = appendSignalBody(a.scratch[:0], ev)
+	n := len(a.scratch)
+	if n > bodyChunk/4 {
+		return bytes.Clone(a.scratch)
+	}
+	if cap(a.chunk)-len(a.chunk) < n {
+		a.chunk = make([]byte, 0, bodyChunk)
+	}
+	start := len(a.chunk)
+	a.chunk = append(a.chunk, a.scratch...)
+	return a.chunk[start : start+n : start+n]
+}
+
+// appendSignalBody appends the body of ev's Event or Loss signal: the
+// same bytes as marshalBody(eventBody(ev)) (TestMarshalBody and
+// FuzzMarshalBody check it), written straight from the event, without
+// boxing some twenty values into a []any per event.
+func appendSignalBody(dst []byte, ev *event.Event) []byte {
+	if l := ev.Loss; l != nil {
+		dst = putU64(dst, ev.Seq)
+		dst = putU64(dst, usec(ev))
+		dst = putST(dst, string(l.Source))
+		dst = putST(dst, string(l.Origin))
+		dst = putU64(dst, lossCount(l))
+		dst = putB32(dst, l.Estimated)
+		dst = putU64(dst, l.FromSeq)
+		dst = putU64(dst, l.ToSeq)
+		dst = putU32(dst, uint32(int32(l.Tag)))
+		dst = putST(dst, l.Reason)
+		return dst
+	}
+	dst = putU64(dst, ev.Seq)
+	dst = putU64(dst, usec(ev))
+	dst = putST(dst, string(ev.Source))
+	dst = putST(dst, ev.Subtype)
+	dst = putST(dst, string(ev.Origin))
+	dst = putU32(dst, uint32(int32(ev.Tag)))
+	dst = putST(dst, ev.StateKey)
+	dst = putB32(dst, ev.Snapshot)
+	dst = putB32(dst, ev.StateRemove)
+	if k := ev.Key; k != nil {
+		dst = putU32(dst, uint32(k.ID))
+		dst = putU32(dst, uint32(k.Aux))
+		if k.Described {
+			dst = putST(dst, k.Type)
+			dst = putST(dst, k.Description)
+		} else {
+			dst = putST(dst, "")
+			dst = putST(dst, "")
+		}
+	} else {
+		dst = putU32(dst, 0)
+		dst = putU32(dst, 0)
+		dst = putST(dst, "")
+		dst = putST(dst, "")
+	}
+	if b := ev.Block; b != nil {
+		dst = putU32(dst, b.Major)
+		dst = putU32(dst, b.Minor)
+		dst = putST(dst, b.Device)
+		if b.HasSector {
+			dst = putU64(dst, b.Sector)
+		} else {
+			dst = putU64(dst, api.DBusNoSector)
+		}
+	} else {
+		dst = putU32(dst, 0)
+		dst = putU32(dst, 0)
+		dst = putST(dst, "")
+		dst = putU64(dst, api.DBusNoSector)
+	}
+	if u := ev.USB; u != nil {
+		dst = putST(dst, u.Name)
+		dst = putU16(dst, u.Busnum)
+		dst = putU16(dst, u.Devnum)
+		dst = putU16(dst, u.VendorID)
+		dst = putU16(dst, u.ProductID)
+		dst = putU32(dst, u.Error)
+	} else {
+		dst = putST(dst, "")
+		dst = putU16(dst, 0)
+		dst = putU16(dst, 0)
+		dst = putU16(dst, 0)
+		dst = putU16(dst, 0)
+		dst = putU32(dst, 0)
+	}
+	// a{ss}, keys sorted, strings repaired as in eventBody.
+	dst = pad(dst, 4)
+	lenAt := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = pad(dst, 8)
+	start := len(dst)
+	if props := signalProps(ev); len(props) > 0 {
+		var small [32]string
+		keys := small[:0]
+		for k := range props {
+			keys = append(keys, k)
+		}
+		for _, k := range keys {
+			if !validString(k) || !validString(props[k]) {
+				props = sanitizeProps(props)
+				keys = keys[:0]
+				for k := range props {
+					keys = append(keys, k)
+				}
+				break
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			dst = pad(dst, 8)
+			dst = appendString(dst, k)
+			dst = appendString(dst, props[k])
+		}
+	}
+	binary.LittleEndian.PutUint32(dst[lenAt:], uint32(len(dst)-start))
+	dst = putU32(dst, uint32(len(ev.Raw)))
+	return append(dst, ev.Raw...)
+}
+
+func putU64(b []byte, v uint64) []byte {
+	b = pad(b, 8)
+	return binary.LittleEndian.AppendUint64(b, v)
+}
+
+func putU32(b []byte, v uint32) []byte {
+	b = pad(b, 4)
+	return binary.LittleEndian.AppendUint32(b, v)
+}
+
+func putU16(b []byte, v uint16) []byte {
+	b = pad(b, 2)
+	return binary.LittleEndian.AppendUint16(b, v)
+}
+
+func putB32(b []byte, v bool) []byte {
+	var x uint32
+	if v {
+		x = 1
+	}
+	return putU32(b, x)
+}
+
+func putST(b []byte, v string) []byte { return appendString(b, str(v)) }

@@ -28,6 +28,9 @@ func wireEvents() []*event.Event {
 		{Seq: 4, Source: event.SourceBlock, Subtype: event.BlockAdd, Tag: event.NoTag, Snapshot: true, StateRemove: true,
 			Props: map[string]string{"BAD\xff": "nul\x00inside", "E": ""}},
 		event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown, "queue overflow"),
+		{Seq: 5, Source: event.SourceBlock, Subtype: event.BlockChange, Tag: event.NoTag, Origin: event.OriginUevent,
+			Host: "web-17", Via: "udev", Coalesced: 57, Props: map[string]string{"DEVNAME": "loop3"},
+			Block: &event.BlockFields{Major: 7, Minor: 3, Device: "loop3", Size: 4 << 20, BackingFile: "/tmp/a.img", ReadOnly: true}},
 		{Seq: 9, Source: event.SourceUSB, Subtype: event.MetaLoss, Tag: event.NoTag,
 			Loss: &event.Loss{Source: event.SourceUSB, Origin: event.OriginSubscriber, Count: 17, FromSeq: 5, ToSeq: 21, Tag: event.NoTag, Reason: "queue full"}},
 	}
@@ -41,6 +44,9 @@ func checkBody(t *testing.T, ev *event.Event) {
 	body, err := marshalBody(nil, args)
 	if err != nil {
 		t.Fatalf("marshalBody: %v", err)
+	}
+	if direct := appendSignalBody(nil, ev); !bytes.Equal(direct, body) {
+		t.Fatalf("appendSignalBody differs from marshalBody(eventBody):\n%x\n%x", direct, body)
 	}
 	member, sig := api.DBusSignalEvent, sigEvent
 	if ev.Loss != nil {
@@ -87,6 +93,22 @@ func checkBody(t *testing.T, ev *event.Event) {
 func TestMarshalBody(t *testing.T) {
 	for _, ev := range wireEvents() {
 		checkBody(t, ev)
+	}
+}
+
+// TestSignalProps: what the Event signal has no argument for travels in
+// props under the history stream's dot-prefixed names, and the event's
+// own Props (shared with every transport) is not written.
+func TestSignalProps(t *testing.T) {
+	ev := wireEvents()[5]
+	got := eventBody(ev)[23].(map[string]string)
+	want := map[string]string{"DEVNAME": "loop3", ".host": "web-17", ".via": "udev", ".coalesced": "57",
+		".block.size": "4194304", ".block.backing_file": "/tmp/a.img", ".block.read_only": "1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("props %v\nwant %v", got, want)
+	}
+	if len(ev.Props) != 1 {
+		t.Errorf("the event's own props were written: %v", ev.Props)
 	}
 }
 
@@ -154,5 +176,39 @@ func TestSignalBodyEncodedOnce(t *testing.T) {
 		if err != nil || !bytes.Equal(a, want) {
 			t.Errorf("%s: cached body differs from a fresh encoding (%v)", ev.Subtype, err)
 		}
+	}
+}
+
+// TestBodyArena: bodies carved from one chunk are the encoder's bytes,
+// and none can be appended into its neighbour.
+func TestBodyArena(t *testing.T) {
+	var a bodyArena
+	evs := wireEvents()
+	var bodies [][]byte
+	for range 200 {
+		for _, ev := range evs {
+			bodies = append(bodies, a.encode(ev))
+		}
+	}
+	for i, b := range bodies {
+		if want := appendSignalBody(nil, evs[i%len(evs)]); !bytes.Equal(b, want) {
+			t.Fatalf("body %d differs from the encoder's", i)
+		}
+		if cap(b) != len(b) {
+			t.Fatalf("body %d: cap %d > len %d", i, cap(b), len(b))
+		}
+	}
+	_ = append(bodies[0], 0xff)
+	if !bytes.Equal(bodies[1], appendSignalBody(nil, evs[1])) {
+		t.Fatal("appending to one body changed the next")
+	}
+}
+
+func BenchmarkSignalBody(b *testing.B) {
+	ev := wireEvents()[0]
+	var a bodyArena
+	b.ReportAllocs()
+	for b.Loop() {
+		a.encode(ev)
 	}
 }

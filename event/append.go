@@ -46,6 +46,14 @@ func (e *Event) AppendJSON(b []byte) []byte {
 	}
 	b = append(b, `,"origin":`...)
 	b = appendString(b, string(e.Origin))
+	if e.Via != "" {
+		b = append(b, `,"via":`...)
+		b = appendString(b, e.Via)
+	}
+	if e.Coalesced > 1 {
+		b = append(b, `,"coalesced":`...)
+		b = strconv.AppendUint(b, e.Coalesced, 10)
+	}
 	if k := e.Key; k != nil {
 		b = append(b, `,"key":{"id":`...)
 		b = strconv.AppendInt(b, int64(k.ID), 10)
@@ -87,6 +95,28 @@ func (e *Event) AppendJSON(b []byte) []byte {
 			b = append(b, `,"sector":`...)
 			b = strconv.AppendUint(b, d.Sector, 10)
 		}
+		b = appendOptString(b, `,"vendor":`, d.Vendor)
+		b = appendOptString(b, `,"model":`, d.Model)
+		b = appendOptString(b, `,"serial":`, d.Serial)
+		b = appendOptString(b, `,"wwid":`, d.WWID)
+		if d.Size != 0 {
+			b = append(b, `,"size_bytes":`...)
+			b = strconv.AppendUint(b, d.Size, 10)
+		}
+		if d.Removable {
+			b = append(b, `,"removable":true`...)
+		}
+		if d.ReadOnly {
+			b = append(b, `,"read_only":true`...)
+		}
+		if d.Partition != 0 {
+			b = append(b, `,"partition":`...)
+			b = strconv.AppendInt(b, int64(d.Partition), 10)
+		}
+		b = appendOptString(b, `,"parent":`, d.Parent)
+		b = appendOptString(b, `,"backing_file":`, d.BackingFile)
+		b = appendOptString(b, `,"label":`, d.Label)
+		b = appendOptString(b, `,"fs_type":`, d.FSType)
 		b = append(b, '}')
 	}
 	if u := e.USB; u != nil {
@@ -127,6 +157,17 @@ func (e *Event) AppendJSON(b []byte) []byte {
 			b = append(b, `,"class":`...)
 			b = appendString(b, u.Class)
 		}
+		b = appendOptString(b, `,"manufacturer":`, u.Manufacturer)
+		b = appendOptString(b, `,"product_string":`, u.Product)
+		b = appendOptString(b, `,"serial":`, u.Serial)
+		b = appendOptString(b, `,"vendor_name":`, u.VendorName)
+		b = appendOptString(b, `,"product_name":`, u.ProductName)
+		if u.DeviceClass != 0 {
+			b = append(b, `,"device_class":`...)
+			b = strconv.AppendUint(b, uint64(u.DeviceClass), 10)
+		}
+		b = appendOptString(b, `,"device_class_name":`, u.DeviceClassName)
+		b = appendOptString(b, `,"port_path":`, u.PortPath)
 		b = append(b, '}')
 	}
 	b = e.appendFSJSON(b)
@@ -185,6 +226,15 @@ func (e *Event) AppendJSON(b []byte) []byte {
 		b = append(b, `,"removed":true`...)
 	}
 	return append(b, '}')
+}
+
+// appendOptString writes member (`,"name":`) and s unless s is empty.
+func appendOptString(b []byte, member, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = append(b, member...)
+	return appendString(b, s)
 }
 
 // appendID writes a uid/gid, with (uid_t)-1 as -1.

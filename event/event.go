@@ -125,6 +125,14 @@ type Event struct {
 	Mount      *MountFields
 	Superblock *SuperblockFields
 
+	// Via names the kernel interface the event was read from when a
+	// source has more than one ("uevent", "udev"); "" otherwise.
+	Via string
+	// Coalesced, when > 1, is how many kernel events of the same kind for
+	// the same object this one stands for (storm coalescing at the
+	// source; not a loss). 0 or 1 means a single event.
+	Coalesced uint64
+
 	// Props holds extra attributes from the kernel interface (uevent
 	// properties such as DEVPATH, the kmsg text as "MESSAGE"). May be nil.
 	Props map[string]string
@@ -206,6 +214,17 @@ type BlockFields struct {
 	Sector       uint64 // 512-byte sector relative to the whole disk; 0 when not an error
 	Device       string // kernel name, e.g. "sda", "loop0"
 	HasSector    bool
+
+	// Identity, read from sysfs when the event happened (cached per
+	// device for remove and error events) and, with the udev view on,
+	// from udev's rule-processed properties. Empty when not known.
+	Vendor, Model, Serial, WWID string
+	Size                        uint64 // bytes; 0 when not known
+	Removable, ReadOnly         bool
+	Partition                   int    // partition number; 0 for a whole disk
+	Parent                      string // parent disk of a partition, e.g. "sda"
+	BackingFile                 string // loop devices: the attached file; "" when detached
+	Label, FSType               string // from udev (ID_FS_LABEL, ID_FS_TYPE)
 }
 
 // USBFields are the typed fields of a USB event (struct usb_notification).
@@ -224,6 +243,14 @@ type USBFields struct {
 	// Class names what failed in an error event ("descriptor-read",
 	// "address", "over-current", …; docs/sources.md), "" otherwise.
 	Class string
+
+	// Identity, read from sysfs when the event happened (cached per
+	// device for remove, error and reset events). Empty when not known.
+	Manufacturer, Product, Serial string // the device's own strings
+	VendorName, ProductName       string // from the USB ID database (usb.ids), when present
+	DeviceClass                   uint8  // bDeviceClass
+	DeviceClassName               string // e.g. "Mass Storage", "Hub"
+	PortPath                      string // bus-port path, e.g. "1-1.2"
 }
 
 // LossCount value when the number of lost records is unknown.

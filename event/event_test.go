@@ -26,6 +26,56 @@ func sample() []*Event {
 			Loss: &Loss{Source: SourceKey, Origin: OriginWatchQueue, Count: CountUnknown, Tag: NoTag, Reason: "kernel queue overflow"}},
 		{Epoch: 1, Seq: 0, Time: t0, Source: SourceBlock, Subtype: MetaLoss, Tag: NoTag, Origin: OriginSubscriber,
 			Loss: &Loss{Source: SourceBlock, Origin: OriginSubscriber, Count: 12, FromSeq: 20, ToSeq: 40, Tag: NoTag}},
+		{Epoch: 1, Seq: 12, Time: t0, Source: SourceBlock, Subtype: BlockChange, Tag: NoTag, Origin: OriginUevent, Via: "udev", Coalesced: 57,
+			Block: &BlockFields{Major: 8, Minor: 1, Device: "sda1", Vendor: "SanDisk", Model: "Ultra", Serial: "4C53", WWID: "naa.5000",
+				Size: 32 << 30, Removable: true, ReadOnly: true, Partition: 1, Parent: "sda", BackingFile: "/var/img (deleted)",
+				Label: "STICK", FSType: "vfat"},
+			StateKey: "block:8:1"},
+		{Epoch: 1, Seq: 13, Time: t0, Source: SourceUSB, Subtype: USBRemove, Tag: NoTag, Origin: OriginUevent,
+			USB: &USBFields{Name: "1-1.2", VendorID: 0x0781, ProductID: 0x5581, Manufacturer: "SanDisk", Product: "Ultra", Serial: "4C53",
+				VendorName: "SanDisk Corp.", ProductName: "Ultra", DeviceClass: 8, DeviceClassName: "Mass Storage", PortPath: "1-1.2"},
+			StateKey: "usb:1-1.2", StateRemove: true},
+	}
+}
+
+func TestJSONIdentity(t *testing.T) {
+	ev := sample()
+	var m map[string]any
+	if err := json.Unmarshal(ev[6].JSON(), &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["via"] != "udev" || m["coalesced"] != float64(57) {
+		t.Errorf("via/coalesced: %v", m)
+	}
+	b := m["block"].(map[string]any)
+	for k, v := range map[string]any{"vendor": "SanDisk", "model": "Ultra", "serial": "4C53", "wwid": "naa.5000",
+		"size_bytes": float64(32 << 30), "removable": true, "read_only": true, "partition": float64(1), "parent": "sda",
+		"backing_file": "/var/img (deleted)", "label": "STICK", "fs_type": "vfat"} {
+		if b[k] != v {
+			t.Errorf("block.%s = %v, want %v", k, b[k], v)
+		}
+	}
+	m = nil
+	json.Unmarshal(ev[7].JSON(), &m)
+	u := m["usb"].(map[string]any)
+	for k, v := range map[string]any{"vendor": "0781", "product": "5581", "manufacturer": "SanDisk", "product_string": "Ultra",
+		"serial": "4C53", "vendor_name": "SanDisk Corp.", "product_name": "Ultra", "device_class": float64(8),
+		"device_class_name": "Mass Storage", "port_path": "1-1.2"} {
+		if u[k] != v {
+			t.Errorf("usb.%s = %v, want %v", k, u[k], v)
+		}
+	}
+	// A single event has no coalesced member.
+	if s := string(ev[1].JSON()); strings.Contains(s, "coalesced") || strings.Contains(s, `"via"`) {
+		t.Errorf("plain event: %s", s)
+	}
+	var got Event
+	if err := json.Unmarshal(ev[6].JSON(), &got); err != nil || *got.Block != *ev[6].Block || got.Via != "udev" || got.Coalesced != 57 {
+		t.Errorf("decode: %+v %v", got.Block, err)
+	}
+	got = Event{}
+	if err := json.Unmarshal(ev[7].JSON(), &got); err != nil || *got.USB != *ev[7].USB {
+		t.Errorf("decode: %+v %v", got.USB, err)
 	}
 }
 
@@ -117,8 +167,11 @@ func FuzzUnmarshalJSON(f *testing.F) {
 
 func TestAppendJSONMatchesReflect(t *testing.T) {
 	weird := &Event{Source: "x\"<>&\u2028", Subtype: "\x00\x1f\xff", Tag: 255, Origin: OriginKmsg,
-		Key:   &KeyFields{ID: -3, Aux: -61, Described: true, UID: ^uint32(0), GID: ^uint32(0), Description: "é\t"},
-		USB:   &USBFields{Name: "1-1", Error: 7, Speed: "SuperSpeed", Driver: "xhci_hcd"},
+		Key: &KeyFields{ID: -3, Aux: -61, Described: true, UID: ^uint32(0), GID: ^uint32(0), Description: "é\t"},
+		USB: &USBFields{Name: "1-1", Error: 7, Speed: "SuperSpeed", Driver: "xhci_hcd", Product: "\xff\x00<b>", Manufacturer: "\u2028",
+			DeviceClass: 255, DeviceClassName: "x"},
+		Block: &BlockFields{Device: "sda", Model: "\xc3", Label: "a\"b", Size: 1, Partition: -1, Removable: true},
+		Via:   "udev", Coalesced: 2,
 		Props: map[string]string{"b": "2", "a": "1\n", "Z": "\u2029"}, StateKey: "usb:1-1", Host: "web-17<&>\u2028"}
 	for _, e := range append(sample(), weird, &Event{Tag: NoTag}) {
 		want, err := e.marshalReflect()
@@ -135,8 +188,11 @@ func FuzzAppendJSON(f *testing.F) {
 	f.Add("key", "linked", "watch_queue", int32(5), int32(-1), "desc", "1-1", "sda", "k", "v", uint64(3), true)
 	f.Fuzz(func(t *testing.T, src, sub, origin string, id, aux int32, desc, usb, dev, pk, pv string, count uint64, flag bool) {
 		e := &Event{Epoch: uint64(id), Seq: count, Source: Source(src), Subtype: sub, Origin: Origin(origin), Tag: int(aux & 0xff),
-			Key: &KeyFields{ID: id, Aux: aux, Described: flag, Description: desc}, USB: &USBFields{Name: usb, VendorID: uint16(id)},
-			Block: &BlockFields{Device: dev, Sector: count, HasSector: flag}, Props: map[string]string{pk: pv}, StateKey: desc, Host: pk}
+			Key: &KeyFields{ID: id, Aux: aux, Described: flag, Description: desc},
+			USB: &USBFields{Name: usb, VendorID: uint16(id), Product: pv, Manufacturer: desc, DeviceClass: uint8(aux), PortPath: pk},
+			Block: &BlockFields{Device: dev, Sector: count, HasSector: flag, Model: pv, Size: count, Partition: int(aux), ReadOnly: flag,
+				BackingFile: desc},
+			Props: map[string]string{pk: pv}, StateKey: desc, Host: pk, Via: sub, Coalesced: count}
 		if flag {
 			e.Loss = &Loss{Count: count, Reason: desc, FromSeq: count}
 		}
@@ -168,5 +224,36 @@ func TestJSONHost(t *testing.T) {
 	}
 	if s := string(sample()[1].AppendJSON(nil)); strings.Contains(s, `"host"`) {
 		t.Errorf("an event of this host carries a host member: %s", s)
+	}
+}
+
+func TestDisplayName(t *testing.T) {
+	for _, c := range []struct {
+		u    USBFields
+		want string
+	}{
+		{USBFields{VendorName: "SanDisk Corp.", ProductName: "Ultra Fit", Manufacturer: "SanDisk", Product: "Ultra Fit"}, "SanDisk Corp. Ultra Fit"},
+		{USBFields{Manufacturer: "QEMU", Product: "QEMU USB HARDDRIVE"}, "QEMU USB HARDDRIVE"},
+		{USBFields{VendorName: "QEMU", Product: "QEMU USB Keyboard"}, "QEMU USB Keyboard"},
+		{USBFields{Manufacturer: "Logitech"}, "Logitech"},
+		{USBFields{}, ""},
+	} {
+		if got := c.u.DisplayName(); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.u, got, c.want)
+		}
+	}
+	if n := (&BlockFields{Vendor: "QEMU", Model: "QEMU HARDDISK"}).DisplayName(); n != "QEMU HARDDISK" {
+		t.Errorf("block: %q", n)
+	}
+	if n := (&BlockFields{Vendor: "Linux", Model: "scsi_debug"}).DisplayName(); n != "Linux scsi_debug" {
+		t.Errorf("block: %q", n)
+	}
+	if n := (&BlockFields{Label: "STICK"}).DisplayName(); n != "STICK" {
+		t.Errorf("block label: %q", n)
+	}
+	for n, want := range map[uint64]string{0: "0 B", 512: "512 B", 16 << 20: "16.0 MiB", 1000204886016: "931.5 GiB"} {
+		if got := FormatSize(n); got != want {
+			t.Errorf("FormatSize(%d) = %q, want %q", n, got, want)
+		}
 	}
 }

@@ -26,25 +26,27 @@ func ParseEpoch(s string) (uint64, error) {
 
 // jsonEvent is the wire form. Field names are part of the protocol.
 type jsonEvent struct {
-	Type     string            `json:"type"` // "event", "loss" or "snapshot"
-	Host     string            `json:"host,omitempty"`
-	Epoch    string            `json:"epoch,omitempty"`
-	Seq      uint64            `json:"seq"`
-	Time     string            `json:"time"`
-	Source   Source            `json:"source"`
-	Subtype  string            `json:"subtype"`
-	Tag      *int              `json:"tag,omitempty"`
-	Origin   Origin            `json:"origin"`
-	Key      *jsonKey          `json:"key,omitempty"`
-	Block    *jsonBlock        `json:"block,omitempty"`
-	USB      *jsonUSB          `json:"usb,omitempty"`
-	Mount    *jsonMount        `json:"mount,omitempty"`
-	SB       *jsonSuperblock   `json:"superblock,omitempty"`
-	Loss     *jsonLoss         `json:"loss,omitempty"`
-	Props    map[string]string `json:"props,omitempty"`
-	Raw      string            `json:"raw,omitempty"` // hex
-	StateKey string            `json:"object,omitempty"`
-	Removed  bool              `json:"removed,omitempty"`
+	Type      string            `json:"type"` // "event", "loss" or "snapshot"
+	Host      string            `json:"host,omitempty"`
+	Epoch     string            `json:"epoch,omitempty"`
+	Seq       uint64            `json:"seq"`
+	Time      string            `json:"time"`
+	Source    Source            `json:"source"`
+	Subtype   string            `json:"subtype"`
+	Tag       *int              `json:"tag,omitempty"`
+	Origin    Origin            `json:"origin"`
+	Via       string            `json:"via,omitempty"`
+	Coalesced uint64            `json:"coalesced,omitempty"`
+	Key       *jsonKey          `json:"key,omitempty"`
+	Block     *jsonBlock        `json:"block,omitempty"`
+	USB       *jsonUSB          `json:"usb,omitempty"`
+	Mount     *jsonMount        `json:"mount,omitempty"`
+	SB        *jsonSuperblock   `json:"superblock,omitempty"`
+	Loss      *jsonLoss         `json:"loss,omitempty"`
+	Props     map[string]string `json:"props,omitempty"`
+	Raw       string            `json:"raw,omitempty"` // hex
+	StateKey  string            `json:"object,omitempty"`
+	Removed   bool              `json:"removed,omitempty"`
 }
 
 type jsonKey struct {
@@ -63,6 +65,19 @@ type jsonBlock struct {
 	Minor  uint32  `json:"minor"`
 	Device string  `json:"device,omitempty"`
 	Sector *uint64 `json:"sector,omitempty"`
+	// Identity (docs/sources.md, "Device identity").
+	Vendor      string `json:"vendor,omitempty"`
+	Model       string `json:"model,omitempty"`
+	Serial      string `json:"serial,omitempty"`
+	WWID        string `json:"wwid,omitempty"`
+	Size        uint64 `json:"size_bytes,omitempty"`
+	Removable   bool   `json:"removable,omitempty"`
+	ReadOnly    bool   `json:"read_only,omitempty"`
+	Partition   int    `json:"partition,omitempty"`
+	Parent      string `json:"parent,omitempty"`
+	BackingFile string `json:"backing_file,omitempty"`
+	Label       string `json:"label,omitempty"`
+	FSType      string `json:"fs_type,omitempty"`
 }
 
 type jsonUSB struct {
@@ -76,6 +91,16 @@ type jsonUSB struct {
 	Error   uint32 `json:"error,omitempty"`
 	Port    uint16 `json:"port,omitempty"`
 	Class   string `json:"class,omitempty"`
+	// Identity (docs/sources.md, "Device identity"). "product" is taken
+	// by the id: the device's own product string is product_string.
+	Manufacturer    string `json:"manufacturer,omitempty"`
+	ProductString   string `json:"product_string,omitempty"`
+	Serial          string `json:"serial,omitempty"`
+	VendorName      string `json:"vendor_name,omitempty"`
+	ProductName     string `json:"product_name,omitempty"`
+	DeviceClass     uint8  `json:"device_class,omitempty"`
+	DeviceClassName string `json:"device_class_name,omitempty"`
+	PortPath        string `json:"port_path,omitempty"`
 }
 
 type jsonLoss struct {
@@ -102,12 +127,16 @@ func (e *Event) marshalReflect() ([]byte, error) {
 		Source:   e.Source,
 		Subtype:  e.Subtype,
 		Origin:   e.Origin,
+		Via:      e.Via,
 		Props:    e.Props,
 		StateKey: e.StateKey,
 		Removed:  e.StateRemove,
 	}
 	if e.Epoch != 0 {
 		j.Epoch = FormatEpoch(e.Epoch)
+	}
+	if e.Coalesced > 1 {
+		j.Coalesced = e.Coalesced
 	}
 	if !e.Time.IsZero() {
 		j.Time = e.Time.UTC().Format(time.RFC3339Nano)
@@ -135,7 +164,10 @@ func (e *Event) marshalReflect() ([]byte, error) {
 		j.Key = jk
 	}
 	if b := e.Block; b != nil {
-		jb := &jsonBlock{Dev: fmt.Sprintf("%d:%d", b.Major, b.Minor), Major: b.Major, Minor: b.Minor, Device: b.Device}
+		jb := &jsonBlock{Dev: fmt.Sprintf("%d:%d", b.Major, b.Minor), Major: b.Major, Minor: b.Minor, Device: b.Device,
+			Vendor: b.Vendor, Model: b.Model, Serial: b.Serial, WWID: b.WWID, Size: b.Size, Removable: b.Removable,
+			ReadOnly: b.ReadOnly, Partition: b.Partition, Parent: b.Parent, BackingFile: b.BackingFile, Label: b.Label,
+			FSType: b.FSType}
 		if b.HasSector {
 			s := b.Sector
 			jb.Sector = &s
@@ -144,7 +176,9 @@ func (e *Event) marshalReflect() ([]byte, error) {
 	}
 	if u := e.USB; u != nil {
 		ju := &jsonUSB{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error,
-			Port: u.Port, Class: u.Class}
+			Port: u.Port, Class: u.Class, Manufacturer: u.Manufacturer, ProductString: u.Product, Serial: u.Serial,
+			VendorName: u.VendorName, ProductName: u.ProductName, DeviceClass: u.DeviceClass,
+			DeviceClassName: u.DeviceClassName, PortPath: u.PortPath}
 		if u.VendorID != 0 || u.ProductID != 0 {
 			ju.Vendor, ju.Product = fmt.Sprintf("%04x", u.VendorID), fmt.Sprintf("%04x", u.ProductID)
 		}
@@ -188,7 +222,10 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("decode event: %w", err)
 	}
 	*e = Event{Seq: j.Seq, Source: j.Source, Subtype: j.Subtype, Origin: j.Origin, Props: j.Props, Tag: NoTag,
-		StateKey: j.StateKey, StateRemove: j.Removed, Snapshot: j.Type == "snapshot", Host: j.Host}
+		StateKey: j.StateKey, StateRemove: j.Removed, Snapshot: j.Type == "snapshot", Host: j.Host, Via: j.Via}
+	if j.Coalesced > 1 {
+		e.Coalesced = j.Coalesced
+	}
 	if j.Epoch != "" {
 		ep, err := ParseEpoch(j.Epoch)
 		if err != nil {
@@ -217,14 +254,19 @@ func (e *Event) UnmarshalJSON(data []byte) error {
 		}
 	}
 	if b := j.Block; b != nil {
-		e.Block = &BlockFields{Major: b.Major, Minor: b.Minor, Device: b.Device}
+		e.Block = &BlockFields{Major: b.Major, Minor: b.Minor, Device: b.Device,
+			Vendor: b.Vendor, Model: b.Model, Serial: b.Serial, WWID: b.WWID, Size: b.Size, Removable: b.Removable,
+			ReadOnly: b.ReadOnly, Partition: b.Partition, Parent: b.Parent, BackingFile: b.BackingFile, Label: b.Label,
+			FSType: b.FSType}
 		if b.Sector != nil {
 			e.Block.Sector, e.Block.HasSector = *b.Sector, true
 		}
 	}
 	if u := j.USB; u != nil {
 		e.USB = &USBFields{Name: u.Name, Busnum: u.Busnum, Devnum: u.Devnum, Speed: u.Speed, Driver: u.Driver, Error: u.Error,
-			Port: u.Port, Class: u.Class}
+			Port: u.Port, Class: u.Class, Manufacturer: u.Manufacturer, Product: u.ProductString, Serial: u.Serial,
+			VendorName: u.VendorName, ProductName: u.ProductName, DeviceClass: u.DeviceClass,
+			DeviceClassName: u.DeviceClassName, PortPath: u.PortPath}
 		if v, err := strconv.ParseUint(u.Vendor, 16, 16); err == nil {
 			e.USB.VendorID = uint16(v)
 		}

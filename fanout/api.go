@@ -151,11 +151,11 @@ type Config struct {
 	Now func() time.Time
 	// OnChange, when set, is called after the set of subscriptions
 	// changed (subscribe, close, disconnect, hub close), outside the hub's
-	// locks, so that the daemon can re-derive the kernel filter from
-	// Matchers. Calls never overlap, and a change made while OnChange runs
-	// causes one more call. It may run on a publisher's goroutine (a
-	// Disconnect happens inside Publish), so it must not block for long.
-	// (Added by the fanout implementation.)
+	// locks, so that the subscription core can re-derive the kernel
+	// filter from the live subscriptions (subs). Calls never overlap, and
+	// a change made while OnChange runs causes one more call. It may run
+	// on a publisher's goroutine (a Disconnect happens inside Publish), so
+	// it must not block for long.
 	OnChange func()
 }
 

@@ -17,6 +17,7 @@ const (
 	kindNumber             // integer, decimal or 0x
 	kindHex                // integer always written in hex (vendor, product, keyperm)
 	kindDev                // block device: kernel name ("sda") or "major:minor"
+	kindBool               // true or false; the bare field name means "== true"
 )
 
 // fieldID names a field of event.Event.
@@ -64,6 +65,28 @@ const (
 	fSBErrno
 	fUSBPort
 	fUSBClass
+	fVia
+	fCoalesced
+	fBlockVendor
+	fBlockModel
+	fBlockSerial
+	fBlockWWID
+	fBlockSize
+	fBlockRemovable
+	fBlockReadOnly
+	fBlockPartition
+	fBlockParent
+	fBlockBackingFile
+	fBlockLabel
+	fBlockFSType
+	fUSBManufacturer
+	fUSBProductString
+	fUSBSerial
+	fUSBVendorName
+	fUSBProductName
+	fUSBDeviceClass
+	fUSBDeviceClassName
+	fUSBPortPath
 	fProp
 )
 
@@ -126,6 +149,30 @@ var fields = []*fieldDef{
 	{id: fSBFSType, name: "sb.fstype", kind: kindString, source: event.SourceSuperblock, doc: `filesystem type ("ext4", "xfs", "btrfs"), when known`},
 	{id: fSBPoint, name: "sb.point", kind: kindString, source: event.SourceSuperblock, doc: "a mount point of the filesystem, when known"},
 	{id: fSBErrno, name: "sb.errno", kind: kindNumber, source: event.SourceSuperblock, max: 1<<32 - 1, doc: "error number of a filesystem error (117: corruption), when known"},
+	{id: fVia, name: "via", kind: kindString, doc: `uevent group a block or USB event was read from ("uevent", "udev"), when the udev view is on`},
+	{id: fCoalesced, name: "coalesced", kind: kindNumber, max: 1<<64 - 1, doc: "how many kernel events this one stands for (storm coalescing at the source; 1 for a single event)"},
+	{id: fVendor, name: "usb.vendor", kind: kindHex, source: event.SourceUSB, max: 1<<16 - 1, doc: `USB idVendor (hex, as lsusb; "0781" or 0781)`},
+	{id: fProduct, name: "usb.product", kind: kindHex, source: event.SourceUSB, max: 1<<16 - 1, doc: "USB idProduct (hex, as lsusb)"},
+	{id: fUSBManufacturer, name: "usb.manufacturer", kind: kindString, source: event.SourceUSB, doc: "the device's manufacturer string (sysfs manufacturer)"},
+	{id: fUSBProductString, name: "usb.product_string", kind: kindString, source: event.SourceUSB, doc: "the device's product string (sysfs product)"},
+	{id: fUSBSerial, name: "usb.serial", kind: kindString, source: event.SourceUSB, doc: "the device's serial number string (sysfs serial)"},
+	{id: fUSBVendorName, name: "usb.vendor_name", kind: kindString, source: event.SourceUSB, doc: "vendor name from the USB ID database (usb.ids)"},
+	{id: fUSBProductName, name: "usb.product_name", kind: kindString, source: event.SourceUSB, doc: "product name from the USB ID database (usb.ids)"},
+	{id: fUSBDeviceClass, name: "usb.device_class", kind: kindNumber, source: event.SourceUSB, max: 255, doc: "bDeviceClass (0: defined by the interfaces)"},
+	{id: fUSBDeviceClassName, name: "usb.device_class_name", kind: kindString, source: event.SourceUSB, doc: `class name ("Mass Storage", "Hub", "Human Interface Device"); of the first interface when bDeviceClass is 0`},
+	{id: fUSBPortPath, name: "usb.port_path", kind: kindString, source: event.SourceUSB, doc: `bus-port path ("1-1.2"); absent for root hubs`},
+	{id: fBlockVendor, name: "block.vendor", kind: kindString, source: event.SourceBlock, doc: "disk vendor (SCSI INQUIRY)"},
+	{id: fBlockModel, name: "block.model", kind: kindString, source: event.SourceBlock, doc: "disk model"},
+	{id: fBlockSerial, name: "block.serial", kind: kindString, source: event.SourceBlock, doc: "disk serial number"},
+	{id: fBlockWWID, name: "block.wwid", kind: kindString, source: event.SourceBlock, doc: "world-wide identifier (SCSI VPD 0x83, NVMe)"},
+	{id: fBlockSize, name: "block.size", kind: kindNumber, source: event.SourceBlock, max: 1<<64 - 1, doc: "size in bytes (absent when 0)"},
+	{id: fBlockRemovable, name: "block.removable", kind: kindBool, source: event.SourceBlock, doc: "removable medium (sysfs removable)"},
+	{id: fBlockReadOnly, name: "block.read_only", kind: kindBool, source: event.SourceBlock, doc: "read-only (sysfs ro)"},
+	{id: fBlockPartition, name: "block.partition", kind: kindNumber, source: event.SourceBlock, max: 1<<31 - 1, doc: "partition number (absent for a whole disk)"},
+	{id: fBlockParent, name: "block.parent", kind: kindString, source: event.SourceBlock, doc: `disk of a partition ("sda")`},
+	{id: fBlockBackingFile, name: "block.backing_file", kind: kindString, source: event.SourceBlock, doc: "loop device's backing file (absent when detached)"},
+	{id: fBlockLabel, name: "block.label", kind: kindString, source: event.SourceBlock, doc: "filesystem label (udev view only)"},
+	{id: fBlockFSType, name: "block.fs_type", kind: kindString, source: event.SourceBlock, doc: "filesystem type (udev view only)"},
 	{id: fHost, name: "host", kind: kindString, doc: `host the event happened on ("web-17"; set by a fleet aggregator, absent on a host's own daemon)`},
 }
 
@@ -222,11 +269,68 @@ func strValue(f fieldID, prop string, ev *event.Event) (string, bool) {
 		if s := ev.Superblock; s != nil {
 			return sbString(f, s)
 		}
+	case fVia:
+		return ev.Via, ev.Via != ""
+	case fBlockVendor, fBlockModel, fBlockSerial, fBlockWWID, fBlockParent, fBlockBackingFile, fBlockLabel, fBlockFSType:
+		if b := ev.Block; b != nil {
+			return blockString(f, b)
+		}
+	case fUSBManufacturer, fUSBProductString, fUSBSerial, fUSBVendorName, fUSBProductName, fUSBDeviceClassName, fUSBPortPath:
+		if u := ev.USB; u != nil {
+			return usbString(f, u)
+		}
 	case fProp:
 		v, ok := ev.Props[prop]
 		return v, ok
 	}
 	return "", false
+}
+
+// blockString returns an identity text field of a block event; an empty
+// one is one the event does not have.
+func blockString(f fieldID, b *event.BlockFields) (string, bool) {
+	var v string
+	switch f {
+	case fBlockVendor:
+		v = b.Vendor
+	case fBlockModel:
+		v = b.Model
+	case fBlockSerial:
+		v = b.Serial
+	case fBlockWWID:
+		v = b.WWID
+	case fBlockParent:
+		v = b.Parent
+	case fBlockBackingFile:
+		v = b.BackingFile
+	case fBlockLabel:
+		v = b.Label
+	case fBlockFSType:
+		v = b.FSType
+	}
+	return v, v != ""
+}
+
+// usbString returns an identity text field of a USB event.
+func usbString(f fieldID, u *event.USBFields) (string, bool) {
+	var v string
+	switch f {
+	case fUSBManufacturer:
+		v = u.Manufacturer
+	case fUSBProductString:
+		v = u.Product
+	case fUSBSerial:
+		v = u.Serial
+	case fUSBVendorName:
+		v = u.VendorName
+	case fUSBProductName:
+		v = u.ProductName
+	case fUSBDeviceClassName:
+		v = u.DeviceClassName
+	case fUSBPortPath:
+		v = u.PortPath
+	}
+	return v, v != ""
 }
 
 // mountString returns a text field of a mount event; a field that is
@@ -344,13 +448,53 @@ func numValue(f fieldID, ev *event.Event) (uint64, bool) {
 		if s := ev.Superblock; s != nil && s.Errno != 0 {
 			return uint64(s.Errno), true
 		}
+	case fCoalesced:
+		if ev.Loss == nil {
+			return max(ev.Coalesced, 1), true
+		}
+	case fBlockSize:
+		if b := ev.Block; b != nil && b.Size != 0 {
+			return b.Size, true
+		}
+	case fBlockPartition:
+		if b := ev.Block; b != nil && b.Partition > 0 {
+			return uint64(b.Partition), true
+		}
+	case fBlockRemovable:
+		if b := ev.Block; b != nil {
+			return boolNum(b.Removable), true
+		}
+	case fBlockReadOnly:
+		if b := ev.Block; b != nil {
+			return boolNum(b.ReadOnly), true
+		}
+	case fUSBDeviceClass:
+		if u := ev.USB; u != nil && (u.DeviceClass != 0 || u.DeviceClassName != "") {
+			return uint64(u.DeviceClass), true
+		}
 	}
 	return 0, false
+}
+
+func boolNum(b bool) uint64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // parseNumber parses a numeric literal for f: decimal or 0x hex (hex
 // digits without 0x for kindHex), optionally negative for signed fields.
 func parseNumber(f *fieldDef, s string) (uint64, bool) {
+	if f.kind == kindBool {
+		switch s {
+		case "true":
+			return 1, true
+		case "false":
+			return 0, true
+		}
+		return 0, false
+	}
 	neg := false
 	t := s
 	if strings.HasPrefix(t, "-") {
@@ -387,6 +531,10 @@ func parseNumber(f *fieldDef, s string) (uint64, bool) {
 // formatNumber is parseNumber's inverse, in canonical form.
 func formatNumber(f *fieldDef, v uint64) string {
 	switch {
+	case f.kind == kindBool && v != 0:
+		return "true"
+	case f.kind == kindBool:
+		return "false"
 	case f.kind == kindHex && f.max <= 0xffff:
 		return "0x" + leftPad(strconv.FormatUint(v, 16), 4)
 	case f.kind == kindHex:

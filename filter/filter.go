@@ -173,7 +173,7 @@ func (c *cmp) match(ev *event.Event) bool {
 func (c *cmp) hit(ev *event.Event) bool {
 	f := c.field
 	switch f.kind {
-	case kindNumber, kindHex:
+	case kindNumber, kindHex, kindBool:
 		v, ok := numValue(f.id, ev)
 		if !ok {
 			return false
@@ -420,7 +420,7 @@ func (c *cmp) fieldName() string {
 }
 
 func (c *cmp) formatLit(l *lit) string {
-	if k := c.field.kind; (k == kindNumber || k == kindHex) && c.op != cmpGlob {
+	if k := c.field.kind; (k == kindNumber || k == kindHex || k == kindBool) && c.op != cmpGlob {
 		return formatNumber(c.field, l.num)
 	}
 	return quoteWord(l.text)

@@ -41,7 +41,7 @@ var parseCases = []struct {
 	{expr: "source ==", err: `filter: 1:10: expected value after "==", found end of input`, pos: 9},
 	{expr: "source == key && subtype ==", err: `1:28: expected value after "==", found end of input`, pos: 27},
 	{expr: "source == usbb", err: `expected a source (one of key, block, usb, mount, superblock, meta), found "usbb"`, pos: 10},
-	{expr: "sauce == usb", err: `expected a field name (one of aux, busnum,`, pos: 0},
+	{expr: "sauce == usb", err: `expected a field name (one of aux, block.backing_file,`, pos: 0},
 	{expr: "tag == 256", err: `expected a number 0..255 for "tag", found "256"`, pos: 7},
 	{expr: "tag == -1", err: `expected a number 0..255`, pos: 7},
 	{expr: "tag == x", err: `expected a number 0..255`, pos: 7},

@@ -4,34 +4,25 @@ import (
 	"sort"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/record"
 )
 
-// KernelEntry mirrors struct watch_notification_type_filter in
-// include/uapi/linux/watch_queue.h (Linux 5.8+): one rule of a
-// notification queue's filter. Only Subtypes[0] (subtypes 0..31) is
-// honoured by the kernel.
-type KernelEntry struct {
-	Type       uint32    // WATCH_TYPE_META (0) or WATCH_TYPE_KEY_NOTIFY (1), never anything else
-	InfoFilter uint32    // required value of (info & InfoMask)
-	InfoMask   uint32    // bits of watch_notification::info to compare
-	Subtypes   [8]uint32 // bitmap of subtypes that pass
-}
+// KernelEntry is one rule of a notification queue's kernel filter:
+// record.FilterEntry, the mirror of struct watch_notification_type_filter.
+// Only Subtypes[0] (subtypes 0..31) is honoured by the kernel.
+type KernelEntry = record.FilterEntry
 
-// Kernel ABI constants (include/uapi/linux/watch_queue.h).
-const (
-	watchTypeMeta      = 0
-	watchTypeKeyNotify = 1
-	watchInfoID        = 0x0000ff00 // WATCH_INFO_ID
-	watchInfoIDShift   = 8          // WATCH_INFO_ID__SHIFT
-	// MaxKernelEntries is the kernel's limit on filter entries per queue.
-	MaxKernelEntries = 16
-)
+// MaxKernelEntries is the kernel's limit on filter entries per queue.
+const MaxKernelEntries = record.MaxFilters
 
-// keySubtypes are enum key_notification_subtype (include/uapi/linux/keyctl.h) in order.
-var keySubtypes = [...]string{
-	event.KeyInstantiated, event.KeyUpdated, event.KeyLinked, event.KeyUnlinked,
-	event.KeyCleared, event.KeyRevoked, event.KeyInvalidated, event.KeySetattr,
-}
+// keySubtypes are the names of enum key_notification_subtype in order,
+// from record's one table.
+var keySubtypes = func() (names [record.NumKeySubtypes]string) {
+	for i := range names {
+		names[i] = record.KeySubtype(i).String()
+	}
+	return names
+}()
 
 // allSubtypes passes every subtype the kernel can filter on.
 const allSubtypes = ^uint32(0)
@@ -51,7 +42,7 @@ const allSubtypes = ^uint32(0)
 // posts them without filtering); the meta entry is there so that a filter
 // never needs to depend on that.
 func Kernel(fs []*Filter) []KernelEntry {
-	meta := KernelEntry{Type: watchTypeMeta}
+	meta := KernelEntry{Type: record.TypeMeta}
 	meta.Subtypes[0] = allSubtypes
 	out := []KernelEntry{meta}
 
@@ -90,7 +81,7 @@ func Kernel(fs []*Filter) []KernelEntry {
 		}
 	}
 	if base == allSubtypes {
-		e := KernelEntry{Type: watchTypeKeyNotify}
+		e := KernelEntry{Type: record.TypeKey}
 		e.Subtypes[0] = allSubtypes
 		return append(out, e)
 	}
@@ -101,17 +92,17 @@ func Kernel(fs []*Filter) []KernelEntry {
 		if perTag[i]&^base == 0 {
 			continue
 		}
-		e := KernelEntry{Type: watchTypeKeyNotify, InfoFilter: uint32(t) << watchInfoIDShift, InfoMask: watchInfoID}
+		e := KernelEntry{Type: record.TypeKey, InfoFilter: uint32(t) << record.InfoIDShift, InfoMask: record.InfoID}
 		e.Subtypes[0] = perTag[i]
 		extra = append(extra, e)
 	}
 	if base != 0 {
-		e := KernelEntry{Type: watchTypeKeyNotify}
+		e := KernelEntry{Type: record.TypeKey}
 		e.Subtypes[0] = base
 		out = append(out, e)
 	}
 	if len(out)+len(extra) > MaxKernelEntries {
-		e := KernelEntry{Type: watchTypeKeyNotify}
+		e := KernelEntry{Type: record.TypeKey}
 		e.Subtypes[0] = union
 		return append(out[:1], e)
 	}
@@ -134,7 +125,7 @@ func keyMask(n *node, tag int) uint32 {
 	// write, but matches "!=" and globs such as "*".
 	p.subtype = "\x00unnamed"
 	if n.evalPartial(&p) != tFalse {
-		m |= allSubtypes &^ (1<<len(keySubtypes) - 1)
+		m |= allSubtypes &^ (1<<record.NumKeySubtypes - 1)
 	}
 	return m
 }

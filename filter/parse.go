@@ -471,6 +471,14 @@ func (p *parser) comparison() (*node, *SyntaxError) {
 	}
 	c := &cmp{field: f, prop: prop, pos: name.pos}
 	opTok := p.tok
+	if f.kind == kindBool && opTok.kind != tEq && opTok.kind != tNe && !(opTok.kind == tWord && opTok.text == "in") {
+		// A bare boolean field: "block.removable" is "block.removable == true".
+		c.op = cmpEq
+		grown(p, c.lits, 1)
+		c.lits = append(c.lits, lit{text: "true", num: 1})
+		p.work++
+		return &node{op: opCmp, cmp: c}, nil
+	}
 	switch opTok.kind {
 	case tEq:
 		c.op = cmpEq
@@ -570,8 +578,9 @@ func (p *parser) value(c *cmp, after string) *SyntaxError {
 		if !ok {
 			return bad(fmt.Sprintf("a %s (one of %s)", f.name, strings.Join(f.enum, ", ")))
 		}
-	case f.kind == kindNumber || f.kind == kindHex:
-		if t.kind != tWord {
+	case f.kind == kindNumber || f.kind == kindHex || f.kind == kindBool:
+		// Hex ids may be quoted, as the JSON form writes them ("0781").
+		if t.kind != tWord && !(f.kind == kindHex && t.kind == tString) {
 			return bad(fmt.Sprintf("a number for %q", f.name))
 		}
 		n, ok := parseNumber(f, t.text)
@@ -591,6 +600,8 @@ func (p *parser) value(c *cmp, after string) *SyntaxError {
 
 func numberExpect(f *fieldDef) string {
 	switch {
+	case f.kind == kindBool:
+		return fmt.Sprintf("true or false for %q", f.name)
 	case f.kind == kindHex:
 		return fmt.Sprintf("a hex number 0..0x%x for %q", f.max, f.name)
 	case f.signed:

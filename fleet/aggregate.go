@@ -21,11 +21,22 @@ import (
 // Aggregator defaults.
 const (
 	DefaultReorderWait = 5 * time.Second
-	DefaultStaleAfter  = 3 * DefaultHeartbeat
-	DefaultAckWait     = 30 * time.Second
-	DefaultDuplicates  = time.Minute
-	DefaultMaxAge      = 7 * 24 * time.Hour
-	defaultBatch       = 1024
+	// DefaultReorderLimit bounds how long items wait for a gap that the
+	// host says it still holds (see AggregatorConfig.ReorderLimit).
+	DefaultReorderLimit = time.Minute
+	DefaultStaleAfter   = 3 * DefaultHeartbeat
+	DefaultAckWait      = 30 * time.Second
+	DefaultDuplicates   = time.Minute
+	DefaultMaxAge       = 7 * 24 * time.Hour
+	// defaultBatch is what the aggregator takes in one batch, at most: one journal sync per batch,
+	// so a batch must be able to hold everything that arrives while the
+	// disk syncs the previous one (tens of milliseconds when NATS writes
+	// beside it) at the fleet's rate.
+	defaultBatch = 8192
+	// pullBytes bounds what the consumer buffers in the client: a batch
+	// of events of ≈ 0.5 KiB, and no more than this however large the
+	// messages a host sends (up to the stream's 1 MiB).
+	pullBytes = 16 << 20
 )
 
 // StreamConfig is the fleet stream as the aggregator creates or updates it.
@@ -59,8 +70,16 @@ type AggregatorConfig struct {
 	Dir string
 	// ReorderWait is how long a host's item may wait for a missing
 	// predecessor (re-sent after a NATS failure) before the range is
-	// declared lost. 0 is DefaultReorderWait.
+	// declared lost. 0 is DefaultReorderWait. The wait goes on while
+	// the host's last heartbeat (not stale) says its forwarder has not
+	// yet had the missing range acknowledged: it still holds it and
+	// sends it again (a stream leader election can take longer than
+	// ReorderWait).
 	ReorderWait time.Duration
+	// ReorderLimit bounds that longer wait: the aggregator acknowledges
+	// the stream only up to the oldest waiting item. 0 is
+	// DefaultReorderLimit; it is never less than ReorderWait.
+	ReorderLimit time.Duration
 	// StaleAfter is how long a host may be silent (no event, no
 	// heartbeat) before it is stale. 0 is DefaultStaleAfter.
 	StaleAfter time.Duration
@@ -79,13 +98,23 @@ type AggregatorStats struct {
 	Received   uint64 // messages read from the stream
 	Published  uint64 // items published into the hub (events, forwarded losses, gap losses)
 	Duplicates uint64 // messages dropped as already published
-	Gaps       uint64 // gaps declared
-	Rejected   uint64 // messages that are not a host's item
-	Floor      uint64 // every stream sequence number up to this one is done
-	Restored   int    // history events the journal restored at start
-	Hosts      int
-	Pending    int // items waiting for a gap to fill
-	LastError  string
+	// Refilled counts messages read from the stream directly: the
+	// consumer delivered them, but the delivery never arrived (lost
+	// with a NATS node or a connection during a leader change).
+	Refilled uint64
+	// Redelivered counts deliveries of stream messages already done.
+	Redelivered uint64
+	Gaps        uint64 // gaps declared
+	Rejected    uint64 // messages that are not a host's item
+	Floor       uint64 // every stream sequence number up to this one is done
+	Restored    int    // history events the journal restored at start
+	// JournalSyncs counts the journal's fsyncs: one per batch, before
+	// the batch is published; JournalSyncTime is the time they took.
+	JournalSyncs    uint64
+	JournalSyncTime time.Duration
+	Hosts           int
+	Pending         int // items waiting for a gap to fill
+	LastError       string
 }
 
 // Aggregator consumes the fleet stream into a hub. Create it with
@@ -128,6 +157,10 @@ func NewAggregator(cfg AggregatorConfig) (*Aggregator, error) {
 	if cfg.ReorderWait <= 0 {
 		cfg.ReorderWait = DefaultReorderWait
 	}
+	if cfg.ReorderLimit <= 0 {
+		cfg.ReorderLimit = DefaultReorderLimit
+	}
+	cfg.ReorderLimit = max(cfg.ReorderLimit, cfg.ReorderWait)
 	if cfg.StaleAfter <= 0 {
 		cfg.StaleAfter = DefaultStaleAfter
 	}
@@ -207,6 +240,14 @@ func (a *Aggregator) Hosts() []HostStatus {
 // be consumed or the journal cannot be written (publishing without the
 // journal would break the promise to resuming subscribers). It closes the
 // journal before it returns.
+//
+// The stream is read in order without a hole: a delivery that skips
+// stream sequence numbers (the consumer delivered messages that never
+// arrived: they were in flight on a NATS node or connection that went
+// away while its leader changed) is preceded by the skipped messages,
+// read from the stream directly. Acknowledging past them (AckAll) would
+// otherwise tell the stream they were done, and their hosts would see a
+// gap.
 func (a *Aggregator) Run(ctx context.Context) (err error) {
 	defer func() {
 		if cerr := a.jr.close(); err == nil {
@@ -217,7 +258,14 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("aggregate: %w", err)
 	}
-	cons, err := a.consumer(ctx, js)
+	cons, next, err := a.consumer(ctx, js)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	stream, err := a.stream(ctx, js)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -236,18 +284,18 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 	msgs := make(chan delivery, defaultBatch)
 	stop := make(chan struct{})
 	cc, err := cons.Consume(func(m jetstream.Msg) {
-		d := delivery{m: m}
+		d := delivery{m: m, subject: m.Subject()}
 		if md, err := m.Metadata(); err != nil {
 			d.err = err
 		} else {
 			d.seq = md.Sequence.Stream
-			d.in, d.err = decode(m.Subject(), m.Headers(), m.Data(), d.seq)
+			d.in, d.err = decode(d.subject, m.Headers(), m.Data(), d.seq)
 		}
 		select {
 		case msgs <- d:
 		case <-stop:
 		}
-	}, jetstream.PullMaxMessages(defaultBatch), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+	}, jetstream.PullMaxBytes(pullBytes), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 		a.setErr(fmt.Errorf("consume: %w", err))
 	}))
 	if err != nil {
@@ -262,9 +310,13 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 	tick := time.NewTicker(min(a.cfg.ReorderWait/4, 250*time.Millisecond))
 	defer tick.Stop()
 	batch := make([]delivery, 0, defaultBatch)
-	held := map[uint64]jetstream.Msg{} // processed messages above the floor, while items wait
-	var last jetstream.Msg
-	var lastSeq uint64
+	work := make([]delivery, 0, defaultBatch)
+	held := map[uint64]jetstream.Msg{} // delivered messages above the floor, while items wait
+	var (
+		last    jetstream.Msg // the highest delivered message
+		lastSeq uint64        // its stream sequence number
+		done    uint64        // the highest stream sequence number processed
+	)
 	for {
 		select {
 		case <-ctx.Done():
@@ -280,25 +332,62 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 					break fill
 				}
 			}
+			// In stream order, without a hole and without a repeat.
+			work = work[:0]
+			var redelivered, refilled uint64
+			for i, d := range batch {
+				batch[i] = delivery{}
+				switch {
+				case d.seq == 0:
+				case d.seq < next:
+					// Done already (or deleted): a redelivery, or a
+					// delivery that was refilled before it arrived. It
+					// can acknowledge what is below it.
+					redelivered++
+					if d.m != nil && d.seq > lastSeq {
+						last, lastSeq = d.m, d.seq
+					}
+					continue
+				case d.seq > next:
+					n := len(work)
+					var err error
+					if work, err = a.refill(ctx, stream, next, d.seq, work); err != nil {
+						if ctx.Err() != nil {
+							return nil
+						}
+						return err
+					}
+					refilled += uint64(len(work) - n)
+				}
+				if d.seq != 0 {
+					next = d.seq + 1
+				}
+				work = append(work, d)
+			}
 			now := time.Now()
 			var out []*inbound
 			a.mu.Lock()
-			for i, d := range batch {
-				batch[i] = delivery{}
+			a.st.Redelivered += redelivered
+			a.st.Refilled += refilled
+			for i, d := range work {
+				work[i] = delivery{}
 				if d.seq == 0 {
 					a.st.Rejected++
 					continue
 				}
 				a.st.Received++
-				if d.seq > lastSeq {
-					last, lastSeq = d.m, d.seq
-				}
-				if a.npend > 0 {
-					held[d.seq] = d.m
+				done = max(done, d.seq)
+				if d.m != nil {
+					if d.seq > lastSeq {
+						last, lastSeq = d.m, d.seq
+					}
+					if a.npend > 0 {
+						held[d.seq] = d.m
+					}
 				}
 				if d.err != nil {
 					a.st.Rejected++
-					a.log.Warn("fleet message rejected", "subject", d.m.Subject(), "stream_seq", d.seq, "err", d.err)
+					a.log.Warn("fleet message rejected", "subject", d.subject, "stream_seq", d.seq, "err", d.err)
 					continue
 				}
 				h := a.hostLocked(d.in.ev.Host, now)
@@ -309,7 +398,7 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 				a.npend += len(h.pend) - p
 			}
 			a.mu.Unlock()
-			if err := a.commit(out, held, last, lastSeq); err != nil {
+			if err := a.commit(out, held, last, lastSeq, done); err != nil {
 				return err
 			}
 		case <-tick.C:
@@ -322,14 +411,14 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 				}
 				if len(h.pend) > 0 {
 					g, p := h.gaps, len(h.pend)
-					out = h.expire(now, a.cfg.ReorderWait, out)
+					out = h.expire(now, a.cfg.ReorderWait, a.cfg.ReorderLimit, a.cfg.StaleAfter, out)
 					a.st.Gaps += h.gaps - g
 					a.npend += len(h.pend) - p
 				}
 			}
 			a.mu.Unlock()
 			if len(out) > 0 {
-				if err := a.commit(out, held, last, lastSeq); err != nil {
+				if err := a.commit(out, held, last, lastSeq, done); err != nil {
 					return err
 				}
 			}
@@ -345,9 +434,45 @@ func (a *Aggregator) Run(ctx context.Context) (err error) {
 	}
 }
 
+// refill appends to out the stream's messages from sequence number from
+// up to, not including, to: messages the consumer delivered whose
+// delivery never arrived. It reads them from the stream's leader, so
+// that one stored is never taken for one deleted; it skips what was
+// deleted (or is no longer kept) in one request. It tries again while
+// the stream cannot answer (a leader election), until ctx is done.
+func (a *Aggregator) refill(ctx context.Context, st jetstream.Stream, from, to uint64, out []delivery) ([]delivery, error) {
+	wait := 50 * time.Millisecond
+	for from < to {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rm, err := st.GetMsg(rctx, from, jetstream.WithGetMsgSubject(StreamSubjects))
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return out, nil
+		case err != nil:
+			a.setErr(fmt.Errorf("read stream message %d: %w", from, err))
+			select {
+			case <-ctx.Done():
+				return out, ctx.Err()
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Second)
+			continue
+		case rm.Sequence >= to:
+			return out, nil
+		}
+		d := delivery{seq: rm.Sequence, subject: rm.Subject}
+		d.in, d.err = decode(rm.Subject, rm.Header, rm.Data, rm.Sequence)
+		out = append(out, d)
+		from = rm.Sequence + 1
+	}
+	return out, nil
+}
+
 // commit journals out, publishes it into the hub, writes the new floor
-// and acknowledges the stream up to it.
-func (a *Aggregator) commit(out []*inbound, held map[uint64]jetstream.Msg, last jetstream.Msg, lastSeq uint64) error {
+// (done, or below the oldest waiting item) and acknowledges the stream
+// up to it.
+func (a *Aggregator) commit(out []*inbound, held map[uint64]jetstream.Msg, last jetstream.Msg, lastSeq, done uint64) error {
 	hub := a.cfg.Hub
 	epoch, next := hub.Epoch(), hub.Seq()+1
 	for i, in := range out {
@@ -357,7 +482,7 @@ func (a *Aggregator) commit(out []*inbound, held map[uint64]jetstream.Msg, last 
 		a.jr.append(in.stream, in.pos, in.ev)
 	}
 	a.mu.Lock()
-	floor := lastSeq
+	floor := done
 	for _, h := range a.hosts {
 		if a.npend == 0 {
 			break
@@ -375,6 +500,9 @@ func (a *Aggregator) commit(out []*inbound, held map[uint64]jetstream.Msg, last 
 		a.setErr(err)
 		return err
 	}
+	a.mu.Lock()
+	a.st.JournalSyncs, a.st.JournalSyncTime = a.jr.syncs, a.jr.syncTime
+	a.mu.Unlock()
 	for i, in := range out {
 		hub.Publish(in.ev)
 		if in.ev.Seq != next+uint64(i) {
@@ -387,21 +515,25 @@ func (a *Aggregator) commit(out []*inbound, held map[uint64]jetstream.Msg, last 
 	a.mu.Lock()
 	a.st.Published += uint64(len(out))
 	a.mu.Unlock()
-	// Acknowledge everything up to the floor (AckAll).
+	// Acknowledge everything up to the floor (AckAll) with the highest
+	// delivered message at or below it.
 	if floor > a.acked {
 		var m jetstream.Msg
-		if last != nil && lastSeq == floor {
-			m = last
+		var ms uint64
+		if last != nil && lastSeq <= floor {
+			m, ms = last, lastSeq
 		} else {
-			for s := floor; s > a.acked && m == nil; s-- {
-				m = held[s]
+			for s, hm := range held {
+				if s <= floor && s > ms {
+					m, ms = hm, s
+				}
 			}
 		}
-		if m != nil {
+		if m != nil && ms > a.acked {
 			if err := m.Ack(); err != nil {
 				a.setErr(fmt.Errorf("acknowledge: %w", err))
 			} else {
-				a.acked = floor
+				a.acked = ms
 			}
 		}
 		for s := range held {
@@ -442,16 +574,17 @@ func (a *Aggregator) heartbeat(m *nats.Msg) {
 	now := time.Now()
 	a.mu.Lock()
 	h := a.hostLocked(name, now)
-	h.hb = hb
+	h.setHeartbeat(hb, now)
 	a.mu.Unlock()
 }
 
 // delivery is a message read from the stream and decoded.
 type delivery struct {
-	m   jetstream.Msg
-	seq uint64 // stream sequence number; 0 when the metadata is bad
-	in  *inbound
-	err error
+	m       jetstream.Msg // nil when it was read from the stream directly
+	subject string
+	seq     uint64 // stream sequence number; 0 when the metadata is bad
+	in      *inbound
+	err     error
 }
 
 // decode turns a stream message into a host's item for the aggregator's
@@ -541,8 +674,9 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, c StreamConfig) (
 // missing, re-created there when it has unacknowledged messages or an
 // acknowledgement floor that is not the journal's (messages in flight
 // when the aggregator stopped are then delivered again at once, instead
-// of after AckWait).
-func (a *Aggregator) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+// of after AckWait). It returns the stream sequence number of the first
+// message the consumer owes.
+func (a *Aggregator) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, uint64, error) {
 	var sc jetstream.StreamConfig
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		var err error
@@ -555,7 +689,7 @@ func (a *Aggregator) consumer(ctx context.Context, js jetstream.JetStream) (jets
 		a.setErr(err)
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		case <-time.After(wait):
 		}
 	}
@@ -565,14 +699,17 @@ func (a *Aggregator) consumer(ctx context.Context, js jetstream.JetStream) (jets
 	a.log.Info("fleet stream ready", "stream", sc.Name, "replicas", sc.Replicas)
 	cc := jetstream.ConsumerConfig{
 		Durable: a.cfg.Consumer, AckPolicy: jetstream.AckAllPolicy, AckWait: a.cfg.AckWait, MaxDeliver: -1,
-		FilterSubject: StreamSubjects, MaxAckPending: 4 * defaultBatch * 16, DeliverPolicy: jetstream.DeliverAllPolicy,
+		FilterSubject: StreamSubjects, MaxAckPending: 8 * defaultBatch, DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas: a.cfg.Stream.Replicas,
 	}
+	start := uint64(1)
 	if a.found && a.floor > 0 {
 		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, a.floor+1
+		start = a.floor + 1
 	}
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		c, err := js.Consumer(ctx, sc.Name, a.cfg.Consumer)
+		next := start
 		switch {
 		case errors.Is(err, jetstream.ErrConsumerNotFound):
 			c, err = js.CreateOrUpdateConsumer(ctx, sc.Name, cc)
@@ -584,12 +721,32 @@ func (a *Aggregator) consumer(ctx context.Context, js jetstream.JetStream) (jets
 				if err = js.DeleteConsumer(ctx, sc.Name, a.cfg.Consumer); err == nil {
 					c, err = js.CreateOrUpdateConsumer(ctx, sc.Name, cc)
 				}
+			} else {
+				// Kept as it is: it owes what is above its
+				// acknowledgement floor.
+				next = ci.AckFloor.Stream + 1
 			}
 		}
 		if err == nil {
-			return c, nil
+			return c, next, nil
 		}
 		a.setErr(fmt.Errorf("create consumer: %w", err))
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+}
+
+// stream returns the fleet stream, for reading messages directly.
+func (a *Aggregator) stream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		st, err := js.Stream(ctx, a.cfg.Stream.Name)
+		if err == nil {
+			return st, nil
+		}
+		a.setErr(fmt.Errorf("look up stream: %w", err))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

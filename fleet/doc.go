@@ -22,10 +22,14 @@
 // its host (event.Event.Host) and its position on the host (the property
 // HOST_POS), a missing range of a host's chain becomes an in-band loss
 // event of that host, and every host has a health (last seen, lag,
-// losses). The aggregator writes every event to a journal before it
-// publishes it, and acknowledges the stream only after that, so that
-// after a restart it keeps its epoch and history (a resuming subscriber is
-// served exactly) and never publishes a message twice.
+// losses). It reads the stream in order without a hole: deliveries lost
+// in flight during a leader change are read from the stream directly
+// before it acknowledges past them. A missing range waits while the
+// host's heartbeat says its forwarder still holds it. The aggregator
+// writes every batch to a journal and syncs it before it publishes it,
+// and acknowledges the stream only after that, so that after a restart
+// (or a crash of its machine) it keeps its epoch and history (a resuming
+// subscriber is served exactly) and never publishes a message twice.
 //
 // Server runs an embedded NATS server with JetStream for an aggregator
 // that has no cluster of its own; its authorisation lets each host's

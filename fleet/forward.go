@@ -59,7 +59,9 @@ type ForwarderConfig struct {
 	// while NATS cannot be reached. 0 is DefaultOutbox.
 	Outbox int
 	// Window is how many publishes may await JetStream's acknowledgement
-	// at once. 0 is DefaultWindow.
+	// at once, at most: the forwarder halves its window after a failed
+	// round and widens it again as acknowledgements come. 0 is
+	// DefaultWindow.
 	Window int
 	// StateDir keeps the last acknowledged position
 	// (forward-<host>.pos) across restarts; "" keeps none.
@@ -90,6 +92,7 @@ type ForwarderStats struct {
 	Failures   uint64    // publishes that failed (timeout, refused, disconnected)
 	Acked      Position  // the last position acknowledged in order
 	Queued     int       // items held: in the subscription's queue, waiting, in flight
+	Window     int       // publishes that may be in flight now (adapts, up to ForwarderConfig.Window)
 	Connected  bool      // the NATS connection is up
 	LastError  string    // the last failure, "" after a success
 	LastFail   string    // the last failure, kept after successes
@@ -303,12 +306,24 @@ func (f *Forwarder) Run(ctx context.Context) error {
 }
 
 // loop is the forwarder's one goroutine: it drains the subscription into
-// its queue of items, keeps up to Window of them in flight, takes the
+// its queue of items, keeps up to a window of them in flight, takes the
 // acknowledged ones off the front in order, and on any failure waits for
-// every flight to land and sends the rest again, in order.
+// every flight to land and sends the failed ones again, in order (those
+// acknowledged meanwhile are in the stream already and are not sent
+// again).
+//
+// The window adapts, as TCP's congestion window does: a round with a
+// failure halves it, and every item acknowledged at the front widens it
+// by one, up to Window. A publish that waits longer than AckTimeout
+// counts as failed, so a window that a slow (loaded, or just re-elected)
+// stream leader cannot acknowledge within AckTimeout would otherwise fail
+// every round, and the forwarder would send the same items again and
+// again without progress.
 func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js jetstream.JetStream) {
 	var (
-		queue      []*fitem // in order; the first len(flying) are in flight or landed
+		queue      []*fitem // in order; the first sent were published in this round
+		sent       int      // items at the front of queue published in this round
+		window     = f.cfg.Window
 		prev       = f.resume
 		failing    bool
 		backoff    time.Duration
@@ -327,7 +342,6 @@ func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js j
 	)
 	defer hb.Stop()
 	defer retryTimer.Stop()
-	flying := 0 // items at the front of queue that were published
 	save := func(force bool) {
 		f.mu.Lock()
 		acked := f.st.Acked
@@ -358,17 +372,17 @@ func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js j
 		now := time.Now()
 		// Take what landed: acknowledged items off the front in order.
 		f.mu.Lock()
-		landed := 0
-		anyFailed := false
-		for i := 0; i < flying; i++ {
-			switch queue[i].state {
-			case itemAcked, itemFailed:
-				landed++
-				anyFailed = anyFailed || queue[i].state == itemFailed
+		flying, anyFailed := 0, false
+		for _, it := range queue[:sent] {
+			switch it.state {
+			case itemFlying:
+				flying++
+			case itemFailed:
+				anyFailed = true
 			}
 		}
 		n := 0
-		for n < flying && queue[n].state == itemAcked {
+		for n < sent && queue[n].state == itemAcked {
 			f.st.Acked = queue[n].pos
 			delete(f.flight, queue[n].msg)
 			n++
@@ -377,37 +391,46 @@ func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js j
 		if n > 0 {
 			clear(queue[:n])
 			queue = queue[n:]
-			flying -= n
-			landed -= n
+			sent -= n
 			backoff = 0
+			window = min(window+n, f.cfg.Window)
 		}
 		if anyFailed && !failing {
 			failing = true
 		}
-		if failing && landed == flying {
-			// Everything sent has landed: send the rest again, in order.
-			// Items acknowledged behind a failed one stay in the queue:
-			// sent again, they are JetStream duplicates.
+		if failing && flying == 0 {
+			// Everything sent has landed: send the failed ones again, in
+			// order, with half the window.
 			f.mu.Lock()
-			for i := 0; i < flying; i++ {
-				delete(f.flight, queue[i].msg)
-				queue[i].state = itemWaiting
+			for _, it := range queue[:sent] {
+				if it.state != itemAcked {
+					delete(f.flight, it.msg)
+					it.state = itemWaiting
+				}
 			}
 			f.mu.Unlock()
-			flying = 0
+			sent = 0
 			failing = false
+			window = max(window/2, 1)
 			backoff = min(max(2*backoff, 100*time.Millisecond), maxBackoff)
 			retryAt = now.Add(backoff)
 			retryTimer.Reset(backoff)
+			// Tell the aggregator at once that what failed is still
+			// held here (it waits for it instead of declaring a gap).
+			f.heartbeat(nc, sub, len(queue))
 		}
 
 		connected := nc.IsConnected()
 		if connected && !failing && !now.Before(retryAt) {
-			if len(queue) == flying && !stopping {
+			if len(queue) == sent && !stopping {
 				drain()
 			}
-			for flying < len(queue) && flying < f.cfg.Window {
-				it := queue[flying]
+			for sent < len(queue) && flying < window {
+				it := queue[sent]
+				if it.state == itemAcked {
+					sent++
+					continue
+				}
 				f.mu.Lock()
 				it.state = itemFlying
 				resent := !it.sentAt.IsZero()
@@ -431,9 +454,13 @@ func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js j
 					f.st.Resent++
 					f.mu.Unlock()
 				}
+				sent++
 				flying++
 			}
 		}
+		f.mu.Lock()
+		f.st.Queued, f.st.Window = len(queue), window
+		f.mu.Unlock()
 		save(false)
 
 		if stopping && (len(queue) == 0 || !now.Before(deadline)) {
@@ -446,7 +473,7 @@ func (f *Forwarder) loop(ctx context.Context, sub *subs.Sub, nc *nats.Conn, js j
 		case <-f.wake:
 		case <-ready:
 		case <-hb.C:
-			f.heartbeat(nc, sub)
+			f.heartbeat(nc, sub, len(queue))
 		case <-retryTimer.C:
 		case <-stopTimer:
 		case <-ctxDone:
@@ -576,14 +603,16 @@ type heartbeat struct {
 	Time   string `json:"time"`
 }
 
-func (f *Forwarder) heartbeat(nc *nats.Conn, sub *subs.Sub) {
+func (f *Forwarder) heartbeat(nc *nats.Conn, sub *subs.Sub, queued int) {
 	if !nc.IsConnected() {
 		return
 	}
 	h := f.cfg.Core.Hub()
-	st := f.Stats()
+	f.mu.Lock()
+	acked := f.st.Acked
+	f.mu.Unlock()
 	b, _ := json.Marshal(heartbeat{
-		Epoch: event.FormatEpoch(h.Epoch()), Seq: h.Seq(), Acked: st.Acked.String(), Queued: st.Queued,
+		Epoch: event.FormatEpoch(h.Epoch()), Seq: h.Seq(), Acked: acked.String(), Queued: queued + sub.Stats().Queued,
 		Time: time.Now().UTC().Format(time.RFC3339Nano),
 	})
 	_ = nc.Publish(HeartbeatSubject(f.cfg.Host), b)

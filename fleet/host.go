@@ -43,8 +43,11 @@ type host struct {
 	upSince time.Time // since when it has been live
 	lag     time.Duration
 	hb      heartbeat // the last heartbeat
+	hbAt    time.Time // when it arrived
+	hbEpoch uint64    // its host hub epoch (0: unreadable)
+	hbAcked Position  // what its forwarder had acknowledged in order
 	pend    []*inbound
-	pendAt  time.Time // when the oldest pending item arrived
+	pendAt  time.Time // when the pending items last made progress
 }
 
 func newHost(name string, now time.Time) *host {
@@ -159,12 +162,19 @@ func (h *host) accept(in *inbound, now time.Time, out []*inbound) []*inbound {
 		h.dups++
 		return out
 	case vWait:
+		for _, p := range h.pend {
+			if p.pos == in.pos {
+				// The same item again (a redelivery): it waits once.
+				h.dups++
+				return out
+			}
+		}
 		if len(h.pend) == 0 {
 			h.pendAt = now
 		}
 		h.pend = append(h.pend, in)
 		if len(h.pend) > maxPending {
-			return h.expire(now, 0, out)
+			return h.expire(now, 0, 0, 0, out)
 		}
 		return out
 	case vRestart:
@@ -214,11 +224,32 @@ func (h *host) release(now time.Time, out []*inbound) []*inbound {
 	return out
 }
 
-// expire declares a gap when items have waited for wait: the range
-// between the last delivered position and the earliest waiting item's
-// predecessor never arrived. It appends the loss event and what it
+// setHeartbeat notes a forwarder's heartbeat.
+func (h *host) setHeartbeat(hb heartbeat, now time.Time) {
+	h.hb, h.hbAt = hb, now
+	h.hbEpoch, _ = event.ParseEpoch(hb.Epoch)
+	h.hbAcked, _ = ParsePosition(hb.Acked)
+}
+
+// holds reports whether the host's last heartbeat, not older than
+// staleAfter, says its forwarder has not had everything up to p
+// acknowledged yet: the items before p are still in its outbox, on their
+// way again after a NATS failure, and not lost.
+func (h *host) holds(p Position, now time.Time, staleAfter time.Duration) bool {
+	if h.hbAt.IsZero() || now.Sub(h.hbAt) > staleAfter || h.hbEpoch == 0 || h.hbEpoch != p.Epoch {
+		return false
+	}
+	a := h.hbAcked
+	return a.IsZero() || a.Epoch != p.Epoch || a.Seq < p.Seq
+}
+
+// expire declares a gap when items have waited for wait without
+// progress and the host does not say it still holds what is missing
+// (holds), or when they have waited for limit without progress: the
+// range between the last delivered position and the earliest waiting
+// item's predecessor never arrived. It appends the loss event and what it
 // unblocked to out.
-func (h *host) expire(now time.Time, wait time.Duration, out []*inbound) []*inbound {
+func (h *host) expire(now time.Time, wait, limit, staleAfter time.Duration, out []*inbound) []*inbound {
 	for len(h.pend) > 0 && now.Sub(h.pendAt) >= wait {
 		head := 0
 		for i, p := range h.pend {
@@ -231,6 +262,9 @@ func (h *host) expire(now time.Time, wait time.Duration, out []*inbound) []*inbo
 			}
 		}
 		p := h.pend[head]
+		if now.Sub(h.pendAt) < limit && h.holds(p.prev, now, staleAfter) {
+			return out
+		}
 		h.pend = append(h.pend[:head], h.pend[head+1:]...)
 		h.gaps++
 		var why string

@@ -51,7 +51,7 @@ func TestHostReorder(t *testing.T) {
 	if got := strings.Join(seqs(out), " "); got != "1" {
 		t.Fatalf("delivered %q before the late item", got)
 	}
-	out = h.expire(now.Add(time.Second), 2*time.Second, out) // not yet
+	out = h.expire(now.Add(time.Second), 2*time.Second, time.Minute, 15*time.Second, out) // not yet
 	out = h.accept(item(7, 2, 1, 4), now, out)
 	if got := strings.Join(seqs(out), " "); got != "1 2 3 4" || h.gaps != 0 || len(h.pend) != 0 {
 		t.Fatalf("delivered %q, %d gaps, %d pending", got, h.gaps, len(h.pend))
@@ -64,7 +64,7 @@ func TestHostGap(t *testing.T) {
 	out := h.accept(item(7, 1, 0, 1), now, nil)
 	out = h.accept(item(7, 9, 6, 2), now, out) // 2..6 never come
 	out = h.accept(item(7, 10, 9, 3), now, out)
-	out = h.expire(now.Add(3*time.Second), 2*time.Second, out)
+	out = h.expire(now.Add(3*time.Second), 2*time.Second, time.Minute, 15*time.Second, out)
 	if got := strings.Join(seqs(out), " "); got != "1 loss:0000000000000007:2-6 9 10" || h.gaps != 1 {
 		t.Fatalf("delivered %q, %d gaps", got, h.gaps)
 	}
@@ -76,6 +76,68 @@ func TestHostGap(t *testing.T) {
 	out = h.accept(item(7, 6, 2, 4), now, out[:0])
 	if len(out) != 0 || h.dups != 1 {
 		t.Errorf("late item after its gap: %q, %d dups", seqs(out), h.dups)
+	}
+}
+
+// TestHostHeld: a gap the host's forwarder says it still holds (its
+// heartbeat's in-order acknowledgement is before the gap's end) waits past
+// ReorderWait, up to the limit; a heartbeat that says the range was
+// acknowledged, a stale heartbeat, or the limit declares it.
+func TestHostHeld(t *testing.T) {
+	const wait, limit, stale = 2 * time.Second, 20 * time.Second, 3 * time.Second
+	start := time.Now()
+	setup := func() (*host, []*inbound) {
+		h := newHost("h", start)
+		out := h.accept(item(7, 1, 0, 1), start, nil)
+		out = h.accept(item(7, 5, 4, 2), start, out) // 2..4 are being re-sent
+		out = h.accept(item(7, 5, 4, 3), start, out) // a redelivery waits once
+		if len(h.pend) != 1 || h.dups != 1 {
+			t.Fatalf("%d pending, %d dups", len(h.pend), h.dups)
+		}
+		return h, out
+	}
+	hb := func(acked string) heartbeat { return heartbeat{Epoch: "0000000000000007", Seq: 9, Acked: acked} }
+
+	h, out := setup()
+	for _, at := range []time.Duration{time.Second, 5 * time.Second, 9 * time.Second} {
+		h.setHeartbeat(hb("0000000000000007:1"), start.Add(at))
+	}
+	out = h.expire(start.Add(10*time.Second), wait, limit, stale, out)
+	if got := strings.Join(seqs(out), " "); got != "1" || h.gaps != 0 {
+		t.Fatalf("held gap: delivered %q, %d gaps", got, h.gaps)
+	}
+	out = h.accept(item(7, 2, 1, 4), start.Add(11*time.Second), out)
+	out = h.accept(item(7, 4, 2, 5), start.Add(11*time.Second), out) // 3 filtered out on the host
+	if got := strings.Join(seqs(out), " "); got != "1 2 4 5" || h.gaps != 0 || len(h.pend) != 0 {
+		t.Fatalf("after the re-send: %q, %d gaps, %d pending", got, h.gaps, len(h.pend))
+	}
+
+	// The forwarder says 2..4 were acknowledged: they are not coming.
+	h, out = setup()
+	h.setHeartbeat(hb("0000000000000007:5"), start.Add(time.Second))
+	if got := strings.Join(seqs(h.expire(start.Add(3*time.Second), wait, limit, stale, out)), " "); got != "1 loss:0000000000000007:2-4 5" {
+		t.Errorf("acknowledged range: %q", got)
+	}
+	// The forwarder said it held them, then went silent.
+	h, out = setup()
+	h.setHeartbeat(hb("0000000000000007:1"), start.Add(time.Second))
+	if got := seqs(h.expire(start.Add(3*time.Second), wait, limit, stale, out)); len(got) != 1 {
+		t.Errorf("fresh heartbeat: %q", got)
+	}
+	if got := strings.Join(seqs(h.expire(start.Add(5*time.Second), wait, limit, stale, out)), " "); got != "1 loss:0000000000000007:2-4 5" {
+		t.Errorf("stale heartbeat: %q", got)
+	}
+	// It holds them for ever: the limit.
+	h, out = setup()
+	h.setHeartbeat(hb(""), start.Add(20*time.Second)) // nothing of this epoch acknowledged
+	if got := strings.Join(seqs(h.expire(start.Add(20*time.Second), wait, limit, stale, out)), " "); got != "1 loss:0000000000000007:2-4 5" {
+		t.Errorf("limit: %q", got)
+	}
+	// Another epoch's heartbeat says nothing about this one.
+	h, out = setup()
+	h.setHeartbeat(heartbeat{Epoch: "0000000000000008", Acked: "0000000000000007:1"}, start.Add(time.Second))
+	if got := seqs(h.expire(start.Add(3*time.Second), wait, limit, stale, out)); len(got) != 3 {
+		t.Errorf("other epoch: %q", got)
 	}
 }
 
@@ -114,7 +176,7 @@ func TestHostFirstItemLate(t *testing.T) {
 	// to where it comes in.
 	h = newHost("h", time.Now())
 	out = h.accept(item(7, 9, 8, 1), now, nil)
-	out = h.expire(now.Add(3*time.Second), 2*time.Second, out)
+	out = h.expire(now.Add(3*time.Second), 2*time.Second, time.Minute, 15*time.Second, out)
 	if got := strings.Join(seqs(out), " "); got != "loss: 9" || !strings.Contains(out[0].ev.Loss.Reason, "up to 0000000000000007:8") {
 		t.Fatalf("delivered %q (%s)", got, out[0].ev.JSON())
 	}

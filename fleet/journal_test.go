@@ -42,6 +42,9 @@ func TestJournalRestore(t *testing.T) {
 	}
 	h := newHost("web-1", time.Now())
 	journaled(t, j, hub, h, 30, 0)
+	if j.syncs != 1 {
+		t.Errorf("%d syncs after one batch, want 1 (each batch is synced before it is published)", j.syncs)
+	}
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}

@@ -10,8 +10,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -349,61 +347,4 @@ func getsockoptBytes(fd, opt int) ([]byte, error) {
 		}
 	}
 	return nil, unix.ERANGE
-}
-
-// WatchExit returns a channel that is closed when the process behind pidfd
-// exits. It works on a duplicate of pidfd, so the caller may close its own
-// at any time. The duplicate sits on Go's runtime poller (a pidfd becomes
-// readable when its process exits), so a watch costs a parked goroutine,
-// not an OS thread: a thousand watched clients need no thousand threads.
-// stop ends the watch and waits for its goroutine, and is safe to call more
-// than once; call it (as with a context's cancel) to release the
-// descriptor even after the channel closed. With pidfd < 0 (no process to
-// watch) or when the pidfd cannot be duplicated, the channel never closes.
-func WatchExit(pidfd int) (<-chan struct{}, func()) {
-	done := make(chan struct{})
-	nop := func() {}
-	if pidfd < 0 {
-		return done, nop
-	}
-	fd, err := unix.FcntlInt(uintptr(pidfd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return done, nop
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return done, nop
-	}
-	f := os.NewFile(uintptr(fd), "pidfd") // non-blocking: registered with the poller
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return done, nop
-	}
-	finished := make(chan struct{})
-	var stopped atomic.Bool
-	go func() {
-		defer close(finished)
-		exited := false
-		err := rc.Read(func(fd uintptr) bool {
-			p := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-			n, err := unix.Poll(p, 0)
-			// Exited, or the pidfd is unusable: treat the process as gone.
-			exited = (err != nil && err != unix.EINTR) || (n > 0 && p[0].Revents != 0)
-			return exited
-		})
-		if exited || (err != nil && !stopped.Load()) {
-			f.Close() // release the descriptor as soon as the process is gone
-			close(done)
-		}
-	}()
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			stopped.Store(true)
-			f.Close() // unblocks rc.Read
-			<-finished
-		})
-	}
-	return done, stop
 }

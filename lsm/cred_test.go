@@ -15,8 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/testenv"
 )
@@ -219,8 +217,14 @@ func TestIntegrationPeerCred(t *testing.T) {
 				}
 				d.Close()
 
-				// WatchExit fires promptly when the process dies.
-				exited, stop := WatchExit(c.PidFD)
+				// The exit watcher fires promptly when the process dies.
+				ew := NewExitWatcher()
+				defer ew.Close()
+				exited := make(chan struct{})
+				stop, err := ew.Watch(c.PidFD, func() { close(exited) })
+				if err != nil {
+					t.Fatal(err)
+				}
 				select {
 				case <-exited:
 					t.Fatal("exit reported while the process runs")
@@ -237,12 +241,12 @@ func TestIntegrationPeerCred(t *testing.T) {
 				case <-exited:
 					fired = time.Now()
 				case <-time.After(5 * time.Second):
-					t.Fatal("WatchExit did not fire within 5s of the child's death")
+					t.Fatal("the exit watcher did not fire within 5s of the child's death")
 				}
 				died := <-reaped
-				t.Logf("WatchExit fired %v after SIGKILL, %v after wait4 saw the death", fired.Sub(killed), fired.Sub(died))
+				t.Logf("exit watch fired %v after SIGKILL, %v after wait4 saw the death", fired.Sub(killed), fired.Sub(died))
 				if lag := fired.Sub(died); lag > 100*time.Millisecond {
-					t.Fatalf("WatchExit fired %v after the child's death, want within 100ms", lag)
+					t.Fatalf("exit watch fired %v after the child's death, want within 100ms", lag)
 				}
 				stop()
 				stop()
@@ -334,36 +338,6 @@ func TestIntegrationPolicyUsers(t *testing.T) {
 		t.Fatalf("broken policy: %v", err)
 	}
 	check(e, "usb after failed reload", evUSB, false, true)
-}
-
-func TestWatchExitStop(t *testing.T) {
-	// Our own process never exits during the test: stop must end the
-	// goroutine and release its descriptors.
-	fd, err := unix.PidfdOpen(os.Getpid(), 0)
-	if err != nil {
-		testenv.Require(t, err, "pidfd_open", "Linux 5.3 or later")
-	}
-	defer unix.Close(fd)
-	before := countFDs(t)
-	for i := 0; i < 20; i++ {
-		ch, stop := WatchExit(fd)
-		stop()
-		select {
-		case <-ch:
-			t.Fatal("exit reported for a live process")
-		default:
-		}
-	}
-	if after := countFDs(t); after != before {
-		t.Fatalf("fds: %d before, %d after", before, after)
-	}
-	ch, stop := WatchExit(-1)
-	stop()
-	select {
-	case <-ch:
-		t.Fatal("closed for pidfd -1")
-	default:
-	}
 }
 
 func countFDs(t *testing.T) int {

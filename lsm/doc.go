@@ -9,7 +9,7 @@
 // Subjects are identified by Cred: uid, gid, supplementary groups, pid
 // pinned by a pidfd, and the LSM security label, taken from a unix
 // socket (PeerCred) or from what the D-Bus daemon reports (CredFromPID).
-// Decisions are never cached by bare pid; WatchExit tells when the
+// Decisions are never cached by bare pid; an ExitWatcher tells when the
 // process behind a pidfd has gone.
 //
 // The policy comes from Default or from a policy file (Load, Parse;

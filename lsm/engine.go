@@ -56,7 +56,8 @@ var builtinRules = []string{RuleNoCred, RuleAdminOnly, RuleKeyView, RuleKeyUndes
 // subscribers included.
 type Engine struct {
 	pol     atomic.Pointer[Policy]
-	builtin [7]atomic.Uint64 // denials per built-in rule, indexed as builtinRules
+	pk      atomic.Pointer[Polkit] // nil: built-in policy only (SetPolkit)
+	builtin [7]atomic.Uint64       // denials per built-in rule, indexed as builtinRules
 }
 
 // NewEngine returns an engine enforcing p (Default() when nil).
@@ -122,7 +123,7 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 	p := e.pol.Load()
 	admin := p.isAdmin(subj)
 	if t.Admin {
-		if admin {
+		if admin || e.polkitAllows(subj, ActionAdmin) {
 			return nil
 		}
 		return e.denyErr(iAdminOnly, "administrators only")
@@ -138,6 +139,12 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 		if r.sources != nil && !r.matchEvent(src, "", false) {
 			continue
 		}
+		if r.polkit != "" {
+			if e.polkitAllows(subj, r.polkit) {
+				return nil
+			}
+			continue
+		}
 		if r.allow {
 			return nil
 		}
@@ -149,9 +156,15 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 	}
 	switch src {
 	case event.SourceMeta:
+		if e.polkitAllows(subj, ActionSubscribePrivate) {
+			return nil
+		}
 		return e.denyErr(iMetaAdmin, "meta events are for administrators")
 	case event.SourceBlock, event.SourceUSB, event.SourceSuperblock:
 		if p.devicesAdmin {
+			if e.polkitAllows(subj, ActionSubscribePrivate) {
+				return nil
+			}
 			return e.denyErr(iDevicesAdmin, "device events are for administrators (devices admins)")
 		}
 	}
@@ -195,6 +208,12 @@ func (e *Engine) Post(sub *Cred, ev *event.Event) bool {
 		if r.hooks&hookPost == 0 || !r.matchSubject(sub) || !r.matchEvent(src, ev.Subtype, isLoss) {
 			continue
 		}
+		if r.polkit != "" {
+			if e.polkitCached(sub, r.polkit) {
+				return true
+			}
+			continue
+		}
 		if r.allow {
 			return true
 		}
@@ -218,7 +237,7 @@ func (e *Engine) Post(sub *Cred, ev *event.Event) bool {
 		}
 		return e.deny(iKeyView)
 	case event.SourceBlock, event.SourceUSB, event.SourceSuperblock:
-		if p.devicesAdmin {
+		if p.devicesAdmin && !e.polkitCached(sub, ActionSubscribePrivate) {
 			return e.deny(iDevicesAdmin)
 		}
 		return true
@@ -232,10 +251,44 @@ func (e *Engine) Post(sub *Cred, ev *event.Event) bool {
 			return true
 		}
 	}
-	if ev.Owner != "" {
+	if ev.Owner != "" || e.polkitCached(sub, ActionSubscribePrivate) {
 		return true
 	}
 	return e.deny(iMetaAdmin)
+}
+
+// SetPolkit makes p the polkit backend (nil: the built-in policy alone).
+// With a backend, "polkit" rules of the policy file ask it, and the
+// built-in defaults that keep something for administrators ask it
+// before refusing (ActionSubscribePrivate, ActionAdmin): Watch asks
+// polkitd (or recalls a decision made since polkit last changed), Post
+// reads the decision Watch cached, without a system call. The engine
+// does not close p.
+func (e *Engine) SetPolkit(p *Polkit) { e.pk.Store(p) }
+
+// Backend names the policy backend in force: "builtin", or "polkit"
+// with polkitd's backend name and version.
+func (e *Engine) Backend() string {
+	if pk := e.pk.Load(); pk != nil {
+		return "polkit (" + pk.Backend() + ")"
+	}
+	return "builtin"
+}
+
+// polkitAllows asks the polkit backend, if any, at subscribe time.
+func (e *Engine) polkitAllows(c *Cred, action string) bool {
+	pk := e.pk.Load()
+	if pk == nil {
+		return false
+	}
+	ok, _ := pk.Allowed(c, action)
+	return ok
+}
+
+// polkitCached reads the polkit decision cached for c (the Post hook).
+func (e *Engine) polkitCached(c *Cred, action string) bool {
+	pk := e.pk.Load()
+	return pk != nil && pk.Cached(c, action)
 }
 
 // Key permission bits (include/linux/key.h:

@@ -53,6 +53,7 @@ type rule struct {
 	sources  []event.Source
 	subtypes []string // globs; nil: any subtype
 	hooks    hook
+	polkit   string // "polkit ACTION" rules: the polkit action to ask
 	denied   atomic.Uint64
 }
 
@@ -152,8 +153,20 @@ func (p *Policy) parseLine(text, file string, line int) string {
 		}
 		p.rules = append(p.rules, r)
 		return ""
+	case "polkit":
+		// polkit ACTION SELECTOR...: allow what the selectors match when
+		// polkit authorizes the subject for ACTION; else go on.
+		if len(words) < 2 || !validActionID(words[1]) {
+			return "polkit needs an action id (e.g. org.notifyd.subscribe-private), then selectors"
+		}
+		r := &rule{name: fmt.Sprintf("%s:%d", file, line), text: strings.Join(words, " "), allow: true, hooks: hookBoth, polkit: words[1]}
+		if err := r.parseSelectors(words[2:]); err != "" {
+			return err
+		}
+		p.rules = append(p.rules, r)
+		return ""
 	}
-	return fmt.Sprintf("unknown directive %q (want admin-group, admin-user, devices, allow or deny)", words[0])
+	return fmt.Sprintf("unknown directive %q (want admin-group, admin-user, devices, allow, deny or polkit)", words[0])
 }
 
 // splitList splits a list separated by commas and/or blanks.
@@ -359,4 +372,19 @@ func (p *Policy) isAdmin(c *Cred) bool {
 		}
 	}
 	return false
+}
+
+// validActionID reports whether s looks like a polkit action id: dotted
+// lower-case words of letters, digits and dashes (polkit's own check is
+// [a-z0-9.-]+ with at least one dot).
+func validActionID(s string) bool {
+	if !strings.Contains(s, ".") || strings.HasPrefix(s, ".") || strings.HasSuffix(s, ".") {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -46,3 +46,19 @@ func BenchmarkScrape(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkObserveParallel is the same cost with every CPU publishing at
+// once, as several source goroutines do: the lookup takes no lock and
+// writes no shared word but the counter itself.
+func BenchmarkObserveParallel(b *testing.B) {
+	c := metrics.NewEvents()
+	evs := []*event.Event{blockAdd(1), {Source: event.SourceKey, Subtype: event.KeyLinked, Tag: event.NoTag}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			c.Observe(evs[i&1])
+			i++
+		}
+	})
+}

@@ -10,15 +10,17 @@ import (
 
 // Events counts what the sources publish: events per source and subtype,
 // and upstream loss reports per source and origin. It is the only part of
-// the metrics that runs per event; the cost is one read-locked map
-// lookup and one atomic add. Everything else is read at scrape time.
+// the metrics that runs per event; the cost is one lookup in an immutable
+// map (no lock: the maps are replaced, copied, when a new series appears,
+// which happens a few dozen times in a daemon's life) and one atomic add.
+// Everything else is read at scrape time.
 //
 // The zero value is not usable; call NewEvents. An *Events is safe for
 // concurrent use.
 type Events struct {
-	mu     sync.RWMutex
-	events map[eventKey]*atomic.Uint64
-	losses map[lossKey]*lossCount
+	events atomic.Pointer[map[eventKey]*atomic.Uint64]
+	losses atomic.Pointer[map[lossKey]*lossCount]
+	mu     sync.Mutex // serialises the copy-on-write of a new series
 }
 
 type eventKey struct {
@@ -39,7 +41,11 @@ type lossCount struct {
 
 // NewEvents returns an empty counter set.
 func NewEvents() *Events {
-	return &Events{events: make(map[eventKey]*atomic.Uint64), losses: make(map[lossKey]*lossCount)}
+	e := &Events{}
+	em, lm := map[eventKey]*atomic.Uint64{}, map[lossKey]*lossCount{}
+	e.events.Store(&em)
+	e.losses.Store(&lm)
+	return e
 }
 
 // Observe counts ev: a loss event under its source and origin, any other
@@ -63,34 +69,35 @@ func (c *Events) Observe(ev *event.Event) {
 }
 
 func (c *Events) event(k eventKey) *atomic.Uint64 {
-	c.mu.RLock()
-	n := c.events[k]
-	c.mu.RUnlock()
-	if n != nil {
+	if n := (*c.events.Load())[k]; n != nil {
 		return n
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n = c.events[k]; n == nil {
-		n = new(atomic.Uint64)
-		c.events[k] = n
-	}
-	return n
+	return grow(&c.mu, &c.events, k, func() *atomic.Uint64 { return new(atomic.Uint64) })
 }
 
 func (c *Events) loss(k lossKey) *lossCount {
-	c.mu.RLock()
-	n := c.losses[k]
-	c.mu.RUnlock()
-	if n != nil {
+	if n := (*c.losses.Load())[k]; n != nil {
 		return n
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if n = c.losses[k]; n == nil {
-		n = new(lossCount)
-		c.losses[k] = n
+	return grow(&c.mu, &c.losses, k, func() *lossCount { return new(lossCount) })
+}
+
+// grow adds k to the map behind p, copying it, unless another goroutine
+// did first, and returns k's counter.
+func grow[K comparable, V any](mu *sync.Mutex, p *atomic.Pointer[map[K]*V], k K, mk func() *V) *V {
+	mu.Lock()
+	defer mu.Unlock()
+	old := *p.Load()
+	if n := old[k]; n != nil {
+		return n
 	}
+	m := make(map[K]*V, len(old)+1)
+	for kk, v := range old {
+		m[kk] = v
+	}
+	n := mk()
+	m[k] = n
+	p.Store(&m)
 	return n
 }
 
@@ -124,14 +131,13 @@ type lossSnapshot struct {
 }
 
 func (c *Events) snapshot() ([]eventCount, []lossSnapshot) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	ev := make([]eventCount, 0, len(c.events))
-	for k, n := range c.events {
+	em, lm := *c.events.Load(), *c.losses.Load()
+	ev := make([]eventCount, 0, len(em))
+	for k, n := range em {
 		ev = append(ev, eventCount{k, n.Load()})
 	}
-	ls := make([]lossSnapshot, 0, len(c.losses))
-	for k, n := range c.losses {
+	ls := make([]lossSnapshot, 0, len(lm))
+	for k, n := range lm {
 		ls = append(ls, lossSnapshot{k, n.reports.Load(), n.records.Load(), n.unknown.Load()})
 	}
 	return ev, ls

@@ -4,7 +4,9 @@
 // hub's counters and its subscribers' queue depths (fanout), the sources'
 // health, and the policy engine's denial counts. The only per-event cost
 // is Events, which counts published events per source and subtype (the
-// daemon wraps the hub in Events.Sink before handing it to the sources).
+// daemon wraps the hub in Events.Sink before handing it to the sources):
+// one lock-free map lookup and one atomic add per event, within the noise
+// of internal/ingestbench (BenchmarkIngestMetrics beside BenchmarkIngest).
 //
 // New returns an http.Handler backed by its own registry, never the
 // global one, so that several daemons (or tests) in one process do not

@@ -19,18 +19,3 @@ func BenchmarkDecodeAll(b *testing.B) {
 	}
 	b.ReportMetric(float64(256*b.N)/b.Elapsed().Seconds(), "records/s")
 }
-
-func BenchmarkStreamRoundTrip(b *testing.B) {
-	evs := sampleEvents()
-	b.ReportAllocs()
-	for b.Loop() {
-		s, err := EncodeStream(evs)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := DecodeStream(s); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(len(evs)*b.N)/b.Elapsed().Seconds(), "events/s")
-}

@@ -72,35 +72,3 @@ func FuzzDecodeAll(f *testing.F) {
 		}
 	})
 }
-
-func FuzzDecodeStream(f *testing.F) {
-	good, err := EncodeStream(sampleEvents())
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Add(good)
-	f.Add(good[:16])
-	f.Add([]byte(StreamMagic))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		evs, err := DecodeStream(b)
-		if (err != nil) != (evs == nil) {
-			t.Fatalf("err %v with %d events", err, len(evs))
-		}
-		if err != nil {
-			return
-		}
-		b2, err := EncodeStream(evs)
-		if err != nil {
-			t.Fatalf("re-encode: %v", err)
-		}
-		evs2, err := DecodeStream(b2)
-		if err != nil || len(evs2) != len(evs) {
-			t.Fatalf("decode re-encoded: %v", err)
-		}
-		for i := range evs {
-			if !reflect.DeepEqual(eventFields(evs[i]), eventFields(evs2[i])) {
-				t.Fatalf("event %d differs after round trip", i)
-			}
-		}
-	})
-}

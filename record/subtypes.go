@@ -1,46 +1,54 @@
 package record
 
-import (
-	"fmt"
+import "strconv"
 
-	"github.com/notifyd/notifyd/event"
-)
+// Subtype names come from one table per type, indexed by value: String is
+// an array index, not a map lookup, and ParseXxx walks the same table. The
+// names are the strings event.Event.Subtype carries (eventrec's tests keep
+// them equal to package event's constants).
 
-// MetaSubtype is enum watch_meta_notification_subtype.
+// MetaSubtype is enum watch_meta_notification_subtype
+// (include/uapi/linux/watch_queue.h, v6.1).
 type MetaSubtype uint8
 
-// META subtypes (include/uapi/linux/watch_queue.h, v6.1).
+// META subtypes.
 const (
-	MetaRemoval MetaSubtype = 0 // WATCH_META_REMOVAL_NOTIFICATION
-	MetaLoss    MetaSubtype = 1 // WATCH_META_LOSS_NOTIFICATION
+	MetaRemoval MetaSubtype = 0 // WATCH_META_REMOVAL_NOTIFICATION: the watched object is gone
+	MetaLoss    MetaSubtype = 1 // WATCH_META_LOSS_NOTIFICATION: read() fabricated it after an overflow
 )
 
-var metaNames = map[MetaSubtype]string{MetaRemoval: event.MetaRemoval, MetaLoss: event.MetaLoss}
+var metaNames = [...]string{MetaRemoval: "removal", MetaLoss: "loss"}
 
-func (s MetaSubtype) String() string { return name(metaNames, s) }
+func (s MetaSubtype) String() string { return name(metaNames[:], uint8(s)) }
 
-// KeySubtype is enum key_notification_subtype.
+// KeySubtype is enum key_notification_subtype
+// (include/uapi/linux/watch_queue.h, v6.1).
 type KeySubtype uint8
 
-// Key subtypes: enum key_notification_subtype, include/uapi/linux/watch_queue.h (v6.1).
+// Key subtypes.
 const (
-	KeyInstantiated KeySubtype = 0
-	KeyUpdated      KeySubtype = 1
-	KeyLinked       KeySubtype = 2
-	KeyUnlinked     KeySubtype = 3
-	KeyCleared      KeySubtype = 4
-	KeyRevoked      KeySubtype = 5
-	KeyInvalidated  KeySubtype = 6
-	KeySetattr      KeySubtype = 7
+	KeyInstantiated KeySubtype = 0 // NOTIFY_KEY_INSTANTIATED: aux is the error code
+	KeyUpdated      KeySubtype = 1 // NOTIFY_KEY_UPDATED
+	KeyLinked       KeySubtype = 2 // NOTIFY_KEY_LINKED: key aux was added to the watched keyring
+	KeyUnlinked     KeySubtype = 3 // NOTIFY_KEY_UNLINKED: key aux was removed from the watched keyring
+	KeyCleared      KeySubtype = 4 // NOTIFY_KEY_CLEARED
+	KeyRevoked      KeySubtype = 5 // NOTIFY_KEY_REVOKED
+	KeyInvalidated  KeySubtype = 6 // NOTIFY_KEY_INVALIDATED
+	KeySetattr      KeySubtype = 7 // NOTIFY_KEY_SETATTR
 )
 
-var keyNames = map[KeySubtype]string{
-	KeyInstantiated: event.KeyInstantiated, KeyUpdated: event.KeyUpdated,
-	KeyLinked: event.KeyLinked, KeyUnlinked: event.KeyUnlinked, KeyCleared: event.KeyCleared,
-	KeyRevoked: event.KeyRevoked, KeyInvalidated: event.KeyInvalidated, KeySetattr: event.KeySetattr,
+var keyNames = [...]string{
+	KeyInstantiated: "instantiated", KeyUpdated: "updated", KeyLinked: "linked", KeyUnlinked: "unlinked",
+	KeyCleared: "cleared", KeyRevoked: "revoked", KeyInvalidated: "invalidated", KeySetattr: "setattr",
 }
 
-func (s KeySubtype) String() string { return name(keyNames, s) }
+// NumKeySubtypes is the number of key subtypes this version knows (0..7).
+const NumKeySubtypes = len(keyNames)
+
+func (s KeySubtype) String() string { return name(keyNames[:], uint8(s)) }
+
+// Known reports whether s has a name in this version.
+func (s KeySubtype) Known() bool { return int(s) < len(keyNames) }
 
 // BlockSubtype is the RFC enum block_notification_type (1..10, 0 unused)
 // plus notifyd's own subtypes for uevent-derived events, from 32 up: far
@@ -66,17 +74,15 @@ const (
 	BlockMediaChange BlockSubtype = 35 // notifyd: media change (uevent change, DISK_MEDIA_CHANGE=1)
 )
 
-var blockNames = map[BlockSubtype]string{
-	BlockTimeout: event.BlockTimeout, BlockNoSpace: event.BlockNoSpace,
-	BlockRecoverableTransport: event.BlockRecoverableTransport, BlockCriticalTarget: event.BlockCriticalTarget,
-	BlockCriticalNexus: event.BlockCriticalNexus, BlockCriticalMedium: event.BlockCriticalMedium,
-	BlockProtection: event.BlockProtection, BlockKernelResource: event.BlockKernelResource,
-	BlockDeviceResource: event.BlockDeviceResource, BlockIO: event.BlockIO,
-	BlockAdd: event.BlockAdd, BlockRemove: event.BlockRemove, BlockChange: event.BlockChange,
-	BlockMediaChange: event.BlockMediaChange,
+var blockNames = [...]string{
+	BlockTimeout: "timeout", BlockNoSpace: "no-space", BlockRecoverableTransport: "recoverable-transport",
+	BlockCriticalTarget: "critical-target", BlockCriticalNexus: "critical-nexus", BlockCriticalMedium: "critical-medium",
+	BlockProtection: "protection", BlockKernelResource: "kernel-resource", BlockDeviceResource: "device-resource",
+	BlockIO:  "io",
+	BlockAdd: "add", BlockRemove: "remove", BlockChange: "change", BlockMediaChange: "media-change",
 }
 
-func (s BlockSubtype) String() string { return name(blockNames, s) }
+func (s BlockSubtype) String() string { return name(blockNames[:], uint8(s)) }
 
 // IsError reports whether s is one of the RFC error subtypes, which carry a
 // sector.
@@ -96,12 +102,12 @@ const (
 	USBBusRemove USBSubtype = 33
 )
 
-var usbNames = map[USBSubtype]string{
-	USBAdd: event.USBAdd, USBRemove: event.USBRemove, USBReset: event.USBReset,
-	USBError: event.USBError, USBBusAdd: event.USBBusAdd, USBBusRemove: event.USBBusRemove,
+var usbNames = [...]string{
+	USBAdd: "add", USBRemove: "remove", USBReset: "reset", USBError: "error",
+	USBBusAdd: "bus-add", USBBusRemove: "bus-remove",
 }
 
-func (s USBSubtype) String() string { return name(usbNames, s) }
+func (s USBSubtype) String() string { return name(usbNames[:], uint8(s)) }
 
 // MountSubtype is the RFC enum mount_notification_subtype (Aug 2020).
 type MountSubtype uint8
@@ -131,13 +137,12 @@ const (
 	MountMoveTo   MountSubtype = 6
 )
 
-var mountNames = map[MountSubtype]string{
-	MountNew: event.MountNew, MountUnmount: event.MountUnmount, MountExpiry: event.MountExpiry,
-	MountReadonly: event.MountReadonly, MountSetattr: event.MountSetattr,
-	MountMoveFrom: event.MountMoveFrom, MountMoveTo: event.MountMoveTo,
+var mountNames = [...]string{
+	MountNew: "new-mount", MountUnmount: "unmount", MountExpiry: "expiry", MountReadonly: "readonly",
+	MountSetattr: "setattr", MountMoveFrom: "move-from", MountMoveTo: "move-to",
 }
 
-func (s MountSubtype) String() string { return name(mountNames, s) }
+func (s MountSubtype) String() string { return name(mountNames[:], uint8(s)) }
 
 // SuperblockSubtype is the RFC enum superblock_notification_type (Feb 2020).
 type SuperblockSubtype uint8
@@ -154,40 +159,48 @@ const (
 	SuperblockNetwork  SuperblockSubtype = 3
 )
 
-var sbNames = map[SuperblockSubtype]string{
-	SuperblockReadonly: event.SuperblockReadonly, SuperblockError: event.SuperblockError,
-	SuperblockEDQuot: event.SuperblockEDQuot, SuperblockNetwork: event.SuperblockNetwork,
+var sbNames = [...]string{
+	SuperblockReadonly: "readonly", SuperblockError: "error", SuperblockEDQuot: "edquot", SuperblockNetwork: "network",
 }
 
-func (s SuperblockSubtype) String() string { return name(sbNames, s) }
+func (s SuperblockSubtype) String() string { return name(sbNames[:], uint8(s)) }
 
-func name[S ~uint8](m map[S]string, s S) string {
-	if n, ok := m[s]; ok {
-		return n
+// name is table[s], or "subtype(s)" for a value without a name.
+func name(table []string, s uint8) string {
+	if int(s) < len(table) && table[s] != "" {
+		return table[s]
 	}
-	return fmt.Sprintf("subtype(%d)", uint8(s))
+	return "subtype(" + strconv.Itoa(int(s)) + ")"
 }
 
-func lookup[S ~uint8](m map[S]string, n string) (S, bool) {
-	for k, v := range m {
+func lookup[S ~uint8](table []string, n string) (S, bool) {
+	if n == "" {
+		return 0, false
+	}
+	for i, v := range table {
 		if v == n {
-			return k, true
+			return S(i), true
 		}
 	}
 	return 0, false
 }
 
-// ParseKeySubtype returns the subtype named n (event.KeyLinked, ...).
-func ParseKeySubtype(n string) (KeySubtype, bool) { return lookup(keyNames, n) }
+// ParseMetaSubtype returns the subtype named n ("removal", "loss").
+func ParseMetaSubtype(n string) (MetaSubtype, bool) { return lookup[MetaSubtype](metaNames[:], n) }
 
-// ParseBlockSubtype returns the subtype named n (event.BlockIO, ...).
-func ParseBlockSubtype(n string) (BlockSubtype, bool) { return lookup(blockNames, n) }
+// ParseKeySubtype returns the subtype named n ("linked", ...).
+func ParseKeySubtype(n string) (KeySubtype, bool) { return lookup[KeySubtype](keyNames[:], n) }
 
-// ParseUSBSubtype returns the subtype named n (event.USBReset, ...).
-func ParseUSBSubtype(n string) (USBSubtype, bool) { return lookup(usbNames, n) }
+// ParseBlockSubtype returns the subtype named n ("io", ...).
+func ParseBlockSubtype(n string) (BlockSubtype, bool) { return lookup[BlockSubtype](blockNames[:], n) }
+
+// ParseUSBSubtype returns the subtype named n ("reset", ...).
+func ParseUSBSubtype(n string) (USBSubtype, bool) { return lookup[USBSubtype](usbNames[:], n) }
 
 // ParseMountSubtype returns the subtype named n ("new-mount", ...).
-func ParseMountSubtype(n string) (MountSubtype, bool) { return lookup(mountNames, n) }
+func ParseMountSubtype(n string) (MountSubtype, bool) { return lookup[MountSubtype](mountNames[:], n) }
 
 // ParseSuperblockSubtype returns the subtype named n ("error", ...).
-func ParseSuperblockSubtype(n string) (SuperblockSubtype, bool) { return lookup(sbNames, n) }
+func ParseSuperblockSubtype(n string) (SuperblockSubtype, bool) {
+	return lookup[SuperblockSubtype](sbNames[:], n)
+}

@@ -11,8 +11,14 @@ type Record interface {
 	put(c codec, b []byte)
 }
 
-// Key is struct key_notification (type 1, 16 bytes): offset 8 key_id,
-// offset 12 aux.
+// Key must match struct key_notification in
+// include/uapi/linux/watch_queue.h (v6.1), type 1, 16 bytes:
+//
+//	struct key_notification {
+//		struct watch_notification watch;
+//		__u32	key_id;		/* The key/keyring affected */
+//		__u32	aux;		/* Per-type auxiliary data */
+//	};
 type Key struct {
 	Hdr   Header
 	KeyID int32 // serial of the affected key or keyring
@@ -22,24 +28,41 @@ type Key struct {
 // Subtype is the key subtype.
 func (r *Key) Subtype() KeySubtype { return KeySubtype(r.Hdr.Subtype) }
 
-// Removal is a META removal record: the 8-byte header alone, or struct
-// watch_notification_removal (16 bytes, u64 id at offset 8) when the
-// object has an id (for keys: the key serial).
+// Removal is a META removal record (WATCH_META_REMOVAL_NOTIFICATION): the
+// 8-byte header alone, or, when the object has an id (for keys: the key
+// serial), a match for struct watch_notification_removal in
+// include/uapi/linux/watch_queue.h (v6.1):
+//
+//	struct watch_notification_removal {
+//		struct watch_notification watch;
+//		__u64	id;		/* Type-dependent identifier */
+//	};
 type Removal struct {
 	Hdr   Header
 	ID    uint64
 	HasID bool // the 16-byte form
 }
 
-// Loss is the 8-byte META loss record that read() fabricates after a
-// queue overflow. It is queue-wide and carries no count.
+// Loss is the META loss record (WATCH_META_LOSS_NOTIFICATION): a bare
+// struct watch_notification, 8 bytes, that read() fabricates after a
+// queue overflow (fs/pipe.c, v6.1). It is queue-wide and carries no count.
 type Loss struct {
 	Hdr Header
 }
 
-// Block is the RFC struct block_notification (24 bytes): offset 8 dev
-// (kernel-internal dev_t, see MkDev), offset 16 sector (512-byte units
-// relative to the whole disk).
+// Block mirrors the RFC struct block_notification (David Howells, never
+// merged: linux-fsdevel
+// <157313382004.29677.14535762370731716841.stgit@warthog.procyon.org.uk>),
+// 24 bytes, under notifyd's type TypeBlock:
+//
+//	struct block_notification {
+//		struct watch_notification watch;
+//		__u64	dev;		/* Device number */
+//		__u64	sector;		/* Affected sector */
+//	};
+//
+// dev is the kernel-internal dev_t (MkDev); sector is in 512-byte units
+// relative to the whole disk.
 type Block struct {
 	Hdr    Header
 	Dev    uint64
@@ -55,10 +78,20 @@ func (r *Block) Major() uint32 { return uint32(r.Dev >> MinorBits) }
 // Minor is the device's minor number.
 func (r *Block) Minor() uint32 { return uint32(r.Dev & minorMask) }
 
-// USB is the RFC struct usb_notification: offset 8 error, 12 reserved,
-// 16 name_len, 17 name (not NUL-terminated, at most 63 bytes). The record
-// is 17+len(name) bytes long and not padded: records following it in a
-// buffer are not 8-byte aligned.
+// USB mirrors the RFC struct usb_notification (never merged; the 2019-2020
+// device-notification series, docs/record-abi.md), under notifyd's type
+// TypeUSB:
+//
+//	struct usb_notification {
+//		struct watch_notification watch;
+//		__u32	error;
+//		__u32	reserved;
+//		__u8	name_len;	/* Length of device name */
+//		__u8	name[0];	/* Device name (truncated at 63 chars) */
+//	};
+//
+// The name is not NUL-terminated. The record is 17+len(name) bytes long
+// and not padded: records following it in a buffer are not 8-byte aligned.
 type USB struct {
 	Hdr      Header
 	Error    uint32
@@ -69,8 +102,16 @@ type USB struct {
 // Subtype is the USB subtype.
 func (r *USB) Subtype() USBSubtype { return USBSubtype(r.Hdr.Subtype) }
 
-// Mount is the RFC struct mount_notification (Aug 2020, 24 bytes):
-// offset 8 triggered_on, 16 auxiliary_mount (64-bit mount ids).
+// Mount mirrors the RFC struct mount_notification (Aug 2020, never
+// merged), 24 bytes, under notifyd's type TypeMount:
+//
+//	struct mount_notification {
+//		struct watch_notification watch;
+//		__u64	triggered_on;		/* The mount that triggered the notification */
+//		__u64	auxiliary_mount;	/* Added/moved/removed mount or 0 */
+//	};
+//
+// Both are 64-bit mount ids (see MountSubtype.HasAux for which is which).
 type Mount struct {
 	Hdr            Header
 	TriggeredOn    uint64
@@ -80,15 +121,36 @@ type Mount struct {
 // Subtype is the mount subtype.
 func (r *Mount) Subtype() MountSubtype { return MountSubtype(r.Hdr.Subtype) }
 
-// Superblock is the RFC struct superblock_notification (16 bytes, offset 8
-// sb_id) or, for the error subtype, struct superblock_error_notification
-// (24 bytes: + error_number at 16, error_cookie at 20).
+// Superblock mirrors the RFC struct superblock_notification (Feb 2020,
+// never merged), 16 bytes, or for the error subtype struct
+// superblock_error_notification, 24 bytes, under notifyd's type
+// TypeSuperblock:
+//
+//	struct superblock_notification {
+//		struct watch_notification watch;
+//		__u64	sb_id;		/* 64-bit superblock ID */
+//	};
+//	struct superblock_error_notification {
+//		struct superblock_notification s;
+//		__u32	error_number;
+//		__u32	error_cookie;
+//	};
+//
+// notifyd puts the filesystem device's kernel-internal dev_t (MkDev) in
+// sb_id.
 type Superblock struct {
 	Hdr         Header
 	SBID        uint64
 	ErrorNumber uint32
 	ErrorCookie uint32
 }
+
+// Major is the filesystem device's major number (sb_id is a
+// kernel-internal dev_t, MkDev).
+func (r *Superblock) Major() uint32 { return uint32(r.SBID >> MinorBits) }
+
+// Minor is the filesystem device's minor number.
+func (r *Superblock) Minor() uint32 { return uint32(r.SBID & minorMask) }
 
 // Subtype is the superblock subtype.
 func (r *Superblock) Subtype() SuperblockSubtype { return SuperblockSubtype(r.Hdr.Subtype) }

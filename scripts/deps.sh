@@ -20,6 +20,18 @@ packages=(
 	# of the installed files (systemd-analyze is in systemd, setpriv in
 	# util-linux, kill in procps)
 	go-md2man dpkg-dev man-db zsh procps
+	# notifyctl's fish completion (ctl tests, package step)
+	fish
+	# the notifyctl bench beside udevadm monitor --kernel (needs no udevd)
+	udev
+	# USB vendor/product names for device identity (sources/identity)
+	usb.ids
+	# D-Bus device objects and polkit (dbusapi): a real polkitd on a
+	# private system bus
+	polkitd
+	# the example applet (examples/applet): a real notification daemon
+	# (dunst) under Xvfb, and the screenshot of its popup (import)
+	dunst xvfb imagemagick
 )
 
 missing=()

@@ -13,7 +13,8 @@
 #     nobody may not;
 #   - man renders each installed page with no warning at 80 columns and
 #     lexgrog reads its NAME;
-#   - the bash and zsh completions parse, and bash completes a command;
+#   - the bash, zsh and fish completions parse, and bash and fish complete
+#     a command;
 #   - removing and purging the package leaves none of its files and no
 #     dangling enable symlinks (the prerm disables the unit).
 # The scratch root is seeded with the host's systemd units and kill(1) (the
@@ -37,7 +38,7 @@ if [ "$(id -u)" -ne 0 ]; then
 		;;
 	esac
 fi
-for tool in dpkg-deb dpkg-shlibdeps go-md2man systemd-analyze systemctl dbus-daemon busctl man lexgrog setpriv zsh; do
+for tool in dpkg-deb dpkg-shlibdeps go-md2man systemd-analyze systemctl dbus-daemon busctl man lexgrog setpriv zsh fish; do
 	command -v "$tool" >/dev/null || fail "$tool not installed (run scripts/deps.sh)"
 done
 
@@ -134,6 +135,15 @@ link=$(readlink "$root/etc/systemd/system/$alias") && [ "$root$link" -ef "$root$
 exec=$(sed -n 's/^Exec=//p' "$root/usr/share/dbus-1/system-services/org.notifyd.Notifyd1.service")
 [ "$exec" = /usr/bin/notifyd ] && [ -x "$root$exec" ] || fail "activation Exec=$exec is not the installed binary"
 
+echo "package: polkit actions"
+actions=$root/usr/share/polkit-1/actions/org.notifyd.policy
+[ -f "$actions" ] || fail "no polkit actions file at /usr/share/polkit-1/actions/org.notifyd.policy"
+ids=$(/usr/bin/python3 -c 'import sys, xml.etree.ElementTree as E; print(" ".join(a.get("id") for a in E.parse(sys.argv[1]).getroot().iter("action")))' "$actions") ||
+	fail "polkit actions file is not well-formed XML"
+for id in $(sed -n 's/.*"\(org\.notifyd\.[a-z-]*\)".*/\1/p' lsm/polkit.go | sort -u); do
+	case " $ids " in *" $id "*) ;; *) fail "lsm/polkit.go asks for $id, which the actions file does not declare (it has: $ids)" ;; esac
+done
+
 echo "package: D-Bus policy and activation file"
 sock=$tmp/bus.sock
 cat >"$tmp/bus.conf" <<EOF
@@ -214,6 +224,10 @@ got=$(bash -c 'source "$1"; COMP_WORDS=(notifyctl moni); COMP_CWORD=1; _notifyct
 [ "$got" = monitor ] || fail "bash completion of \"notifyctl moni\" gave \"$got\", want monitor"
 zsh -n "$zc" || fail "zsh completion does not parse"
 head -n1 "$zc" | grep -qx '#compdef notifyctl' || fail "zsh completion has no #compdef line"
+fc=$root/usr/share/fish/vendor_completions.d/notifyctl.fish
+fish -n "$fc" || fail "fish completion does not parse"
+got=$(fish -c 'source $argv[1]; complete -C "notifyctl moni"' "$fc" | cut -f1)
+[ "$got" = monitor ] || fail "fish completion of \"notifyctl moni\" gave \"$got\", want monitor"
 
 echo "package: dpkg -r and -P"
 dpkg_root -r notifyd >"$tmp/dpkg.log" 2>&1 || { cat "$tmp/dpkg.log" >&2; fail "dpkg -r"; }

@@ -78,6 +78,11 @@ type Core struct {
 	denied  atomic.Uint64    // Watch-hook refusals of whole subscriptions
 
 	push pushdown
+
+	// exits watches the pidfds of connections that hold something and of
+	// detached key watches: one epoll instance and one goroutine for all
+	// of them while there are any; closed by Close.
+	exits *lsm.ExitWatcher
 }
 
 // account is what one user holds.
@@ -107,6 +112,7 @@ func New(cfg Config) *Core {
 		open:     make(map[*Conn]struct{}),
 		attached: make(map[string]*attachment),
 		logged:   make(map[refuseKey]*refuseLog),
+		exits:    lsm.NewExitWatcher(),
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -364,6 +370,22 @@ func (c *Core) Close() {
 	for _, a := range atts {
 		a.end()
 	}
+	c.exits.Close()
+}
+
+// errStopping is watchExit's answer once the core is closed.
+var errStopping = errorf(CodeClosed, ErrShutdown, "notifyd is stopping")
+
+// watchExit calls fn once when the process behind pidfd exits; stop ends
+// the watch (fn may already be running; it is not waited for). It fails
+// with errStopping once the core is closed, or when the watcher cannot
+// take the pidfd.
+func (c *Core) watchExit(pidfd int, fn func()) (stop func(), err error) {
+	stop, err = c.exits.Watch(pidfd, fn)
+	if errors.Is(err, lsm.ErrWatcherClosed) {
+		return nil, errStopping
+	}
+	return stop, err
 }
 
 func newToken() string {
@@ -416,7 +438,6 @@ type Conn struct {
 	done     chan struct{}
 	idle     *time.Timer
 	stopExit func()
-	wg       sync.WaitGroup // the exit watcher
 
 	// subjectSet: SetSubject has run (the subject may be set once).
 	subjectSet bool
@@ -557,7 +578,6 @@ func (cn *Conn) Close() {
 	if stop != nil {
 		stop()
 	}
-	cn.wg.Wait()
 	c := cn.core
 	c.mu.Lock()
 	delete(c.open, cn)
@@ -608,26 +628,22 @@ func (cn *Conn) hold() {
 	if !watch {
 		return
 	}
-	exited, stop := lsm.WatchExit(cn.cred.PidFD)
+	stop, err := cn.core.watchExit(cn.cred.PidFD, func() { cn.end(ErrPeerExit) })
+	if err != nil {
+		// The connection then lives until its socket closes, which for a
+		// unix socket is when the process exits too.
+		if err != errStopping {
+			cn.core.log.Warn("peer exit not watched", "conn", cn.label, "err", err)
+		}
+		stop = func() {}
+	}
 	cn.mu.Lock()
 	cn.stopExit = stop
 	closed := cn.closed
-	if !closed {
-		cn.wg.Add(1)
-	}
 	cn.mu.Unlock()
-	if closed {
+	if closed { // Close ran meanwhile and found only the placeholder
 		stop()
-		return
 	}
-	go func() {
-		defer cn.wg.Done()
-		select {
-		case <-exited:
-			cn.end(ErrPeerExit)
-		case <-cn.done:
-		}
-	}()
 }
 
 // event.Source list helpers.

@@ -61,7 +61,9 @@
 // Conn.History and Conn.AttachKeyWatch serve every transport that offers
 // them, with the same Watch decision and the same limits.
 //
-// The package does not start goroutines of its own except one per
-// connection that watches a peer's pidfd (stopped by Close); Core.Close
-// ends every connection.
+// Peer exits are watched by one lsm.ExitWatcher per core: one epoll
+// instance on the runtime poller and one goroutine for all connections,
+// which exist only while some connection or detached key watch is
+// watched; Core.Close closes it and ends every connection. Besides it the package starts only the OnEnd calls
+// and the idle timers.
 package subs

@@ -45,9 +45,9 @@ type attachment struct {
 	detach func()
 
 	once     sync.Once
-	stopExit func()
-	quit     chan struct{}
-	wg       sync.WaitGroup
+	mu       sync.Mutex
+	ended    bool
+	stopExit func() // set once the exit watch runs (detached, not kept)
 }
 
 // AttachKeyWatch makes a key watch for the connection's user after asking
@@ -78,7 +78,7 @@ func (cn *Conn) AttachKeyWatch(o KeyWatchOptions) (KeyWatch, error) {
 		return KeyWatch{}, c.refuse(err.reason, cn.acct.UID, "%s (a key watch counts as a connection)", err.msg)
 	}
 	c.mu.Unlock()
-	a := &attachment{c: c, uid: cn.cred.UID, acct: cn.acct, quit: make(chan struct{})}
+	a := &attachment{c: c, uid: cn.cred.UID, acct: cn.acct}
 	if o.Detached {
 		a.owner = newToken()
 		a.kept = o.Keep || cn.cred.PidFD < 0
@@ -98,19 +98,6 @@ func (cn *Conn) AttachKeyWatch(o KeyWatchOptions) (KeyWatch, error) {
 	}
 	a.wr, a.detach = wr, detach
 	if o.Detached {
-		if !a.kept {
-			exited, stop := lsm.WatchExit(cn.cred.PidFD)
-			a.stopExit = stop
-			a.wg.Add(1)
-			go func() {
-				defer a.wg.Done()
-				select {
-				case <-exited:
-					a.finish(true)
-				case <-a.quit:
-				}
-			}()
-		}
 		c.mu.Lock()
 		closed := c.closed
 		if !closed {
@@ -120,6 +107,27 @@ func (cn *Conn) AttachKeyWatch(o KeyWatchOptions) (KeyWatch, error) {
 		if closed {
 			a.end()
 			return KeyWatch{}, errorf(CodeClosed, ErrShutdown, "notifyd is stopping")
+		}
+		if !a.kept {
+			// Listed first, so that a process that has already gone
+			// ends the watch at once and leaves nothing behind.
+			stop, err := c.watchExit(cn.cred.PidFD, a.end)
+			if err != nil {
+				a.end()
+				if err == errStopping {
+					return KeyWatch{}, errStopping
+				}
+				return KeyWatch{}, errorf(CodeInternal, err, "watch the process for exit: %v", err)
+			}
+			a.mu.Lock()
+			ended := a.ended
+			if !ended {
+				a.stopExit = stop
+			}
+			a.mu.Unlock()
+			if ended { // Detach or the core's end came first
+				stop()
+			}
 		}
 	} else {
 		cn.mu.Lock()
@@ -189,20 +197,19 @@ func (c *Core) KeyWatches() int {
 
 // end detaches the watch (the key source closes its pipe, which drops the
 // client's kernel watches), closes the daemon's write end and gives the
-// connection unit back. Idempotent.
-func (a *attachment) end() { a.finish(false) }
-
-// finish is end; fromWatcher is set when the exit watcher itself calls
-// it, which must not wait for itself.
-func (a *attachment) finish(fromWatcher bool) {
+// connection unit back. Idempotent; the exit watcher calls it too.
+func (a *attachment) end() {
 	a.once.Do(func() {
-		close(a.quit)
-		if a.stopExit != nil {
-			a.stopExit()
+		a.mu.Lock()
+		a.ended = true
+		stop := a.stopExit
+		a.mu.Unlock()
+		if stop != nil {
+			stop()
 		}
-		if !fromWatcher {
-			a.wg.Wait()
-		}
+		// Take the kernel watch down before the attachment stops being
+		// counted: KeyWatches() == 0 then means no watch is left.
+		a.detach()
 		c := a.c
 		c.mu.Lock()
 		if c.attached[a.owner] == a {
@@ -220,7 +227,6 @@ func (a *attachment) finish(fromWatcher bool) {
 			}
 			cn.mu.Unlock()
 		}
-		a.detach()
 		a.wr.Close()
 	})
 }

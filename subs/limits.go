@@ -45,7 +45,8 @@ type Limits struct {
 }
 
 // File descriptors a connection costs the daemon: the socket, the peer's
-// pidfd and the pidfd's duplicate on the runtime poller (lsm.WatchExit).
+// pidfd and the pidfd's duplicate in the core's exit watcher
+// (lsm.ExitWatcher).
 // FDReserve are kept for the daemon itself (listeners, kernel readers, the
 // D-Bus connection, history files, the Go runtime).
 const (

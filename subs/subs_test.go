@@ -5,15 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )
@@ -393,21 +397,43 @@ func TestKernelPushdownResumeLoss(t *testing.T) {
 
 // Key watches count as connections and end with their connection, or,
 // detached, on Detach; their owner token is not usable by another user.
+// keyWatches is an AttachKeyWatch that attaches a pipe (standing for a
+// key watch queue) and remembers which owners hold one.
+type keyWatches struct {
+	mu       sync.Mutex
+	attached map[string]bool
+}
+
+func (k *keyWatches) attach(owner string) (*os.File, func(), error) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	k.mu.Lock()
+	k.attached[owner] = true
+	k.mu.Unlock()
+	return w, func() { r.Close(); k.mu.Lock(); delete(k.attached, owner); k.mu.Unlock() }, nil
+}
+
+// has reports whether owner holds a key watch.
+func (k *keyWatches) has(owner string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.attached[owner]
+}
+
+// String prints the owners holding a key watch, as fmt prints the map.
+func (k *keyWatches) String() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return fmt.Sprint(k.attached)
+}
+
 func TestKeyWatches(t *testing.T) {
-	var mu sync.Mutex
-	attached := map[string]bool{}
+	watches := &keyWatches{attached: map[string]bool{}}
 	c := newCore(t, subs.Config{
-		Limits: subs.Limits{MaxConnections: 100, MaxConnectionsPerUser: 3},
-		AttachKeyWatch: func(owner string) (*os.File, func(), error) {
-			r, w, err := os.Pipe()
-			if err != nil {
-				return nil, nil, err
-			}
-			mu.Lock()
-			attached[owner] = true
-			mu.Unlock()
-			return w, func() { r.Close(); mu.Lock(); delete(attached, owner); mu.Unlock() }, nil
-		},
+		Limits:         subs.Limits{MaxConnections: 100, MaxConnectionsPerUser: 3},
+		AttachKeyWatch: watches.attach,
 	})
 	a := open(t, c, 1000)
 	tied, err := a.AttachKeyWatch(subs.KeyWatchOptions{})
@@ -429,9 +455,7 @@ func TestKeyWatches(t *testing.T) {
 		t.Errorf("another user detached: %v", err)
 	}
 	a.Close()
-	mu.Lock()
-	left := fmt.Sprint(attached)
-	mu.Unlock()
+	left := watches.String()
 	if left != fmt.Sprintf("map[%s:true]", det.Owner) || tied.Owner == det.Owner {
 		t.Fatalf("after close: %s", left)
 	}
@@ -549,5 +573,77 @@ func TestSetSubject(t *testing.T) {
 	cn3.Close()
 	if err := cn3.SetSubject(cred(1000)); !errors.Is(err, subs.ErrSubjectSet) {
 		t.Errorf("SetSubject after Close: %v", err)
+	}
+}
+
+// A peer's exit ends its connection (once it holds a subscription) and
+// its detached key watch, through the core's one exit watcher; a peer
+// that lives on is not touched, and nothing is left once all is closed.
+func TestPeerExit(t *testing.T) {
+	watches := &keyWatches{attached: map[string]bool{}}
+	c := newCore(t, subs.Config{
+		Limits:         subs.Limits{MaxConnections: 100},
+		AttachKeyWatch: watches.attach,
+	})
+	peer := func() (*exec.Cmd, *lsm.Cred) {
+		cmd := exec.Command("sleep", "3600")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		fd, err := unix.PidfdOpen(cmd.Process.Pid, 0)
+		if err != nil {
+			testenv.Require(t, err, "pidfd_open", "Linux 5.3 or later")
+		}
+		return cmd, &lsm.Cred{UID: 1000, GID: 1000, PID: int32(cmd.Process.Pid), PidFD: fd}
+	}
+	dying, dc := peer()
+	_, lc := peer()
+	keeper, kc := peer()
+	d, err := c.Open(subs.Peer{Cred: dc, Transport: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := c.Open(subs.Peer{Cred: lc, Transport: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := c.Open(subs.Peer{Cred: kc, Transport: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cn := range []*subs.Conn{d, l} {
+		if _, err := cn.Subscribe(subs.Request{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kw, err := k.AttachKeyWatch(subs.KeyWatchOptions{Detached: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Close() // the detached watch outlives its connection...
+	dying.Process.Kill()
+	dying.Wait()
+	<-d.Done()
+	if !errors.Is(d.Err(), subs.ErrPeerExit) {
+		t.Fatalf("dead peer's connection ended with %v", d.Err())
+	}
+	d.Close()
+	keeper.Process.Kill() // ...and ends with its process
+	keeper.Wait()
+	for c.KeyWatches() != 0 {
+		time.Sleep(time.Millisecond)
+	}
+	if watches.has(kw.Owner) {
+		t.Error("the dead process's key watch is still attached")
+	}
+	select {
+	case <-l.Done():
+		t.Fatalf("a living peer's connection ended: %v", l.Err())
+	default:
+	}
+	l.Close()
+	if st := c.Stats(); st.Connections != 0 || st.Subscriptions != 0 {
+		t.Fatalf("left %+v", st)
 	}
 }

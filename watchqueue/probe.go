@@ -6,7 +6,7 @@ import (
 	"sync"
 	"unsafe"
 
-	"github.com/notifyd/notifyd/internal/linux"
+	"github.com/notifyd/notifyd/record"
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +38,7 @@ var pipeProbe, keyProbe probe
 func HaveNotificationPipe() error {
 	return pipeProbe.run(func() (error, bool) {
 		var p [2]int
-		err := unix.Pipe2(p[:], linux.O_NOTIFICATION_PIPE|unix.O_CLOEXEC|unix.O_NONBLOCK)
+		err := unix.Pipe2(p[:], record.O_NOTIFICATION_PIPE|unix.O_CLOEXEC|unix.O_NONBLOCK)
 		if err == nil {
 			unix.Close(p[0])
 			unix.Close(p[1])
@@ -62,7 +62,7 @@ func HaveKeyNotifications() error {
 		// order of unix.KeyctlBuffer.
 		caps := make([]byte, 2)
 		var err error
-		if _, _, e := unix.Syscall(unix.SYS_KEYCTL, linux.KEYCTL_CAPABILITIES, uintptr(unsafe.Pointer(&caps[0])), uintptr(len(caps))); e != 0 {
+		if _, _, e := unix.Syscall(unix.SYS_KEYCTL, record.KeyctlCapabilities, uintptr(unsafe.Pointer(&caps[0])), uintptr(len(caps))); e != 0 {
 			err = e
 		}
 		runtime.KeepAlive(caps)
@@ -71,7 +71,7 @@ func HaveKeyNotifications() error {
 			return fmt.Errorf("probe key notifications: %w", &notSupported{"this kernel has no KEYCTL_CAPABILITIES and so no key notifications", err.(unix.Errno)}), true
 		case err != nil:
 			return fmt.Errorf("probe key notifications: %w", err), false
-		case caps[1]&linux.KEYCTL_CAPS1_NOTIFICATIONS == 0:
+		case caps[1]&record.KeyCaps1Notifications == 0:
 			return fmt.Errorf("probe key notifications: %w", &notSupported{"CONFIG_KEY_NOTIFICATIONS is off in this kernel", unix.EOPNOTSUPP}), true
 		}
 		return nil, true

@@ -25,19 +25,18 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/notifyd/notifyd/internal/linux"
 	"github.com/notifyd/notifyd/record"
 	"golang.org/x/sys/unix"
 )
 
 // Limits of the kernel interface (kernel/watch_queue.c, v6.1).
 const (
-	MaxSize       = linux.WATCH_QUEUE_MAX_NOTES   // SetSize upper bound
-	MaxFilters    = linux.WATCH_QUEUE_MAX_FILTERS // SetFilter entries
-	MinReadBuffer = 4096                          // ReadInto's minimum buffer
+	MaxSize       = record.MaxNotes   // SetSize upper bound
+	MaxFilters    = record.MaxFilters // SetFilter entries
+	MinReadBuffer = 4096              // ReadInto's minimum buffer
 	// NotesPerPage is how many 128-byte notes a 4 KiB page holds: the
 	// kernel rounds the size up to whole pages.
-	NotesPerPage = 4096 / linux.WATCH_QUEUE_NOTE_SIZE
+	NotesPerPage = 4096 / record.NoteSize
 )
 
 // Options configure Open.
@@ -68,7 +67,7 @@ type Queue struct {
 // the queue's lifetime: with no writer an empty queue would read as EOF.
 func Open(opts Options) (*Queue, error) {
 	var p [2]int
-	if err := unix.Pipe2(p[:], linux.O_NOTIFICATION_PIPE|unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+	if err := unix.Pipe2(p[:], record.O_NOTIFICATION_PIPE|unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("open notification pipe: %w", pipeErr(err))
 	}
 	q := &Queue{
@@ -135,7 +134,7 @@ func (q *Queue) SetSize(n int) error {
 		return fmt.Errorf("set queue size: set it before adding watches")
 	}
 	var serr error
-	if err := q.control(func(fd int) { serr = unix.IoctlSetInt(fd, linux.IOC_WATCH_QUEUE_SET_SIZE, n) }); err != nil {
+	if err := q.control(func(fd int) { serr = unix.IoctlSetInt(fd, record.IocSetSize, n) }); err != nil {
 		return fmt.Errorf("set queue size: %w", err)
 	}
 	if serr != nil {
@@ -148,62 +147,28 @@ func (q *Queue) SetSize(n int) error {
 	return nil
 }
 
-// FilterEntry is one entry of the kernel filter (struct
-// watch_notification_type_filter). Once a filter is installed the kernel
-// drops every record that no entry accepts, except removal and loss
-// records, which always arrive.
-type FilterEntry struct {
-	// Type must be record.TypeMeta or record.TypeKey: only kernel types
-	// may reach the kernel (larger ones are the CVE-2022-0995 path).
-	Type record.Type
-	// Subtypes is a bitmap: bit n of word n/32 accepts subtype n. The
-	// kernel honours word 0 only (subtypes 0..31).
-	Subtypes [8]uint32
-	// InfoFilter and InfoMask: a record passes if info&InfoMask ==
-	// InfoFilter. InfoMask must not cover the length bits (0x7f), and
-	// InfoFilter must lie within InfoMask.
-	InfoFilter, InfoMask uint32
-}
+// FilterEntry is one entry of the kernel filter: record.FilterEntry, the
+// mirror of struct watch_notification_type_filter.
+type FilterEntry = record.FilterEntry
 
 // AllSubtypes is a Subtypes bitmap accepting every subtype.
-var AllSubtypes = [8]uint32{^uint32(0), ^uint32(0), ^uint32(0), ^uint32(0), ^uint32(0), ^uint32(0), ^uint32(0), ^uint32(0)}
-
-// Validate checks e as the kernel would, and more strictly for the type.
-func (e FilterEntry) Validate() error {
-	if !e.Type.IsKernel() {
-		return fmt.Errorf("type %#x is not a kernel notification type: only 0 (meta) and 1 (key) may be passed to the kernel filter (CVE-2022-0995)", uint32(e.Type))
-	}
-	if e.InfoMask&record.InfoLength != 0 {
-		return fmt.Errorf("info mask %#x covers the length bits %#x", e.InfoMask, record.InfoLength)
-	}
-	if e.InfoFilter&^e.InfoMask != 0 {
-		return fmt.Errorf("info filter %#x has bits outside the mask %#x", e.InfoFilter, e.InfoMask)
-	}
-	return nil
-}
+var AllSubtypes = record.AllSubtypes
 
 // SetFilter installs the kernel filter (at most 16 entries); an empty
 // list removes it, so that every record passes again.
 func (q *Queue) SetFilter(entries []FilterEntry) error {
-	if len(entries) > MaxFilters {
-		return fmt.Errorf("set queue filter: %d entries, the kernel takes at most %d", len(entries), MaxFilters)
-	}
-	fs := make([]linux.WatchNotificationTypeFilter, len(entries))
-	for i, e := range entries {
-		if err := e.Validate(); err != nil {
-			return fmt.Errorf("set queue filter: entry %d: %w", i, err)
-		}
-		fs[i] = linux.WatchNotificationTypeFilter{Type: uint32(e.Type), InfoFilter: e.InfoFilter, InfoMask: e.InfoMask, SubtypeFilter: e.Subtypes}
-	}
 	var arg uintptr
 	var b []byte
-	if len(fs) > 0 {
-		b = linux.MarshalFilter(fs)
+	if len(entries) > 0 {
+		var err error
+		if b, err = record.MarshalFilter(entries); err != nil {
+			return fmt.Errorf("set queue filter: %w", err)
+		}
 		arg = uintptr(unsafe.Pointer(&b[0]))
 	}
 	var errno unix.Errno
 	if err := q.control(func(fd int) {
-		_, _, errno = unix.Syscall(unix.SYS_IOCTL, uintptr(fd), linux.IOC_WATCH_QUEUE_SET_FILTER, arg)
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, uintptr(fd), record.IocSetFilter, arg)
 	}); err != nil {
 		return fmt.Errorf("set queue filter: %w", err)
 	}
@@ -295,7 +260,7 @@ func (q *Queue) keyctlWatch(op string, key int32, id int) error {
 	var kerr error
 	err := q.control(func(fd int) {
 		kerr = OnKeyThread(func() error {
-			_, err := unix.KeyctlInt(linux.KEYCTL_WATCH_KEY, int(key), fd, id, 0)
+			_, err := unix.KeyctlInt(record.KeyctlWatchKey, int(key), fd, id, 0)
 			return err
 		})
 	})
@@ -313,7 +278,7 @@ func (q *Queue) keyctlWatch(op string, key int32, id int) error {
 // write end a daemon handed it.
 func WatchKeyFD(fd int, key int32, tag uint8) error {
 	err := OnKeyThread(func() error {
-		_, err := unix.KeyctlInt(linux.KEYCTL_WATCH_KEY, int(key), fd, int(tag), 0)
+		_, err := unix.KeyctlInt(record.KeyctlWatchKey, int(key), fd, int(tag), 0)
 		return err
 	})
 	if err != nil {

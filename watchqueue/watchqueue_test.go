@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/internal/linux"
-	"github.com/notifyd/notifyd/internal/linux/keytest"
 	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/testenv/keytest"
 	"github.com/notifyd/notifyd/internal/vm/guest"
 	"github.com/notifyd/notifyd/record"
 	"golang.org/x/sys/unix"
@@ -22,7 +21,7 @@ import (
 // so with ENOPKG, matching ErrNotSupported.
 func TestHaveNotificationPipe(t *testing.T) {
 	var p [2]int
-	raw := unix.Pipe2(p[:], linux.O_NOTIFICATION_PIPE|unix.O_CLOEXEC)
+	raw := unix.Pipe2(p[:], record.O_NOTIFICATION_PIPE|unix.O_CLOEXEC)
 	if raw == nil {
 		unix.Close(p[0])
 		unix.Close(p[1])
@@ -148,28 +147,12 @@ func keyring(t *testing.T, name string) int32 {
 
 func addKey(t *testing.T, typ, desc string, payload []byte, ring int32) int32 {
 	t.Helper()
-	var id int
-	err := OnKeyThread(func() (err error) {
-		id, err = unix.AddKey(typ, desc, payload, int(ring))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("add_key %s %q: %v", typ, desc, err)
-	}
-	return int32(id)
+	return keytest.Add(t, OnKeyThread, typ, desc, payload, ring)
 }
 
 func keyctl(t *testing.T, cmd int, args ...int) {
 	t.Helper()
-	a := make([]int, 4)
-	copy(a, args)
-	err := OnKeyThread(func() error {
-		_, err := unix.KeyctlInt(cmd, a[0], a[1], a[2], a[3])
-		return err
-	})
-	if err != nil {
-		t.Fatalf("keyctl %d %v: %v", cmd, args, err)
-	}
+	keytest.Keyctl(t, OnKeyThread, cmd, args...)
 }
 
 // collect reads records until done says stop or the deadline passes. It
@@ -522,5 +505,22 @@ func TestIntegrationKeyInstantiated(t *testing.T) {
 	})
 	if err != nil && !errors.Is(err, unix.EKEYREJECTED) {
 		t.Fatal(err)
+	}
+}
+
+// TestABIMatchesXSys: the values package record mirrors by hand agree with
+// golang.org/x/sys/unix where it has them (record may not import it).
+func TestABIMatchesXSys(t *testing.T) {
+	if record.KeyctlWatchKey != unix.KEYCTL_WATCH_KEY {
+		t.Errorf("KEYCTL_WATCH_KEY = %d, x/sys/unix says %d", record.KeyctlWatchKey, unix.KEYCTL_WATCH_KEY)
+	}
+	if record.KeyctlCapabilities != unix.KEYCTL_CAPABILITIES {
+		t.Errorf("KEYCTL_CAPABILITIES = %d, x/sys/unix says %d", record.KeyctlCapabilities, unix.KEYCTL_CAPABILITIES)
+	}
+	if record.KeyCaps1Notifications != unix.KEYCTL_CAPS1_NOTIFICATIONS {
+		t.Errorf("KEYCTL_CAPS1_NOTIFICATIONS = %#x, x/sys/unix says %#x", record.KeyCaps1Notifications, unix.KEYCTL_CAPS1_NOTIFICATIONS)
+	}
+	if record.O_NOTIFICATION_PIPE != unix.O_EXCL {
+		t.Errorf("O_NOTIFICATION_PIPE = %#x, want O_EXCL %#x", record.O_NOTIFICATION_PIPE, unix.O_EXCL)
 	}
 }

@@ -3,7 +3,6 @@ package web_test
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -22,21 +21,33 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/internal/wsbench"
 	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
 )
 
 // BenchmarkDelivery measures delivery from the hub to N WebSocket clients
-// over loopback TCP, beside a bare gorilla broadcast loop (a writer
-// goroutine per client fed by a 256-deep channel, one WriteMessage per
-// message: BASELINES.md §4 "naive") measured in the same run, with the
-// same message bytes and the same clients. Both loops are closed: the
-// publisher stays at most `window` events ahead of the slowest client.
+// over loopback TCP, beside two bare gorilla broadcast servers measured in
+// the same run with the same message bytes and the same number of clients
+// (internal/wsbench.Ceiling):
 //
-// Reported per N: deliveries/s and events/s of each, their ratio, p50/p99
-// publish→receive latency at saturation (queueing delay) and at a fixed
-// low rate, and RSS per idle client (server and client side together,
-// both in this process). b.N is the number of events per phase:
+//   - the fair ceiling (fair-*): gorilla's chat example, which writes
+//     every message queued behind the one it woke for into the same
+//     frame, with a write-buffer pool — what notifyd's batch frames are
+//     to be compared with (issue 16);
+//   - the naive one (naive-*, the strawman earlier runs compared with):
+//     one frame per message, a write buffer per connection.
+//
+// The loops are closed: the publisher stays at most `window` events ahead
+// of the slowest client. The events are made beforehand for all three and
+// encoded as they are published (notifyd encodes each event once, on its
+// first delivery).
+//
+// Reported per N: deliveries/s and events/s of each, ratio (notifyd /
+// fair ceiling), p50/p99 publish→receive latency at saturation (queueing
+// delay) of each and at a fixed low rate (notifyd), and RSS per idle
+// client (server and client side together, both in this process). b.N is
+// the number of events per phase:
 //
 //	go test -run '^$' -bench Delivery -benchtime 2000x ./web
 func BenchmarkDelivery(b *testing.B) {
@@ -105,70 +116,6 @@ func (bc *benchClient) read(pt *pubTimes) {
 		default:
 		}
 	}
-}
-
-// bare is the gorilla broadcast loop.
-type bare struct {
-	ln      net.Listener
-	mu      sync.Mutex
-	clients []chan []byte
-	wg      sync.WaitGroup
-	srv     *http.Server
-}
-
-func newBare(b *testing.B) *bare {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := &bare{ln: ln}
-	up := websocket.Upgrader{ReadBufferSize: 4096, WriteBufferSize: 4096, WriteBufferPool: &sync.Pool{}}
-	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := up.Upgrade(w, r, nil)
-		if err != nil {
-			return
-		}
-		ch := make(chan []byte, 256)
-		s.mu.Lock()
-		s.clients = append(s.clients, ch)
-		s.mu.Unlock()
-		s.wg.Add(1)
-		go func() { // writer
-			defer s.wg.Done()
-			for m := range ch {
-				if c.WriteMessage(websocket.TextMessage, m) != nil {
-					break
-				}
-			}
-			c.Close()
-		}()
-		for { // reader
-			if _, _, err := c.ReadMessage(); err != nil {
-				return
-			}
-		}
-	})}
-	go s.srv.Serve(ln)
-	return s
-}
-
-func (s *bare) publish(m []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, ch := range s.clients {
-		ch <- m
-	}
-}
-
-func (s *bare) close() {
-	s.mu.Lock()
-	for _, ch := range s.clients {
-		close(ch)
-	}
-	s.clients = nil
-	s.mu.Unlock()
-	s.srv.Close()
-	s.wg.Wait()
 }
 
 func rssKB() int64 {
@@ -255,6 +202,41 @@ func benchEvent(i int) *event.Event {
 		StateKey: "usb:1-" + strconv.Itoa(i%100)}
 }
 
+// ceilingPhase runs one ceiling server through the closed loop and
+// returns its duration, saturated p50/p99 and RSS per connected client.
+func ceilingPhase(b *testing.B, fair bool, n, events, sample int) (d, p50, p99 time.Duration, rss float64) {
+	rss0 := rssKB()
+	cs, err := wsbench.NewCeiling(fair)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pt := &pubTimes{t: make([]atomic.Int64, events+10)}
+	cls := dialClients(b, n, cs.URL(), nil, pt, sample)
+	if err := cs.WaitConns(n, 30*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	rss = float64(rssKB()-rss0) / float64(n)
+	startReading(cls, pt, sample)
+	evs := make([]*event.Event, events)
+	for i := range evs {
+		evs[i] = benchEvent(i)
+		evs[i].Epoch, evs[i].Seq = 1, uint64(i+1)
+	}
+	d = drive(cls, events, 0, func(i int) {
+		pt.t[i+1].Store(time.Now().UnixNano())
+		// Encoded as it is published, as notifyd encodes each event
+		// once (the events themselves are made beforehand for both).
+		cs.Publish(evs[i].JSON())
+	})
+	p50, p99 = percentiles(cls)
+	for _, bc := range cls {
+		bc.c.Close()
+		<-bc.done
+	}
+	cs.Close()
+	return d, p50, p99, rss
+}
+
 func benchDelivery(b *testing.B, n int) {
 	events := b.N
 	sample := max(1, events*n/20000) // ≤ ~20k latency samples
@@ -263,42 +245,12 @@ func benchDelivery(b *testing.B, n int) {
 	rate := map[int]int{1: 1000, 100: 100, 1000: 10}[n]
 	rateEvents := map[int]int{1: 500, 100: 100, 1000: 20}[n]
 
-	rss0 := rssKB()
-
-	// Bare gorilla loop. Its messages are stamped with seq like ours.
-	pt := &pubTimes{t: make([]atomic.Int64, events+rateEvents+10)}
-	bs := newBare(b)
-	cls := dialClients(b, n, "ws://"+bs.ln.Addr().String()+"/", nil, pt, sample)
-	for {
-		bs.mu.Lock()
-		k := len(bs.clients)
-		bs.mu.Unlock()
-		if k == n {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
-	rssBare := rssKB()
-	startReading(cls, pt, sample)
-	msgs := make([][]byte, events+rateEvents+1)
-	for i := range msgs {
-		ev := benchEvent(i)
-		ev.Epoch, ev.Seq = 1, uint64(i+1)
-		msgs[i] = ev.JSON()
-	}
-	b.ResetTimer()
-	bareDur := drive(cls, events, 0, func(i int) {
-		pt.t[i+1].Store(time.Now().UnixNano())
-		bs.publish(msgs[i])
-	})
+	// The ceilings. Their messages are stamped with seq like ours.
 	b.StopTimer()
-	bareP50, bareP99 := percentiles(cls)
-	for _, bc := range cls {
-		bc.c.Close()
-		<-bc.done
-	}
-	bs.close()
-	cls = nil
+	naiveDur, naiveP50, naiveP99, _ := ceilingPhase(b, false, n, events, sample)
+	b.StartTimer()
+	fairDur, fairP50, fairP99, rssFair := ceilingPhase(b, true, n, events, sample)
+	b.StopTimer()
 
 	// notifyd: hub + web.Server on loopback TCP.
 	rss1 := rssKB()
@@ -323,7 +275,7 @@ func benchDelivery(b *testing.B, n int) {
 	}()
 	token, _ := srv.Token()
 	pt2 := &pubTimes{t: make([]atomic.Int64, events+rateEvents+10)}
-	cls = dialClients(b, n, "ws://"+ln.Addr().String()+api.PathWS+"?subscribe=1", http.Header{"Authorization": {"Bearer " + token}}, pt2, sample)
+	cls := dialClients(b, n, "ws://"+ln.Addr().String()+api.PathWS+"?subscribe=1", http.Header{"Authorization": {"Bearer " + token}}, pt2, sample)
 	for hub.Stats().Subscribers < n {
 		time.Sleep(time.Millisecond)
 	}
@@ -377,22 +329,25 @@ func benchDelivery(b *testing.B, n int) {
 	deliv := func(d time.Duration) float64 { return float64(events*n) / d.Seconds() }
 	b.ReportMetric(deliv(ourDur), "deliveries/s")
 	b.ReportMetric(float64(events)/ourDur.Seconds(), "events/s")
-	b.ReportMetric(deliv(bareDur), "bare-deliveries/s")
-	b.ReportMetric(deliv(ourDur)/deliv(bareDur), "ratio")
+	b.ReportMetric(deliv(fairDur), "fair-deliveries/s")
+	b.ReportMetric(deliv(naiveDur), "naive-deliveries/s")
+	b.ReportMetric(deliv(ourDur)/deliv(fairDur), "ratio")
 	b.ReportMetric(float64(ourP50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(ourP99.Microseconds()), "p99-µs")
-	b.ReportMetric(float64(bareP50.Microseconds()), "bare-p50-µs")
-	b.ReportMetric(float64(bareP99.Microseconds()), "bare-p99-µs")
+	b.ReportMetric(float64(fairP50.Microseconds()), "fair-p50-µs")
+	b.ReportMetric(float64(fairP99.Microseconds()), "fair-p99-µs")
+	b.ReportMetric(float64(naiveP50.Microseconds()), "naive-p50-µs")
+	b.ReportMetric(float64(naiveP99.Microseconds()), "naive-p99-µs")
 	b.ReportMetric(float64(rateP50.Microseconds()), "rate-p50-µs")
 	b.ReportMetric(float64(rateP99.Microseconds()), "rate-p99-µs")
 	b.ReportMetric(float64(rssOurs-rss1)/float64(n), "rss-KB/client")
-	b.ReportMetric(float64(rssBare-rss0)/float64(n), "bare-rss-KB/client")
+	b.ReportMetric(rssFair, "fair-rss-KB/client")
 	b.ReportMetric(float64(st.Web.Frames)/float64(events*n), "frames/delivery")
-	fmt.Fprintf(os.Stderr, "N=%d: notifyd %.0f deliveries/s (%.0f events/s), bare gorilla %.0f deliveries/s, ratio %.2f; "+
-		"saturated p50/p99 %v/%v (bare %v/%v); at %d/s p50/p99 %v/%v; RSS/client %.1f KB (bare %.1f KB); %d frames, %d batches\n",
-		n, deliv(ourDur), float64(events)/ourDur.Seconds(), deliv(bareDur), deliv(ourDur)/deliv(bareDur),
-		ourP50, ourP99, bareP50, bareP99, rate, rateP50, rateP99,
-		float64(rssOurs-rss1)/float64(n), float64(rssBare-rss0)/float64(n), st.Web.Frames, st.Web.Batches)
+	fmt.Fprintf(os.Stderr, "N=%d: notifyd %.0f deliveries/s (%.0f events/s), fair ceiling %.0f, naive %.0f deliveries/s, ratio %.2f; "+
+		"saturated p50/p99 %v/%v (fair %v/%v, naive %v/%v); at %d/s p50/p99 %v/%v; RSS/client %.1f KB (fair %.1f KB); %d frames, %d batches\n",
+		n, deliv(ourDur), float64(events)/ourDur.Seconds(), deliv(fairDur), deliv(naiveDur), deliv(ourDur)/deliv(fairDur),
+		ourP50, ourP99, fairP50, fairP99, naiveP50, naiveP99, rate, rateP50, rateP99,
+		float64(rssOurs-rss1)/float64(n), rssFair, st.Web.Frames, st.Web.Batches)
 }
 
 // BenchmarkEventJSON is the per-event encoding cost that notifyd pays

@@ -19,9 +19,9 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/ctl"
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/history"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/lsm"
-	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -137,7 +137,7 @@ func TestIntegrationConformance(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer unix.Munmap(m)
-			evs, err := record.DecodeStream(m)
+			evs, err := history.DecodeStream(m)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"time"
@@ -134,18 +135,10 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		s.refused.Add(1)
 		return
 	}
-	// Whatever happens from here on, the socket is closed when the
-	// handler returns, and with it every subscription of the connection.
-	defer ws.Close()
 	s.accepted.Add(1)
 	s.mu.Lock()
 	s.conns++
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.conns--
-		s.mu.Unlock()
-	}()
 	c.ws = ws
 	if first != nil {
 		c.cmds <- cmd{start: first}
@@ -153,13 +146,32 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 	if v11 {
 		c.cmds <- cmd{frame: c.session("")}
 	}
+	// The connection's reader is a goroutine of its own, and the
+	// handler returns: net/http then lets go of what it holds for the
+	// request (its 4 KiB read and write buffers, the request, the
+	// serving goroutine's stack), which an idle connection would
+	// otherwise keep for its whole life. s.wg counts the reader from
+	// before the handler's own count ends.
+	s.wg.Add(1)
 	go func() {
-		defer close(c.writerDone)
-		c.writeLoop(v11)
+		defer s.wg.Done()
+		// Whatever happens from here on, the socket is closed when the
+		// reader returns, and with it every subscription of the
+		// connection.
+		defer ws.Close()
+		defer func() {
+			s.mu.Lock()
+			s.conns--
+			s.mu.Unlock()
+		}()
+		go func() {
+			defer close(c.writerDone)
+			c.writeLoop(v11)
+		}()
+		c.readLoop(first != nil, v11)
+		close(c.readerDone)
+		<-c.writerDone
 	}()
-	c.readLoop(first != nil, v11)
-	close(c.readerDone)
-	<-c.writerDone
 }
 
 // session is the 1.1 connection hello.
@@ -435,9 +447,13 @@ func (c *conn) writeLoop(v11 bool) {
 				return
 			}
 		case <-c.wake:
+			if s.cfg.Trace != nil {
+				w.woke = time.Now()
+			}
 			if !w.flush() {
 				return
 			}
+			w.woke = time.Time{}
 		case <-c.cn.Done():
 			if !w.flush() {
 				return
@@ -487,6 +503,7 @@ type writer struct {
 	epoch   uint64
 	streams []*stream
 	buf     []*event.Event
+	woke    time.Time // when the writer woke for what it drains (only with Config.Trace)
 }
 
 // last is the position to resume a 1.0 connection from.
@@ -550,7 +567,9 @@ func (w *writer) do(x cmd) bool {
 func (w *writer) start(st *stream) bool {
 	c := w.c
 	w.streams = append(w.streams, st)
-	if !c.write(st.hello) {
+	hello := st.hello
+	st.hello = nil // said once; an idle connection keeps nothing it will not send again
+	if !c.write(hello) {
 		return false
 	}
 	if st.want {
@@ -576,6 +595,9 @@ func (w *writer) flush() bool {
 		st := w.streams[i]
 		w.buf = st.sub.Drain(w.buf[:0])
 		ok := w.events(st, w.buf)
+		if tr := w.c.s.cfg.Trace; tr != nil && len(w.buf) > 0 && !w.woke.IsZero() {
+			tr(w.woke, time.Now(), w.buf)
+		}
 		clear(w.buf)
 		if !ok {
 			return false
@@ -784,11 +806,18 @@ func note(ev *event.Event, last *uint64) {
 }
 
 type frameWriter struct {
-	w   interface{ Write([]byte) (int, error) }
+	w   io.WriteCloser
 	err error
 }
 
-func (f *frameWriter) str(s string) { f.raw([]byte(s)) }
+// str writes s without converting it to a new []byte (gorilla's message
+// writer is an io.StringWriter): "," between events is written once per
+// event.
+func (f *frameWriter) str(s string) {
+	if f.err == nil {
+		_, f.err = io.WriteString(f.w, s)
+	}
+}
 func (f *frameWriter) raw(b []byte) {
 	if f.err == nil {
 		_, f.err = f.w.Write(b)

@@ -11,7 +11,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/history"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -116,7 +116,7 @@ func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	evs := res.Events
-	b, err := record.EncodeStream(evs)
+	b, err := history.EncodeStream(evs)
 	if err != nil {
 		s.httpError(w, http.StatusInternalServerError, api.CodeInternal, "encode history: "+err.Error(), nil)
 		return

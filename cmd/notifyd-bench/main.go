@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -196,6 +197,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			byRun[k] = append(byRun[k], s.Ceiling)
 		}
 	}
+	loadBefore := loadAvg()
 	meas := map[string]map[string][]float64{} // pkg+bench -> metric -> values
 	skips := map[string]string{}              // pkg+bench -> why it skipped
 	failed := map[string]string{}
@@ -222,13 +224,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, s := range sel {
 		results = append(results, evaluate(s, meas, skips, failed))
 	}
+	loadAfter := loadAvg()
 	printTable(stdout, results, time.Since(start))
+	fmt.Fprintf(stdout, "load average (1, 5, 15 min) before: %s, after: %s on %d CPUs (figures from a loaded machine are noisy: compare ratios)\n",
+		orDash(loadBefore), orDash(loadAfter), runtime.NumCPU())
 	if *profDir != "" {
 		fmt.Fprintf(stdout, "\nCPU profiles in %s: go tool pprof -top DIR/PKG.test DIR/PKG.prof\n", *profDir)
 	}
 	if *jsonOut != "" {
 		b, _ := json.MarshalIndent(map[string]any{
 			"date": time.Now().UTC().Format(time.RFC3339), "count": *count, "benchtime": *benchtime, "results": results,
+			"loadavg_before": loadBefore, "loadavg_after": loadAfter, "cpus": runtime.NumCPU(),
 		}, "", "  ")
 		if err := os.WriteFile(*jsonOut, append(b, '\n'), 0o644); err != nil {
 			return fmt.Errorf("write results: %w", err)
@@ -532,4 +538,17 @@ func tail(s string, n int) string {
 		l = l[len(l)-n:]
 	}
 	return strings.Join(l, "\n") + "\n"
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages ("" when unknown).
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

@@ -89,7 +89,7 @@ func (p *proc) log() string { p.mu.Lock(); defer p.mu.Unlock(); return p.out.Str
 func (p *proc) URL() string    { p.mu.Lock(); defer p.mu.Unlock(); return p.url }
 func (p *proc) Socket() string { p.mu.Lock(); defer p.mu.Unlock(); return p.socket }
 
-var dashRE = regexp.MustCompile(`dashboard (http://\S+)`)
+var dashRE = regexp.MustCompile(`dashboard +(http://\S+)`)
 
 func startDaemon(t *testing.T, bin string, cred *syscall.Credential, args ...string) *proc {
 	t.Helper()
@@ -304,27 +304,85 @@ func collect(ch <-chan got, device string, n int, d time.Duration) []got {
 	return r
 }
 
-func attachLoop(t *testing.T) (dev string, detach func()) {
+// hostLoop is a loop device of this test's own. The host's uevent stream
+// and kernel log are shared with every other process on the machine
+// (other test packages run in parallel, attaching loop devices and
+// storming change uevents): a test knows its device's name before the
+// kernel announces anything for it, so that its subscriptions can filter
+// to it (dev == NAME) and another process's load cannot fill their
+// queues or add events the test does not expect.
+type hostLoop struct {
+	name string // "loop213"
+	img  string
+	done bool
+}
+
+// loopCtlAdd, loopCtlRemove: include/uapi/linux/loop.h.
+const (
+	loopCtlAdd    = 0x4C80
+	loopCtlRemove = 0x4C81
+)
+
+// newLoop creates an unattached loop device with a free index of its own
+// (LOOP_CTL_ADD from 200 up: `losetup -f` elsewhere takes the lowest free
+// device, so another process will not pick this one) and removes it
+// again at the end of the test.
+func newLoop(t *testing.T) *hostLoop {
 	t.Helper()
 	testenv.LookPath(t, "losetup", "apt-get install util-linux")
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, make([]byte, 4<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
+	ctl, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0)
 	if err != nil {
-		testenv.Missing(t, fmt.Sprintf("losetup: %v: %s", err, out), "run as root with loop devices available")
+		testenv.Missing(t, "open /dev/loop-control: "+err.Error(), "run as root with the loop driver (modprobe loop)")
 	}
-	p := strings.TrimSpace(string(out))
-	done := false
-	detach = func() {
-		if !done {
-			done = true
-			exec.Command("losetup", "-d", p).Run()
+	defer ctl.Close()
+	for i := 200 + os.Getpid()%300; i < 1000; i++ {
+		_, _, e := syscall.Syscall(syscall.SYS_IOCTL, ctl.Fd(), loopCtlAdd, uintptr(i))
+		if e == syscall.EEXIST {
+			continue
 		}
+		if e != 0 {
+			testenv.Missing(t, fmt.Sprintf("LOOP_CTL_ADD %d: %v", i, e), "run as root with the loop driver (modprobe loop)")
+		}
+		l := &hostLoop{name: "loop" + strconv.Itoa(i), img: img}
+		t.Cleanup(func() {
+			l.detach()
+			if c, err := os.OpenFile("/dev/loop-control", os.O_RDWR, 0); err == nil {
+				syscall.Syscall(syscall.SYS_IOCTL, c.Fd(), loopCtlRemove, uintptr(i))
+				c.Close()
+			}
+		})
+		return l
 	}
-	t.Cleanup(detach)
-	return filepath.Base(p), detach
+	t.Fatal("no free loop device index from 200 to 999")
+	return nil
+}
+
+// attach attaches the image to the device (a change uevent).
+func (l *hostLoop) attach(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("losetup", "/dev/"+l.name, l.img).CombinedOutput(); err != nil {
+		t.Fatalf("losetup /dev/%s: %v: %s", l.name, err, out)
+	}
+}
+
+// detach detaches it (change and media-change uevents); once.
+func (l *hostLoop) detach() {
+	if !l.done {
+		l.done = true
+		exec.Command("losetup", "-d", "/dev/"+l.name).Run()
+	}
+}
+
+// attachLoop attaches a loop device of the test's own (see hostLoop).
+func attachLoop(t *testing.T) (dev string, detach func()) {
+	t.Helper()
+	l := newLoop(t)
+	l.attach(t)
+	return l.name, l.detach
 }
 
 // TestIntegrationDaemonEndToEnd starts the built notifyd as a process with
@@ -342,7 +400,10 @@ func TestIntegrationDaemonEndToEnd(t *testing.T) {
 		t.Fatalf("banner lacks the dashboard URL or the socket:\n%s", p.log())
 	}
 
-	filter := `source == block`
+	// Subscribed to this test's own device only: other processes' block
+	// events cannot crowd it out (see hostLoop).
+	lp := newLoop(t)
+	filter := `source == block && dev == ` + lp.name
 	fromCtl, fromWS, fromDBus := make(chan got, 4096), make(chan got, 4096), make(chan got, 4096)
 	ctlEvents(t, ctl, p.Socket(), filter, fromCtl)
 	ws := wsEvents(t, p.URL(), filter, fromWS, nil)
@@ -350,9 +411,10 @@ func TestIntegrationDaemonEndToEnd(t *testing.T) {
 	dbusEvents(t, bus, filter, fromDBus)
 	time.Sleep(500 * time.Millisecond) // every subscription is live
 
-	dev, detach := attachLoop(t)
+	lp.attach(t)
 	time.Sleep(200 * time.Millisecond)
-	detach()
+	lp.detach()
+	dev := lp.name
 
 	const want = 2 // attach and detach each produce at least one change uevent
 	a := collect(fromCtl, dev, want, 10*time.Second)
@@ -391,10 +453,12 @@ func TestIntegrationReloadAndStop(t *testing.T) {
 	p := startDaemon(t, nd, nil, "--config", cfg, "--runtime-dir", filepath.Join(dir, "run"), "--print-token")
 
 	fromWS, ctrl := make(chan got, 1<<16), make(chan string, 64)
-	ws := wsEvents(t, p.URL(), "source == block", fromWS, ctrl)
+	lp := newLoop(t)
+	ws := wsEvents(t, p.URL(), "source == block && dev == "+lp.name, fromWS, ctrl)
 	defer ws.Close()
 	time.Sleep(300 * time.Millisecond)
-	dev, detach := attachLoop(t)
+	lp.attach(t)
+	dev, detach := lp.name, lp.detach
 	if ev := collect(fromWS, dev, 1, 10*time.Second); len(ev) == 0 {
 		t.Fatalf("no block event for %s before the reload", dev)
 	}

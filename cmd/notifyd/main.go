@@ -179,6 +179,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		if src == "" {
 			src = "embedded defaults"
 		}
+		if cfg.Policy.File != "" {
+			src += "; policy " + cfg.Policy.File
+		}
 		fmt.Fprintf(stdout, "configuration ok (%s)\n", src)
 		return 0
 	}

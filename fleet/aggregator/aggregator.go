@@ -171,11 +171,20 @@ func Run(ctx context.Context, o Options) error {
 	defer nc.Close()
 
 	events := metrics.NewEvents()
+	arrival := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "notifyd_fleet_arrival_seconds",
+		Help:    "Age of a host's event when the aggregator publishes it: host publish to the aggregator's hub (the hosts' clocks against this one's).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}})
+	observe := func(ev *event.Event) {
+		events.Observe(ev)
+		if ev.Loss == nil && !ev.Time.IsZero() {
+			arrival.Observe(time.Since(ev.Time).Seconds())
+		}
+	}
 	agg, err := fleet.NewAggregator(fleet.AggregatorConfig{
 		Hub: a.hub, HistoryEvents: cfg.Limits.HistoryEvents, Conn: nc,
 		Stream:   fleet.StreamConfig{Name: fc.Stream, Replicas: replicas, MaxAge: time.Duration(fc.MaxAge), MaxBytes: int64(fc.MaxBytes)},
 		Consumer: fc.Consumer, Dir: fc.StateDir, ReorderWait: time.Duration(fc.ReorderWait), StaleAfter: time.Duration(fc.StaleAfter),
-		Logger: log, Observe: events.Observe,
+		Logger: log, Observe: observe,
 	})
 	if err != nil {
 		return err
@@ -195,7 +204,7 @@ func Run(ctx context.Context, o Options) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	reg := metrics.NewRegistry(metrics.Config{Hub: a.hub, Policy: policy, Events: events, Limits: a.core.Stats})
-	reg.MustRegister(&collector{agg: agg})
+	reg.MustRegister(&collector{agg: agg}, arrival)
 	a.web, err = web.New(web.Config{
 		Core:           a.core,
 		Sources:        agg.Health,
@@ -400,10 +409,13 @@ var (
 	descDups     = prometheus.NewDesc("notifyd_fleet_duplicates_total", "Messages dropped as already published.", nil, nil)
 	descRejected = prometheus.NewDesc("notifyd_fleet_rejected_total", "Messages that are no host's item.", nil, nil)
 	descPending  = prometheus.NewDesc("notifyd_fleet_pending", "Items waiting for a gap to fill.", nil, nil)
+	descRefilled = prometheus.NewDesc("notifyd_fleet_refilled_total", "Messages read from the stream directly: delivered by the consumer, but the delivery never arrived (a leader change).", nil, nil)
+	descSyncs    = prometheus.NewDesc("notifyd_fleet_journal_syncs_total", "Journal fsyncs (one per batch, before it is published).", nil, nil)
+	descSyncTime = prometheus.NewDesc("notifyd_fleet_journal_sync_seconds_total", "Time the journal fsyncs took.", nil, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descUp, descEvents, descLosses, descGaps, descLag, descSeen, descQueue, descReceived, descDups, descRejected, descPending} {
+	for _, d := range []*prometheus.Desc{descUp, descEvents, descLosses, descGaps, descLag, descSeen, descQueue, descReceived, descDups, descRejected, descPending, descRefilled, descSyncs, descSyncTime} {
 		ch <- d
 	}
 }
@@ -427,4 +439,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDups, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(descRejected, prometheus.CounterValue, float64(st.Rejected))
 	ch <- prometheus.MustNewConstMetric(descPending, prometheus.GaugeValue, float64(st.Pending))
+	ch <- prometheus.MustNewConstMetric(descRefilled, prometheus.CounterValue, float64(st.Refilled))
+	ch <- prometheus.MustNewConstMetric(descSyncs, prometheus.CounterValue, float64(st.JournalSyncs))
+	ch <- prometheus.MustNewConstMetric(descSyncTime, prometheus.CounterValue, st.JournalSyncTime.Seconds())
 }

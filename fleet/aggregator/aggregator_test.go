@@ -124,7 +124,7 @@ func TestNotifyctlAgainstAggregator(t *testing.T) {
 		}()
 		return r
 	}
-	overTCP := monitor("--url", base, "--token-file", tokenFile, "monitor", "--json", "--count", "10", `host == "web-2" && source == block`)
+	overTCP := monitor("--fleet", base, "--token-file", tokenFile, "monitor", "--json", "--count", "10", `host == "web-2" && source == block`)
 	overUnix := monitor("--socket", a.SocketPath(), "monitor", "--json", "--count", "40")
 	// Let both subscribe before the hosts publish.
 	if !fleettest.Wait(10*time.Second, func() bool { return a.Hub().Stats().Subscribers == 2 }) {

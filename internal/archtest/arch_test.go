@@ -44,7 +44,6 @@ func list(t *testing.T) []pkg {
 // pure model/wire packages must not link them.
 var kernelFacing = []string{
 	module + "/watchqueue",
-	module + "/internal/linux",
 	module + "/sources",
 }
 
@@ -65,13 +64,15 @@ func TestImportRules(t *testing.T) {
 	}{
 		{module + "/cmd/notifyctl", kernelFacing, "notifyctl links no kernel-facing package"},
 		{module + "/event", []string{module + "/"}, "event imports only the standard library"},
-		{module + "/record", append([]string{"golang.org/x/sys"}, kernelFacing...), "record is pure Go, shared with clients"},
+		{module + "/record", []string{"golang.org/x/sys", module + "/"}, "record, the kernel ABI layer, is pure Go shared with clients and imports nothing of notifyd (no domain model)"},
+		{module + "/eventrec", append([]string{"golang.org/x/sys"}, kernelFacing...), "the record/event mapping is pure Go, shared with clients"},
+		{module + "/history", append([]string{"golang.org/x/sys"}, kernelFacing...), "the history stream format is pure Go, shared with clients"},
 		{module + "/filter", []string{module + "/fanout", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources"}, "filter imports only event"},
 		{module + "/fanout", []string{module + "/filter", module + "/lsm", module + "/web", module + "/dbusapi", module + "/watchqueue", module + "/sources/"}, "fanout takes matcher and policy as interfaces"},
-		{module + "/lsm", []string{module + "/fanout", module + "/web", module + "/dbusapi", module + "/sources"}, "lsm imports event and internal/linux only"},
+		{module + "/lsm", []string{module + "/fanout", module + "/web", module + "/dbusapi", module + "/sources"}, "lsm is policy: it imports the model, never a transport, the hub or a source"},
 		{module + "/watchqueue", []string{module + "/fanout", module + "/sources", module + "/filter", module + "/lsm"}, "watchqueue is the kernel interface only (it decodes with record)"},
 		{module + "/web", []string{module + "/sources/", module + "/watchqueue", module + "/dbusapi"}, "transports never reach into sources"},
-		{module + "/subs", []string{module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi", module + "/api", module + "/record"}, "the subscription core knows no kernel and no wire format"},
+		{module + "/subs", []string{module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi", module + "/api", module + "/history"}, "the subscription core knows no kernel and no wire format (it links record only through filter's kernel-filter constants)"},
 		{module + "/internal/feature", []string{module + "/"}, "the ErrNotSupported sentinel is a leaf"},
 		{module + "/dbusapi", []string{module + "/sources/", module + "/watchqueue", module + "/web"}, "transports never reach into sources"},
 		{module + "/api", []string{module + "/fanout", module + "/sources", module + "/watchqueue", module + "/web", module + "/dbusapi"}, "api is the wire contract only"},
@@ -106,7 +107,7 @@ func TestOneSubscriptionCore(t *testing.T) {
 		{"filter.Parse(", "filters are compiled by subs.Compile"},
 		{".Watch(", "the Watch hook is asked by subs"},
 		{"Policy.Allow(", "the Post hook is wired by subs"},
-		{"WatchExit(", "peer exit is watched by subs"},
+		{"NewExitWatcher(", "peer exit is watched by subs"},
 	}
 	for _, dir := range []string{"web", "dbusapi", "internal/daemon", "fleet", "fleet/aggregator"} {
 		files, _ := filepath.Glob(filepath.Join(strings.TrimSpace(string(root)), dir, "*.go"))

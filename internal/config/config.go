@@ -73,6 +73,14 @@ type Sources struct {
 	Mount              bool     `toml:"mount"`               // the mount table of the daemon's mount namespace
 	MountInterface     string   `toml:"mount_interface"`     // auto, fanotify or mountinfo
 	Superblock         bool     `toml:"superblock"`          // filesystem errors and forced read-only
+	// Storm coalescing at the source (docs/fanout.md): block change and
+	// media-change events, USB resets, of one device within the window
+	// after the first become one event with a count; 0 = off (the
+	// default).
+	BlockCoalesce Duration `toml:"block_coalesce"`
+	USBCoalesce   Duration `toml:"usb_coalesce"`
+	Udev          string   `toml:"udev"`      // the udev view: off, auto or on (docs/sources.md)
+	UdevWait      Duration `toml:"udev_wait"` // how long a uevent waits for udevd's copy
 }
 
 // WebSocket configures the unix socket and the loopback HTTP listener.
@@ -95,6 +103,13 @@ type DBus struct {
 // Policy names the policy file.
 type Policy struct {
 	File string `toml:"file"` // "" = the built-in default policy
+	// Backend is "builtin" (the policy file alone), "polkit" (the policy
+	// file, with polkit asked where it delegates; polkitd must answer at
+	// start) or "auto" (polkit when polkitd answers at start, else
+	// builtin). "" = auto. docs/policy.md.
+	Backend string `toml:"backend"`
+	// PolkitBus is the bus polkitd is asked on; "" = the system bus.
+	PolkitBus string `toml:"polkit_bus"`
 }
 
 // Forward configures forwarding this host's events to a fleet aggregator
@@ -220,6 +235,7 @@ func Default() Config {
 			Keys: true, Block: true, USB: true, Mount: true, Superblock: true, MountInterface: "auto",
 			WatchKeys:    []string{"@u", "@us"},
 			KeyQueueSize: 256, UeventBuffer: 8 << 20,
+			Udev: "off", UdevWait: Duration(2 * time.Second),
 		},
 		WebSocket: WebSocket{SocketMode: "0666", Listen: "127.0.0.1:7469"},
 		DBus:      DBus{Bus: "system"},
@@ -445,6 +461,14 @@ func (c *Config) Validate() error {
 	if c.Sources.UeventBuffer < 0 {
 		return bad("sources.uevent_buffer", "must not be negative")
 	}
+	if c.Sources.BlockCoalesce < 0 || c.Sources.USBCoalesce < 0 || c.Sources.UdevWait < 0 {
+		return bad("sources.block_coalesce", "coalescing windows and sources.udev_wait must not be negative")
+	}
+	switch c.Sources.Udev {
+	case "", "off", "auto", "on":
+	default:
+		return bad("sources.udev", "%q: want off, auto or on", c.Sources.Udev)
+	}
 	switch c.Sources.MountInterface {
 	case "auto", "fanotify", "mountinfo":
 	default:
@@ -466,6 +490,11 @@ func (c *Config) Validate() error {
 		if !c.WebSocket.AllowPublic && !IsLoopback(host) {
 			return bad("websocket.listen", "%q is not a loopback address; set websocket.allow_public = true to listen there on purpose", a)
 		}
+	}
+	switch c.Policy.Backend {
+	case "", "auto", "builtin", "polkit":
+	default:
+		return bad("policy.backend", "%q: want auto, builtin or polkit", c.Policy.Backend)
 	}
 	switch b := c.DBus.Bus; {
 	case b == "system", b == "session", b == "off":

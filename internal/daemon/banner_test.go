@@ -65,13 +65,13 @@ func TestBannerToken(t *testing.T) {
 		token := strings.TrimSpace(string(tok))
 		dash, _, _ := strings.Cut(d.URL(), "#")
 		switch {
-		case !strings.Contains(banner, "  dashboard "+dash):
+		case !strings.Contains(banner, "  dashboard  "+dash):
 			t.Errorf("banner (print-token %v) lacks the dashboard address %s:\n%s", print, dash, banner)
 		case !print && strings.Contains(banner, token):
 			t.Errorf("banner prints the token by default:\n%s", banner)
 		case !print && !strings.Contains(banner, cfg.TokenPath()) || !print && !strings.Contains(banner, "notifyctl --socket "+cfg.SocketPath()+" dashboard"):
 			t.Errorf("banner does not say where the token file is or how to open a session:\n%s", banner)
-		case print && !strings.Contains(banner, "dashboard "+dash+"#token="+token):
+		case print && !strings.Contains(banner, "dashboard  "+dash+"#token="+token):
 			t.Errorf("banner with PrintToken lacks the URL with the token:\n%s", banner)
 		}
 		cancel()

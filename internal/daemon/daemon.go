@@ -132,6 +132,12 @@ func Run(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	d.policy = lsm.NewEngine(pol)
+	if pk, err := openPolkit(cfg.Policy.Backend, cfg.Policy.PolkitBus, log); err != nil {
+		return err
+	} else if pk != nil {
+		d.policy.SetPolkit(pk)
+		defer pk.Close()
+	}
 
 	var ks *keys.Keys
 	hcfg := fanout.Config{
@@ -154,7 +160,8 @@ func Run(ctx context.Context, o Options) (err error) {
 	var mon *uevent.Monitor
 	var klog *kmsg.Reader
 	if cfg.Sources.Block || cfg.Sources.USB {
-		mon = uevent.New(uevent.Config{RcvBuf: int(cfg.Sources.UeventBuffer)})
+		mon = uevent.New(uevent.Config{RcvBuf: int(cfg.Sources.UeventBuffer),
+			Udev: cfg.Sources.Udev, UdevWait: time.Duration(cfg.Sources.UdevWait)})
 		d.feeds = append(d.feeds, mon)
 	}
 	if cfg.Sources.Block || cfg.Sources.USB || cfg.Sources.Superblock {
@@ -162,10 +169,10 @@ func Run(ctx context.Context, o Options) (err error) {
 		d.feeds = append(d.feeds, klog)
 	}
 	if cfg.Sources.Block {
-		d.srcs = append(d.srcs, block.New(block.Config{Uevents: mon, Kmsg: klog}))
+		d.srcs = append(d.srcs, block.New(block.Config{Uevents: mon, Kmsg: klog, Coalesce: time.Duration(cfg.Sources.BlockCoalesce)}))
 	}
 	if cfg.Sources.USB {
-		d.srcs = append(d.srcs, usb.New(usb.Config{Uevents: mon, Kmsg: klog}))
+		d.srcs = append(d.srcs, usb.New(usb.Config{Uevents: mon, Kmsg: klog, Coalesce: time.Duration(cfg.Sources.USBCoalesce)}))
 	}
 	var mnt *mount.Source
 	if cfg.Sources.Mount {
@@ -497,7 +504,7 @@ func (d *Daemon) banner() {
 	// Give sources a moment to report whether they could start.
 	time.Sleep(200 * time.Millisecond)
 	for _, h := range d.Sources() {
-		line := fmt.Sprintf("  %-8s %-11s", h.Name, h.State)
+		line := fmt.Sprintf("  %-10s %-11s", h.Name, h.State)
 		if len(h.Origins) > 0 {
 			os := make([]string, len(h.Origins))
 			for i, o := range h.Origins {
@@ -512,19 +519,19 @@ func (d *Daemon) banner() {
 	}
 	if d.dbus != nil {
 		h := d.dbus.Health()
-		line := fmt.Sprintf("  dbus     %-11s %s on %s", h.State, h.Name, d.cfg.DBus.Bus)
+		line := fmt.Sprintf("  %-10s %-11s %s on %s", "dbus", h.State, h.Name, d.cfg.DBus.Bus)
 		if h.Err != "" {
 			line += "  (" + h.Err + "; retrying)"
 		}
 		fmt.Fprintln(w, line)
 	}
 	if p := d.cfg.SocketPath(); p != "" {
-		fmt.Fprintf(w, "  socket   %s   (notifyctl monitor)\n", p)
+		fmt.Fprintf(w, "  %-10s %s   (notifyctl monitor)\n", "socket", p)
 	}
 	switch {
 	case d.url == "":
 	case d.opts.PrintToken:
-		fmt.Fprintf(w, "  dashboard %s\n", d.url)
+		fmt.Fprintf(w, "  %-10s %s\n", "dashboard", d.url)
 	default:
 		ctl := "notifyctl dashboard"
 		if p := d.cfg.SocketPath(); p != "" && p != defaultSocket {
@@ -533,8 +540,8 @@ func (d *Daemon) banner() {
 		if d.cfg.SocketPath() == "" {
 			ctl = "no unix socket: no browser sessions"
 		}
-		fmt.Fprintf(w, "  dashboard %s   (%s: signed in as you)\n", d.dash, ctl)
-		fmt.Fprintf(w, "  token    %s   (mode 0600: the admin token; --print-token prints the URL with it)\n", d.cfg.TokenPath())
+		fmt.Fprintf(w, "  %-10s %s   (%s: signed in as you)\n", "dashboard", d.dash, ctl)
+		fmt.Fprintf(w, "  %-10s %s   (mode 0600: the admin token; --print-token prints the URL with it)\n", "token", d.cfg.TokenPath())
 	}
 }
 
@@ -632,4 +639,26 @@ func (d *Daemon) newForwarder() error {
 	d.log.Info("forwarding to a fleet aggregator", "host", host, "urls", strings.Join(fc.URLs, ","), "user", fc.User,
 		"filter", fc.Filter, "resume", d.fwd.Resume().String())
 	return nil
+}
+
+// openPolkit opens the polkit backend the configuration asks for and says
+// in the log which policy backend is live.
+func openPolkit(backend, bus string, log *slog.Logger) (*lsm.Polkit, error) {
+	if bus == "" {
+		bus = lsm.PolkitAddress()
+	}
+	if backend == "builtin" {
+		log.Info("policy backend: builtin", "polkit", "off by configuration")
+		return nil, nil
+	}
+	pk, err := lsm.NewPolkit(bus)
+	if err != nil {
+		if backend == "polkit" {
+			return nil, fmt.Errorf("policy backend polkit: %w", err)
+		}
+		log.Info("policy backend: builtin", "polkit", "unavailable", "reason", err.Error())
+		return nil, nil
+	}
+	log.Info("policy backend: polkit", "polkitd", pk.Backend(), "bus", bus)
+	return pk, nil
 }

@@ -7,8 +7,17 @@
 // rates of 1 000 and 10 000 events/s, absolute; a bare netlink reader of
 // the same paced writes is measured in the same op for reference.
 //
-// The benchmarks need root (they write to sysfs). The block device is
-// NOTIFYD_BENCH_BLOCKDEV (a name under /sys/block), else zram0 or the first
-// non-loop disk: loop devices are left alone because other tests use them.
-// cmd/notifyd-bench runs them; docs/performance.md explains the figures.
+// BenchmarkCLIStorm and BenchmarkCLISingle measure the same path as a
+// user meets it, beside its peer: the real notifyd and `notifyctl monitor
+// --json` as processes, fed the same uevents at the same time as `udevadm
+// monitor --kernel --property` (issue 16): events received, drain time
+// and CPU under a storm of 20 000 changes, and single-event latency.
+// They write to a loop device of their own, so that what they count is
+// theirs.
+//
+// The benchmarks need root (they write to sysfs). The block device of
+// BenchmarkKernelToSubscriber is NOTIFYD_BENCH_BLOCKDEV (a name under
+// /sys/block), else zram0 or the first non-loop disk: loop devices are left
+// alone because other tests use them. cmd/notifyd-bench runs them;
+// docs/performance.md explains the figures.
 package e2ebench

@@ -2,6 +2,7 @@ package fleetbench
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -268,6 +269,8 @@ replicas = 3
 		fail0 += h.Fwd.Stats().Failures
 	}
 	pid := agg.cmd.Process.Pid
+	hist0 := scrape("http://"+aggAddr+"/metrics", token)
+	busy0, all0 := machineCPU()
 	a0, _ := procUsage(pid)
 	me0, _ := procUsage(os.Getpid())
 	n0 := nodeUsage(nodes)
@@ -308,6 +311,8 @@ replicas = 3
 		}
 	}
 	el := time.Since(t0)
+	hist1 := scrape("http://"+aggAddr+"/metrics", token)
+	busy1, all1 := machineCPU()
 	a1, _ := procUsage(pid)
 	me1, _ := procUsage(os.Getpid())
 	n1 := nodeUsage(nodes)
@@ -428,6 +433,17 @@ replicas = 3
 	fmt.Printf("  items delivered to subscribers %d (%.0f/s); subscriber loss events %d covering %d events\n", items, float64(items)/(el+warmup).Seconds(), subLoss, subLost)
 	fmt.Printf("  latency host publish → subscriber: p50 %v  p90 %v  p99 %v  p99.9 %v  max %v  (%d samples)\n", pct(0.50).Round(100*time.Microsecond),
 		pct(0.90).Round(100*time.Microsecond), pct(0.99).Round(100*time.Microsecond), pct(0.999).Round(time.Millisecond), pct(1).Round(time.Millisecond), len(lat))
+	fmt.Printf("  of which host publish → aggregator hub (notifyd_fleet_arrival_seconds, bucket upper bounds): p50 ≤ %s  p90 ≤ %s  p99 ≤ %s\n",
+		histQuantile(hist0, hist1, "notifyd_fleet_arrival_seconds", 0.5), histQuantile(hist0, hist1, "notifyd_fleet_arrival_seconds", 0.9),
+		histQuantile(hist0, hist1, "notifyd_fleet_arrival_seconds", 0.99))
+	if syncs := hist1["notifyd_fleet_journal_syncs_total"] - hist0["notifyd_fleet_journal_syncs_total"]; syncs > 0 {
+		fmt.Printf("  aggregator journal: %.0f syncs/s, %.1f ms each on average, %.0f events per sync; busy syncing %.0f%% of the time measured\n",
+			syncs/el.Seconds(), 1000*(hist1["notifyd_fleet_journal_sync_seconds_total"]-hist0["notifyd_fleet_journal_sync_seconds_total"])/syncs,
+			(hist1["notifyd_fleet_messages_total"]-hist0["notifyd_fleet_messages_total"])/syncs,
+			100*(hist1["notifyd_fleet_journal_sync_seconds_total"]-hist0["notifyd_fleet_journal_sync_seconds_total"])/el.Seconds())
+	}
+	fmt.Printf("  the machine's CPUs were busy %.0f%% of the time measured (%d CPUs, everything on it: this benchmark and any other work)\n",
+		100*float64(busy1-busy0)/float64(max(1, all1-all0)), runtime.NumCPU())
 	fmt.Printf("  mid-run: %s\n", midLag)
 	var resent, failures uint64
 	errs := map[string]int{}
@@ -566,3 +582,56 @@ func consumerLag(monitors []string) string {
 }
 
 func must(u usage, _ error) usage { return u }
+
+// histQuantile is the upper bound of the bucket of a Prometheus histogram
+// that holds quantile q of the observations between two scrapes.
+func histQuantile(before, after map[string]float64, name string, q float64) string {
+	type bucket struct {
+		le    float64
+		label string
+		n     float64
+	}
+	var bs []bucket
+	prefix := name + `_bucket{le="`
+	for k, v := range after {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		label := strings.TrimSuffix(strings.TrimPrefix(k, prefix), `"}`)
+		le, err := strconv.ParseFloat(label, 64)
+		if err != nil {
+			continue // +Inf
+		}
+		bs = append(bs, bucket{le, label + "s", v - before[k]})
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+	total := after[name+"_count"] - before[name+"_count"]
+	if total <= 0 {
+		return "-"
+	}
+	for _, b := range bs {
+		if b.n >= q*total {
+			return b.label
+		}
+	}
+	return "∞"
+}
+
+// machineCPU is the time all CPUs were busy and the total time, in
+// clock ticks, from /proc/stat.
+func machineCPU() (busy, all uint64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:min(len(f), 9)] { // guest time is counted in user time already
+		n, _ := strconv.ParseUint(v, 10, 64)
+		all += n
+		if i != 3 && i != 4 { // idle, iowait
+			busy += n
+		}
+	}
+	return busy, all
+}

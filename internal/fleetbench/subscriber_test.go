@@ -71,16 +71,25 @@ func (s *subscriber) connect(since string) (*websocket.Conn, error) {
 
 // read reads frames; when the server drops the connection it resumes
 // after the last item received, as notifyctl does.
+//
+// The frames are read into one reused buffer and scanned once: 100 clients
+// of everything read over a million items a second in the benchmark's
+// process, beside 980 hosts' forwarders, and what they spend is taken
+// from the hosts they measure.
 func (s *subscriber) read() {
 	defer close(s.done)
+	var buf bytes.Buffer
 	for {
 		s.cmu.Lock()
 		c := s.conn
 		s.cmu.Unlock()
-		_, b, err := c.ReadMessage()
+		_, r, err := c.NextReader()
 		if err == nil {
-			s.frame(b)
-			continue
+			buf.Reset()
+			if _, err = buf.ReadFrom(r); err == nil {
+				s.frame(buf.Bytes())
+				continue
+			}
 		}
 		s.mu.Lock()
 		s.err = err
@@ -121,7 +130,7 @@ func (s *subscriber) frame(b []byte) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i := 0; ; {
+	for i := 0; i < len(b); {
 		j := bytes.Index(b[i:], typeKey)
 		if j < 0 {
 			return
@@ -131,13 +140,14 @@ func (s *subscriber) frame(b []byte) {
 		if end < 0 {
 			return
 		}
-		typ := string(b[i : i+end])
+		typ := b[i : i+end]
 		next := bytes.Index(b[i:], typeKey)
 		item := b[i:]
 		if next >= 0 {
 			item = b[i : i+next]
 		}
-		switch typ {
+		i += len(item) // the next item starts here
+		switch string(typ) {
 		case "hello":
 			if k := bytes.Index(item, []byte(`"epoch":"`)); k >= 0 && s.epoch == "" {
 				s.epoch = string(item[k+9 : k+9+16])
@@ -148,7 +158,7 @@ func (s *subscriber) frame(b []byte) {
 		case "event", "loss":
 			seq, _ := num(item, seqKey)
 			s.items++
-			if typ == "loss" {
+			if string(typ) == "loss" {
 				s.losses++
 				if c, ok := num(item, cntKey); ok {
 					s.lost += c
@@ -164,7 +174,7 @@ func (s *subscriber) frame(b []byte) {
 			}
 			s.mark(seq)
 			s.n++
-			if typ == "event" && s.sampling && s.n%sampleEvery == 0 {
+			if string(typ) == "event" && s.sampling && s.n%sampleEvery == 0 {
 				if k := bytes.Index(item, timeKey); k >= 0 {
 					k += len(timeKey)
 					if e := bytes.IndexByte(item[k:], '"'); e > 0 {

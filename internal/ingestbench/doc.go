@@ -2,11 +2,11 @@
 // from a pipe, decoding them, turning them into events and publishing them
 // to the hub — beside the bare read loop that is its ceiling, in the same
 // run. The host kernel has no notification pipes, so the records travel
-// through an ordinary pipe: the read syscall and the decoder are the same
-// ones the key source uses on a notification pipe.
-//
-// BenchmarkIngestSlab is not notifyd's path: it prototypes the allocation
-// scheme docs/performance.md suggests (one copy and one slab of events per
-// read instead of several allocations per record) to show what it gains.
-// cmd/notifyd-bench runs these benchmarks and prints the ratios.
+// through an ordinary pipe: BenchmarkIngest hands it to the key source's
+// own ingest (keys.Ingest: batch slab, describe cache of a real key,
+// interned state keys, mapping by eventrec) and prints its rate as a
+// percentage of the ceiling and the heap allocations per record.
+// BenchmarkHubPublishClock measures what the hub's clock reading costs per
+// event when a source does not stamp its events. cmd/notifyd-bench runs
+// these benchmarks and prints the ratios.
 package ingestbench

@@ -31,6 +31,9 @@ const (
 	envURL   = "WSBENCH_HOLD_URL"
 	envToken = "WSBENCH_HOLD_TOKEN"
 	envN     = "WSBENCH_HOLD_N"
+	// envSocket, when set, is a unix socket to dial instead of the
+	// URL's host (the URL's path and query still apply).
+	envSocket = "WSBENCH_HOLD_SOCKET"
 )
 
 // TestHelperHoldClients is not a test: BenchmarkIdleRSS runs this test
@@ -44,6 +47,9 @@ func TestHelperHoldClients(t *testing.T) {
 	}
 	n, _ := strconv.Atoi(os.Getenv(envN))
 	d := websocket.Dialer{ReadBufferSize: 1024, WriteBufferSize: 1024}
+	if sock := os.Getenv(envSocket); sock != "" {
+		d.NetDial = func(string, string) (net.Conn, error) { return net.Dial("unix", sock) }
+	}
 	hdr := http.Header{"Authorization": {"Bearer " + os.Getenv(envToken)}}
 	var cs []*websocket.Conn
 	for range n {
@@ -80,12 +86,22 @@ func rssKiB() int64 {
 	return 0
 }
 
+// memKiB is the goroutine stacks' and the heap's memory in use (KiB),
+// after a GC: where an idle connection's bytes are.
+func memKiB() (stack, heap float64) {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return float64(ms.StackInuse) / 1024, float64(ms.HeapInuse) / 1024
+}
+
 // holdClients runs this test binary again as TestHelperHoldClients with n
 // connections to url and returns once they are established; release
 // closes them and waits for the process.
-func holdClients(b *testing.B, url, token string, n int) (release func()) {
+func holdClients(b *testing.B, url, token string, n int, env ...string) (release func()) {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperHoldClients$", "-test.bench=^$")
 	cmd.Env = append(os.Environ(), envURL+"="+url, envToken+"="+token, envN+"="+strconv.Itoa(n))
+	cmd.Env = append(cmd.Env, env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -164,10 +180,11 @@ func startBare(b *testing.B) (*bareServer, string) {
 // server side counts: (RSS with the clients connected − RSS before) /
 // clients, both after a GC and FreeOSMemory. It does the same for a bare
 // gorilla server in the same op. Reported: rss-KiB/client and
-// bare-rss-KiB/client. Target (issue 10): ≤ 20 KiB.
+// bare-rss-KiB/client (target, issue 10: ≤ 20 KiB), and where notifyd's
+// part is: stack-KiB/client (goroutine stacks) and heap-KiB/client.
 func BenchmarkIdleRSS(b *testing.B) {
 	const n = 1000
-	var ours, bare float64
+	var ours, bare, stacks, heap float64
 	for b.Loop() {
 		// Bare gorilla server.
 		bs, url := startBare(b)
@@ -203,6 +220,7 @@ func BenchmarkIdleRSS(b *testing.B) {
 		}
 		time.Sleep(50 * time.Millisecond)
 		before = rssKiB()
+		stack0, heap0 := memKiB()
 		release = holdClients(b, "ws://"+ln.Addr().String()+api.PathWS+"?subscribe=1", token, n)
 		for t := time.Now(); hub.Stats().Subscribers < n; time.Sleep(time.Millisecond) {
 			if time.Since(t) > 30*time.Second {
@@ -211,11 +229,16 @@ func BenchmarkIdleRSS(b *testing.B) {
 		}
 		time.Sleep(200 * time.Millisecond) // hello frames written, buffers settled
 		ours += float64(rssKiB()-before) / n
+		stack1, heap1 := memKiB()
+		stacks += (stack1 - stack0) / n
+		heap += (heap1 - heap0) / n
 		release()
 		srv.Close()
 		<-served
 		hub.Close()
 	}
 	b.ReportMetric(ours/float64(b.N), "rss-KiB/client")
+	b.ReportMetric(stacks/float64(b.N), "stack-KiB/client")
+	b.ReportMetric(heap/float64(b.N), "heap-KiB/client")
 	b.ReportMetric(bare/float64(b.N), "bare-rss-KiB/client")
 }

@@ -9,6 +9,11 @@
 // via sources/kmsg), with the device name resolved to major:minor through
 // sysfs. Its health is therefore "derived".
 //
+// Every event carries the device's identity (vendor, model, serial, size,
+// removable, partition, a loop device's backing file), read from sysfs
+// when it happens and kept for its remove and errors (sources/identity);
+// change storms can be folded at the source (Config.Coalesce).
+//
 // Losses reported upstream (uevent buffer overruns with estimated counts,
 // kernel-log overwrites with exact counts) and the block layer's own rate
 // limiting ("blk_print_req_error: N callbacks suppressed") become loss
@@ -17,17 +22,18 @@ package block
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"iter"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/sources"
+	"github.com/notifyd/notifyd/sources/identity"
+	"github.com/notifyd/notifyd/sources/internal/derived"
 	"github.com/notifyd/notifyd/sources/internal/relay"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
@@ -42,18 +48,22 @@ type Config struct {
 	Kmsg    *kmsg.Reader
 	// SysRoot is where sysfs is mounted ("": /sys).
 	SysRoot string
+	// Coalesce is the storm-coalescing window: change (and media-change)
+	// events of one device within it after the first are folded into one
+	// event with their count (event.Event.Coalesced). 0 turns it off.
+	// Adds, removes and errors are never folded (docs/fanout.md).
+	Coalesce time.Duration
 }
 
 // Source is the block source. It implements sources.Source.
 type Source struct {
-	cfg            Config
-	events, losses atomic.Uint64
-	unresolved     atomic.Uint64
-	since          time.Time
+	cfg        Config
+	d          *derived.Source
+	unresolved atomic.Uint64
 
-	mu      sync.Mutex
-	running bool
-	seedErr error
+	// ids is each present device's identity, by StateKey, for its
+	// remove and error events.
+	ids identity.Cache[identity.Block]
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -63,170 +73,138 @@ func New(cfg Config) *Source {
 	if cfg.SysRoot == "" {
 		cfg.SysRoot = sysfs.Root
 	}
-	return &Source{cfg: cfg, since: time.Now()}
+	s := &Source{cfg: cfg}
+	s.d = derived.New(derived.Spec{
+		Name: "block", Source: event.SourceBlock,
+		Reason: "this kernel has no block watch_queue notifications (the RFC block_notification " +
+			"patches were never merged); events are derived from uevents (add/remove/change) and kernel-log " +
+			"error lines (I/O errors)",
+		Short:   "no block watch_queue notifications in this kernel: derived from uevent and kmsg",
+		Uevents: cfg.Uevents, Kmsg: cfg.Kmsg,
+		MatchUevent: func(u *uevent.Uevent) bool { return u.Subsystem() == "block" },
+		MatchKmsg:   matchKmsg,
+		FromUevent:  func(u *uevent.Uevent) *event.Event { return FromUevent(u, s.cfg.SysRoot) },
+		FromKmsg:    s.kmsgEvent,
+		Present:     s.present,
+		Complete:    s.identify,
+		// Changes and media changes fold (the coalescer's default).
+		Coalesce: cfg.Coalesce,
+		Object:   object,
+	})
+	return s
 }
 
 // Name returns "block".
-func (s *Source) Name() string { return "block" }
+func (s *Source) Name() string { return s.d.Name() }
 
-// derivedReason is the health reason while everything works.
-const derivedReason = "this kernel has no block watch_queue notifications (the RFC block_notification " +
-	"patches were never merged); events are derived from uevents (add/remove/change) and kernel-log " +
-	"error lines (I/O errors)"
-
-// Health reports derived while both inputs run, degraded when one of them
-// is missing or failing, unavailable when neither runs.
-func (s *Source) Health() event.Health {
-	h := event.Health{Name: "block", Source: event.SourceBlock, State: event.HealthDerived,
-		Reason: derivedReason, Since: s.since, Events: s.events.Load(), Losses: s.losses.Load()}
-	var parts []event.Health
-	if s.cfg.Uevents != nil {
-		parts = append(parts, s.cfg.Uevents.Health())
-	} else {
-		parts = append(parts, event.Health{Name: "uevent", State: event.HealthUnavailable, Reason: "not configured"})
-	}
-	if s.cfg.Kmsg != nil {
-		parts = append(parts, s.cfg.Kmsg.Health())
-	} else {
-		parts = append(parts, event.Health{Name: "kmsg", State: event.HealthUnavailable, Reason: "not configured"})
-	}
-	return combine(h, parts, s.seedError())
-}
-
-func (s *Source) seedError() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.seedErr
-}
-
-// combine derives a combined source's health from its inputs' health.
-func combine(h event.Health, parts []event.Health, seedErr error) event.Health {
-	var bad []string
-	up := 0
-	for _, p := range parts {
-		switch p.State {
-		case event.HealthLive, event.HealthDerived:
-			up++
-			h.Origins = append(h.Origins, p.Origins...)
-			continue
-		case event.HealthStarting:
-			h.Origins = append(h.Origins, p.Origins...)
-			if h.State == event.HealthDerived {
-				h.State = event.HealthStarting
-			}
-			continue
-		}
-		bad = append(bad, fmt.Sprintf("%s %s: %s", p.Name, p.State, p.Reason))
-		if h.Errno == "" {
-			h.Errno = p.Errno
-		}
-		if p.Since.After(h.Since) {
-			h.Since = p.Since
-		}
-	}
-	if seedErr != nil {
-		bad = append(bad, "snapshot: "+seedErr.Error())
-	}
-	switch {
-	case len(bad) == 0:
-		return h
-	case up == 0 && len(parts)-up == len(bad):
-		h.State = event.HealthUnavailable
-	default:
-		h.State = event.HealthDegraded
-	}
-	h.Reason = strings.Join(bad, "; ") + " (" + derivedReasonShort + ")"
-	return h
-}
-
-const derivedReasonShort = "no block watch_queue notifications in this kernel: derived from uevent and kmsg"
+// Health reports derived while both inputs run, starting while one is
+// still opening, degraded when one is missing or failing or the snapshot
+// failed, unavailable when neither runs.
+func (s *Source) Health() event.Health { return s.d.Health() }
 
 // Run seeds the present disks and partitions, then publishes events until
 // ctx is cancelled. It returns an error only when it has no input at all.
-func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
-	s.mu.Lock()
-	if s.running {
-		s.mu.Unlock()
-		return errors.New("block source already running")
+func (s *Source) Run(ctx context.Context, sink sources.Sink) error { return s.d.Run(ctx, sink) }
+
+// object is what an event is about for coalescing: the device, errors
+// included (which have no StateKey), so that an error flushes the
+// device's pending change first.
+func object(ev *event.Event) string {
+	if ev.StateKey != "" {
+		return ev.StateKey
 	}
-	s.running = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.running = false
-		s.mu.Unlock()
-	}()
-	if s.cfg.Uevents == nil && s.cfg.Kmsg == nil {
-		return errors.New("start block source: neither uevents nor kernel log configured")
+	if b := ev.Block; b != nil && (b.Major != 0 || b.Minor != 0) {
+		return eventrec.BlockStateKey(b.Major, b.Minor)
 	}
-	// Subscribe before the snapshot, so that nothing falls between them.
-	var wg sync.WaitGroup
-	if s.cfg.Uevents != nil {
-		sub := s.cfg.Uevents.Subscribe(func(u *uevent.Uevent) bool { return u.Subsystem() == "block" })
-		defer sub.Close()
-		wg.Go(func() {
-			relay.Pump(ctx, sub, func(u *uevent.Uevent) {
-				if ev := FromUevent(u, s.cfg.SysRoot); ev != nil {
-					s.publish(sink, ev)
-				}
-			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
-		})
+	return ""
+}
+
+// identify fills ev's identity: read from sysfs now for add (and for
+// changes and errors of a device not seen before), refreshed from the
+// cache plus the few attributes a change alters for change and
+// media-change, from the cache for remove and errors; udev's properties complete it when the event came
+// from udev.
+func (s *Source) identify(ev *event.Event) {
+	b := ev.Block
+	if b == nil {
+		return
 	}
-	if s.cfg.Kmsg != nil {
-		sub := s.cfg.Kmsg.Subscribe(matchKmsg)
-		defer sub.Close()
-		wg.Go(func() {
-			relay.Pump(ctx, sub, func(r *kmsg.Record) { s.handleKmsg(sink, r) }, func(l *relay.Loss) { s.publishLoss(sink, l) })
-		})
+	key := object(ev)
+	var id identity.Block
+	var ok bool
+	// The kernel name finds the device of an error logged after it was
+	// gone (no device number then).
+	byName := "name:" + b.Device
+	switch ev.Subtype {
+	case event.BlockRemove:
+		id, ok = s.ids.Delete(key)
+		s.ids.Delete(byName)
+	case event.BlockChange, event.BlockMediaChange:
+		// A device seen before: refresh only what a change can alter,
+		// and nothing for a synthetic uevent (a write to its uevent
+		// file, as udevadm trigger does: SYNTH_UUID set), which
+		// re-announces a state the cache already holds.
+		if id, ok = s.ids.Get(key); ok {
+			if _, synth := ev.Props["SYNTH_UUID"]; !synth {
+				identity.RefreshBlock(s.cfg.SysRoot, b.Device, &id)
+			}
+		} else {
+			id, ok = identity.ReadBlock(s.cfg.SysRoot, b.Device)
+		}
+	case event.BlockAdd:
+		if id, ok = identity.ReadBlock(s.cfg.SysRoot, b.Device); !ok {
+			id, ok = s.ids.Get(key)
+		}
+	default: // errors
+		if key != "" {
+			id, ok = s.ids.Get(key)
+		} else if b.Device != "" {
+			id, ok = s.ids.Get(byName)
+		}
+		if !ok {
+			id, ok = identity.ReadBlock(s.cfg.SysRoot, b.Device)
+		}
 	}
-	s.seed(sink)
-	wg.Wait()
-	return nil
+	if ev.Via == uevent.ViaUdev {
+		identity.BlockFromUdev(ev.Props, &id)
+		ok = true
+	}
+	if !ok {
+		return
+	}
+	id.Apply(b)
+	if key != "" && ev.Subtype != event.BlockRemove {
+		s.ids.Put(key, id)
+		if b.Device != "" {
+			s.ids.Put(byName, id)
+		}
+	}
 }
 
 func matchKmsg(r *kmsg.Record) bool {
 	return strings.Contains(r.Text, " error, dev ") || strings.HasSuffix(r.Text, " callbacks suppressed")
 }
 
-func (s *Source) seed(sink sources.Sink) {
+// present lists the disks and partitions in sysfs as snapshot events,
+// reading each one's identity as it goes.
+func (s *Source) present() (iter.Seq[*event.Event], error) {
 	devs, err := sysfs.BlockDevices(s.cfg.SysRoot)
-	s.mu.Lock()
-	s.seedErr = err
-	s.mu.Unlock()
-	for _, d := range devs {
-		ev := &event.Event{
-			Time: time.Now(), Source: event.SourceBlock, Subtype: event.SnapshotPresent, Tag: event.NoTag,
-			Origin:   event.OriginSysfs,
-			Block:    &event.BlockFields{Major: d.Major, Minor: d.Minor, Device: d.Name},
-			Props:    map[string]string{"DEVTYPE": d.Type, "DEVPATH": d.Devpath},
-			StateKey: stateKey(d.Major, d.Minor),
-			Snapshot: true,
-			// A present device is recorded as the add record it would
-			// have been.
-			Raw: record.EncodeBlock(record.BlockAdd, record.MkDev(d.Major, d.Minor), 0),
+	return func(yield func(*event.Event) bool) {
+		for _, d := range devs {
+			key := eventrec.BlockStateKey(d.Major, d.Minor)
+			fields := &event.BlockFields{Major: d.Major, Minor: d.Minor, Device: d.Name}
+			if id, ok := identity.ReadBlock(s.cfg.SysRoot, d.Name); ok {
+				id.Apply(fields)
+				s.ids.Put(key, id)
+				s.ids.Put("name:"+d.Name, id)
+			}
+			// Recorded as the add record it would have been (Raw unset).
+			ev := &event.Event{Block: fields, Props: map[string]string{"DEVTYPE": d.Type, "DEVPATH": d.Devpath}, StateKey: key}
+			if !yield(ev) {
+				return
+			}
 		}
-		sink.Seed(ev)
-	}
-}
-
-func stateKey(major, minor uint32) string {
-	return "block:" + strconv.FormatUint(uint64(major), 10) + ":" + strconv.FormatUint(uint64(minor), 10)
-}
-
-func (s *Source) publishLoss(sink sources.Sink, l *relay.Loss) {
-	ev := event.NewLoss(event.SourceBlock, l.Origin, l.Count, l.Reason)
-	ev.Loss.Estimated = l.Estimated
-	s.losses.Add(1)
-	sink.Publish(ev)
-}
-
-func (s *Source) publish(sink sources.Sink, ev *event.Event) {
-	raw, err := record.FromEvent(ev)
-	if err == nil {
-		ev.Raw = raw
-	}
-	s.events.Add(1)
-	sink.Publish(ev)
+	}, err
 }
 
 // FromUevent maps a SUBSYSTEM=block uevent to an event (without Raw), or
@@ -265,29 +243,32 @@ func FromUevent(u *uevent.Uevent, sysRoot string) *event.Event {
 	}
 	return &event.Event{
 		Time: time.Now(), Source: event.SourceBlock, Subtype: sub, Tag: event.NoTag, Origin: event.OriginUevent,
+		Via:         u.Via,
 		Block:       &event.BlockFields{Major: uint32(ma), Minor: uint32(mi), Device: name},
 		Props:       u.Props,
-		StateKey:    stateKey(uint32(ma), uint32(mi)),
+		StateKey:    eventrec.BlockStateKey(uint32(ma), uint32(mi)),
 		StateRemove: sub == event.BlockRemove,
 	}
 }
 
-// handleKmsg publishes what a kernel record means for block devices: an
-// error event, a loss for rate-limited error lines, or nothing.
-func (s *Source) handleKmsg(sink sources.Sink, r *kmsg.Record) {
+// kmsgEvent maps a kernel record to what it means for block devices: an
+// error event (without identity or Raw), a loss for rate-limited error
+// lines, or nil.
+func (s *Source) kmsgEvent(r *kmsg.Record) *event.Event {
 	if !r.Kernel() {
-		return
+		return nil
 	}
 	if fn, n, ok := kmsg.Suppressed(r.Text); ok {
 		if rateLimited(fn) && n > 0 {
-			s.publishLoss(sink, &relay.Loss{Origin: event.OriginKmsg, Count: n,
+			return s.d.Loss(&relay.Loss{Origin: event.OriginKmsg, Count: n,
 				Reason: fmt.Sprintf("kernel rate limit suppressed %d block error lines (%s)", n, r.Text)})
 		}
-		return
+		return nil
 	}
 	if ev, ok := s.FromKmsg(r); ok {
-		s.publish(sink, ev)
+		return ev
 	}
+	return nil
 }
 
 // FromKmsg maps a kernel-log block error line to an event (without Raw).

@@ -9,9 +9,10 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/eventrec"
+	"github.com/notifyd/notifyd/internal/testenv/looptest"
 	"github.com/notifyd/notifyd/record"
-	"github.com/notifyd/notifyd/sources/internal/looptest"
+	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
 	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
@@ -33,16 +34,14 @@ func fakeSys(t *testing.T, devs map[string]string) string {
 }
 
 func decodeBlock(t *testing.T, raw []byte) *record.Block {
-	t.Helper()
-	r, n, err := record.Decode(raw)
-	if err != nil || n != len(raw) {
-		t.Fatalf("decode raw %x: %v (n %d)", raw, err, n)
+	return derivedtest.Record[*record.Block](t, raw)
+}
+
+// handleKmsg publishes what r means, as Run does without coalescing.
+func (s *Source) handleKmsg(sink *sinktest.Sink, r *kmsg.Record) {
+	if ev := s.kmsgEvent(r); ev != nil {
+		s.d.Publish(sink, ev)
 	}
-	b, ok := r.(*record.Block)
-	if !ok {
-		t.Fatalf("raw is %T, want *record.Block", r)
-	}
-	return b
 }
 
 func TestFromKmsg(t *testing.T) {
@@ -151,40 +150,22 @@ func TestHealthInputs(t *testing.T) {
 // real loop device and checks the block source's events for each step,
 // with device numbers from the kernel and RFC block records in Raw.
 func TestIntegrationLoopLifecycle(t *testing.T) {
-	testenv.Root(t, "creates loop devices and binds NETLINK_KOBJECT_UEVENT")
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		testenv.Missing(t, "/dev/loop-control: "+err.Error(), "modprobe loop")
-	}
+	needLoop(t)
 	mon := uevent.New(uevent.Config{})
 	km := kmsg.New(kmsg.Config{})
 	src := New(Config{Uevents: mon, Kmsg: km})
 	sink := &sinktest.Sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, 3)
-	go func() { errs <- mon.Run(ctx) }()
-	go func() { errs <- km.Run(ctx) }()
-	go func() { errs <- src.Run(ctx, sink) }()
-	defer func() {
-		cancel()
-		for range 3 {
-			if err := <-errs; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for src.Health().State != event.HealthDerived || len(sink.Seeded()) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("source not running: %+v, %d seeded", src.Health(), len(sink.Seeded()))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	derivedtest.Run(t, src, sink, mon, km)
 	h := src.Health()
 	if !strings.Contains(h.Reason, "no block watch_queue") || len(h.Origins) != 2 {
 		t.Errorf("health %+v", h)
 	}
-	seeded := sink.Seeded()
+	// Seeding reads each device's identity: wait for the last one.
 	present, _ := sysfs.BlockDevices(sysfs.Root)
+	for deadline := time.Now().Add(5 * time.Second); len(sink.Seeded()) < len(present) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	seeded := sink.Seeded()
 	if len(seeded) != len(present) {
 		t.Errorf("seeded %d devices, sysfs lists %d", len(seeded), len(present))
 	}
@@ -198,12 +179,7 @@ func TestIntegrationLoopLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	removed := false
-	defer func() {
-		if !removed {
-			d.Remove()
-		}
-	}()
+	defer d.Close()
 	is := func(sub string) func(*event.Event) bool {
 		return func(ev *event.Event) bool {
 			return ev.Block != nil && ev.Block.Device == d.Name && ev.Subtype == sub
@@ -214,7 +190,7 @@ func TestIntegrationLoopLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if add.Block.Major != ma || add.Block.Minor != mi || add.StateKey != stateKey(ma, mi) || add.Origin != event.OriginUevent || add.Props["DEVTYPE"] != "disk" {
+	if add.Block.Major != ma || add.Block.Minor != mi || add.StateKey != eventrec.BlockStateKey(ma, mi) || add.Origin != event.OriginUevent || add.Props["DEVTYPE"] != "disk" {
 		t.Errorf("add %+v %+v, want %d:%d", add, add.Block, ma, mi)
 	}
 	if b := decodeBlock(t, add.Raw); b.Subtype() != record.BlockAdd || b.Dev != record.MkDev(ma, mi) {
@@ -229,7 +205,7 @@ func TestIntegrationLoopLifecycle(t *testing.T) {
 	syn, i := sink.Wait(t, i+1, 5*time.Second, d.Name+" synthetic change", func(ev *event.Event) bool {
 		return is(event.BlockChange)(ev) && ev.Props["SYNTH_UUID"] == uuid
 	})
-	if syn.Block.Major != ma || syn.Block.Minor != mi || syn.StateKey != stateKey(ma, mi) {
+	if syn.Block.Major != ma || syn.Block.Minor != mi || syn.StateKey != eventrec.BlockStateKey(ma, mi) {
 		t.Errorf("synthetic change %+v %v", syn.Block, syn.Props)
 	}
 
@@ -252,9 +228,8 @@ func TestIntegrationLoopLifecycle(t *testing.T) {
 	if err := d.Remove(); err != nil {
 		t.Fatal(err)
 	}
-	removed = true
 	rm, _ := sink.Wait(t, i+1, 5*time.Second, d.Name+" remove", is(event.BlockRemove))
-	if !rm.StateRemove || rm.StateKey != stateKey(ma, mi) {
+	if !rm.StateRemove || rm.StateKey != eventrec.BlockStateKey(ma, mi) {
 		t.Errorf("remove %+v", rm)
 	}
 	if h := src.Health(); h.Events < 4 {

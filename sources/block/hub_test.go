@@ -2,14 +2,14 @@ package block
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/sources/internal/looptest"
+	"github.com/notifyd/notifyd/internal/testenv/looptest"
+	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -21,28 +21,13 @@ import (
 // device's add and remove as live events after it; a later snapshot no
 // longer lists the removed device.
 func TestIntegrationHubSnapshotAndLive(t *testing.T) {
-	testenv.Root(t, "creates loop devices and binds NETLINK_KOBJECT_UEVENT")
-	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		testenv.Missing(t, "/dev/loop-control: "+err.Error(), "modprobe loop")
-	}
+	needLoop(t)
 	hub := fanout.New(fanout.Config{})
-	defer hub.Close()
+	t.Cleanup(hub.Close)
 	mon := uevent.New(uevent.Config{})
 	km := kmsg.New(kmsg.Config{})
 	src := New(Config{Uevents: mon, Kmsg: km})
-	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, 3)
-	go func() { errs <- mon.Run(ctx) }()
-	go func() { errs <- km.Run(ctx) }()
-	go func() { errs <- src.Run(ctx, hub) }()
-	defer func() {
-		cancel()
-		for range 3 {
-			if err := <-errs; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}()
+	derivedtest.Run(t, src, hub, mon, km)
 	present, err := sysfs.BlockDevices(sysfs.Root)
 	if err != nil {
 		t.Fatal(err)
@@ -73,7 +58,7 @@ func TestIntegrationHubSnapshotAndLive(t *testing.T) {
 		keys[ev.StateKey] = true
 	}
 	for _, d := range present {
-		if !keys[stateKey(d.Major, d.Minor)] {
+		if !keys[eventrec.BlockStateKey(d.Major, d.Minor)] {
 			t.Errorf("%s (%d:%d) missing from the snapshot", d.Name, d.Major, d.Minor)
 		}
 	}
@@ -83,7 +68,7 @@ func TestIntegrationHubSnapshotAndLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	next := func(what string, match func(*event.Event) bool) *event.Event {
-		wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+		wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer wcancel()
 		for {
 			evs, err := sub.Next(wctx)

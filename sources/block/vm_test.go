@@ -1,7 +1,6 @@
 package block
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
 	"time"
@@ -9,6 +8,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/internal/vm/guest"
+	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
 	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
@@ -31,28 +31,8 @@ func runSource(t *testing.T) *sinktest.Sink {
 	t.Helper()
 	mon := uevent.New(uevent.Config{})
 	km := kmsg.New(kmsg.Config{})
-	src := New(Config{Uevents: mon, Kmsg: km})
 	sink := &sinktest.Sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, 3)
-	go func() { errs <- mon.Run(ctx) }()
-	go func() { errs <- km.Run(ctx) }()
-	go func() { errs <- src.Run(ctx, sink) }()
-	t.Cleanup(func() {
-		cancel()
-		for range 3 {
-			if err := <-errs; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for src.Health().State != event.HealthDerived {
-		if time.Now().After(deadline) {
-			t.Fatalf("block source not running: %+v", src.Health())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	derivedtest.Run(t, New(Config{Uevents: mon, Kmsg: km}), sink, mon, km)
 	return sink
 }
 

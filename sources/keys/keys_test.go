@@ -10,14 +10,16 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/testenv/keytest"
 	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/watchqueue"
 	"golang.org/x/sys/unix"
 )
@@ -31,47 +33,6 @@ func TestMain(m *testing.M) {
 		os.Exit(clientMain())
 	}
 	os.Exit(m.Run())
-}
-
-// sink records what a source publishes and seeds.
-type sink struct {
-	mu        sync.Mutex
-	published []*event.Event
-	seeded    []*event.Event
-}
-
-func (s *sink) Publish(ev *event.Event) {
-	s.mu.Lock()
-	s.published = append(s.published, ev)
-	s.mu.Unlock()
-}
-
-func (s *sink) Seed(ev *event.Event) {
-	s.mu.Lock()
-	s.seeded = append(s.seeded, ev)
-	s.mu.Unlock()
-}
-
-func (s *sink) events() []*event.Event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]*event.Event(nil), s.published...)
-}
-
-// wait polls until ok holds for the published events.
-func (s *sink) wait(t *testing.T, what string, timeout time.Duration, ok func([]*event.Event) bool) []*event.Event {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		evs := s.events()
-		if ok(evs) {
-			return evs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; got %s", what, dump(evs))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func dump(evs []*event.Event) string {
@@ -105,27 +66,12 @@ func keyEvent(sub string, id, aux int32, owner string) func(*event.Event) bool {
 
 func addKey(t *testing.T, typ, desc string, payload []byte, ring int32) int32 {
 	t.Helper()
-	var id int
-	err := watchqueue.OnKeyThread(func() (err error) {
-		id, err = unix.AddKey(typ, desc, payload, int(ring))
-		return err
-	})
-	if err != nil {
-		t.Fatalf("add_key %s %q: %v", typ, desc, err)
-	}
-	return int32(id)
+	return keytest.Add(t, watchqueue.OnKeyThread, typ, desc, payload, ring)
 }
 
 func keyctl(t *testing.T, cmd int, args ...int) {
 	t.Helper()
-	a := make([]int, 4)
-	copy(a, args)
-	if err := watchqueue.OnKeyThread(func() error {
-		_, err := unix.KeyctlInt(cmd, a[0], a[1], a[2], a[3])
-		return err
-	}); err != nil {
-		t.Fatalf("keyctl %d %v: %v", cmd, args, err)
-	}
+	keytest.Keyctl(t, watchqueue.OnKeyThread, cmd, args...)
 }
 
 // --- host tests (keys work on every kernel; only watches need the VM) ---
@@ -171,17 +117,17 @@ func TestDescribeAndSeed(t *testing.T) {
 
 	k := New(Config{})
 	k.watches[1] = watch{name: "ring", serial: ring}
-	s := &sink{}
+	s := &sinktest.Sink{}
 	k.seed(s)
 	got := map[int32]*event.Event{}
-	for _, e := range s.seeded {
-		if !e.Snapshot || e.Subtype != event.SnapshotPresent || e.Key == nil || e.StateKey != record.KeyStateKey(e.Key.ID) {
+	for _, e := range s.Seeded() {
+		if !e.Snapshot || e.Subtype != event.SnapshotPresent || e.Key == nil || e.StateKey != eventrec.KeyStateKey(e.Key.ID) {
 			t.Fatalf("bad seed %+v", e)
 		}
 		got[e.Key.ID] = e
 	}
 	if got[ring] == nil || got[k1] == nil || got[ring].Key.Type != "keyring" {
-		t.Fatalf("seeded %v, want ring %d and key %d", dump(s.seeded), ring, k1)
+		t.Fatalf("seeded %v, want ring %d and key %d", dump(s.Seeded()), ring, k1)
 	}
 	if got[k2] != nil {
 		t.Fatalf("invalidated key %d seeded", k2)
@@ -199,7 +145,7 @@ func TestRunHealth(t *testing.T) {
 		start(t, Config{Watch: []string{"@s"}}) // fails unless it goes live
 		return
 	}
-	err := k.Run(context.Background(), &sink{})
+	err := k.Run(context.Background(), &sinktest.Sink{})
 	if !errors.Is(err, watchqueue.ErrNotSupported) {
 		t.Fatalf("Run = %v, want ErrNotSupported", err)
 	}
@@ -237,10 +183,10 @@ func need(t *testing.T) {
 }
 
 // start runs a key source until the test ends.
-func start(t *testing.T, cfg Config) (*Keys, *sink) {
+func start(t *testing.T, cfg Config) (*Keys, *sinktest.Sink) {
 	t.Helper()
 	k := New(cfg)
-	s := &sink{}
+	s := &sinktest.Sink{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- k.Run(ctx, s) }()
@@ -304,20 +250,18 @@ func TestIntegrationDaemonWatch(t *testing.T) {
 	ring := addKey(t, "keyring", "keys-daemon", nil, unix.KEY_SPEC_PROCESS_KEYRING)
 	seedKey := addKey(t, "user", "present", []byte("p"), ring)
 	k, s := start(t, Config{Watch: []string{strconv.Itoa(int(ring))}})
-	s.mu.Lock()
-	seeded := append([]*event.Event(nil), s.seeded...)
-	s.mu.Unlock()
+	seeded := s.Seeded()
 	if find(seeded, func(e *event.Event) bool { return e.Key != nil && e.Key.ID == seedKey }) == nil {
 		t.Fatalf("key %d not seeded: %s", seedKey, dump(seeded))
 	}
 	// The source describes keys when it reads their records: wait for the
 	// first one before the ring is changed further.
 	first := addKey(t, "user", "first", []byte("f"), ring)
-	evs := s.wait(t, "linked event", 10*time.Second, func(evs []*event.Event) bool {
+	evs := s.WaitAll(t, 10*time.Second, "linked event", func(evs []*event.Event) bool {
 		return find(evs, keyEvent(event.KeyLinked, ring, first, "")) != nil
 	})
 	e := find(evs, keyEvent(event.KeyLinked, ring, first, ""))
-	if e.Origin != event.OriginWatchQueue || e.Tag != 1 || e.StateKey != record.KeyStateKey(ring) ||
+	if e.Origin != event.OriginWatchQueue || e.Tag != 1 || e.StateKey != eventrec.KeyStateKey(ring) ||
 		!e.Key.Described || e.Key.Type != "keyring" || e.Key.Description != "keys-daemon" || len(e.Raw) != 16 {
 		t.Fatalf("linked event %+v key %+v", e, e.Key)
 	}
@@ -328,18 +272,18 @@ func TestIntegrationDaemonWatch(t *testing.T) {
 			t.Fatalf("Watch = %d, %v; want tag 2", tag, err)
 		}
 	})
-	s.wait(t, "every subtype", 10*time.Second, all(want))
+	s.WaitAll(t, 10*time.Second, "every subtype", all(want))
 	// The invalidated ring and the revoked, unlinked k1 are collected:
 	// both watches are removed.
 	isRemoval := func(id int32) func(*event.Event) bool {
 		return func(e *event.Event) bool { return e.Subtype == event.MetaRemoval && e.Key != nil && e.Key.ID == id }
 	}
-	rm := s.wait(t, "removal of both watches", 30*time.Second, func(evs []*event.Event) bool {
+	rm := s.WaitAll(t, 30*time.Second, "removal of both watches", func(evs []*event.Event) bool {
 		return find(evs, isRemoval(ring)) != nil && find(evs, isRemoval(k1)) != nil
 	})
 	for id, tag := range map[int32]int{ring: 1, k1: 2} {
 		r := find(rm, isRemoval(id))
-		if r.Source != event.SourceKey || !r.StateRemove || r.Tag != tag || r.StateKey != record.KeyStateKey(id) {
+		if r.Source != event.SourceKey || !r.StateRemove || r.Tag != tag || r.StateKey != eventrec.KeyStateKey(id) {
 			t.Fatalf("removal %+v", r)
 		}
 	}
@@ -375,8 +319,8 @@ func TestIntegrationClientWatchInProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	s.wait(t, "every subtype for client-a", 10*time.Second, all(want))
-	for _, e := range s.events() {
+	s.WaitAll(t, 10*time.Second, "every subtype for client-a", all(want))
+	for _, e := range s.Published() {
 		if e.Owner != "client-a" {
 			t.Fatalf("event without the client's owner: %s", dump([]*event.Event{e}))
 		}
@@ -454,7 +398,7 @@ func TestIntegrationClientProcess(t *testing.T) {
 	if !strings.Contains(string(out), "permission denied") && !strings.Contains(string(out), "required key not available") {
 		t.Fatalf("client could watch a keyring it cannot view: %s", out)
 	}
-	evs := s.wait(t, "the client's linked event", 10*time.Second, func(evs []*event.Event) bool {
+	evs := s.WaitAll(t, 10*time.Second, "the client's linked event", func(evs []*event.Event) bool {
 		return find(evs, keyEvent(event.KeyLinked, ring, key, "client-a")) != nil
 	})
 	e := find(evs, keyEvent(event.KeyLinked, ring, key, "client-a"))
@@ -463,7 +407,7 @@ func TestIntegrationClientProcess(t *testing.T) {
 	}
 	// Client B, and the daemon's own watches, saw nothing of it.
 	time.Sleep(200 * time.Millisecond)
-	for _, e := range s.events() {
+	for _, e := range s.Published() {
 		if e.Owner != "client-a" {
 			t.Fatalf("event leaked beyond client-a: %s", dump([]*event.Event{e}))
 		}
@@ -487,7 +431,7 @@ func TestIntegrationOverflowLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs := s.wait(t, "a loss event", 20*time.Second, func(evs []*event.Event) bool {
+	evs := s.WaitAll(t, 20*time.Second, "a loss event", func(evs []*event.Event) bool {
 		return find(evs, func(e *event.Event) bool { return e.Loss != nil }) != nil
 	})
 	l := find(evs, func(e *event.Event) bool { return e.Loss != nil })
@@ -510,11 +454,11 @@ func TestIntegrationRemovalOnGC(t *testing.T) {
 	_, s := start(t, Config{Watch: []string{strconv.Itoa(int(key))}})
 	keyctl(t, unix.KEYCTL_REVOKE, int(key))
 	keyctl(t, unix.KEYCTL_UNLINK, int(key), int(ring))
-	evs := s.wait(t, "removal after gc", 30*time.Second, func(evs []*event.Event) bool {
+	evs := s.WaitAll(t, 30*time.Second, "removal after gc", func(evs []*event.Event) bool {
 		return find(evs, func(e *event.Event) bool { return e.Subtype == event.MetaRemoval }) != nil
 	})
 	r := find(evs, func(e *event.Event) bool { return e.Subtype == event.MetaRemoval })
-	if r.Key == nil || r.Key.ID != key || !r.StateRemove || r.StateKey != record.KeyStateKey(key) {
+	if r.Key == nil || r.Key.ID != key || !r.StateRemove || r.StateKey != eventrec.KeyStateKey(key) {
 		t.Fatalf("removal %+v", r)
 	}
 	if find(evs, keyEvent(event.KeyRevoked, key, 0, "")) == nil {

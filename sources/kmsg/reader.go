@@ -20,10 +20,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -70,11 +68,13 @@ type Reader struct {
 	cfg Config
 	hub relay.Hub[*Record]
 
-	records, user, invalid, overwrites, lost, suppressed, dropped, restarts atomic.Uint64
-	lossEvents                                                              atomic.Uint64
+	user, invalid, overwrites, lost, suppressed, dropped atomic.Uint64
+
+	// health is the reader's state and its records (Events), loss events
+	// (Losses) and restarts counters.
+	health *reopen.Health
 
 	mu      sync.Mutex
-	health  event.Health
 	running bool
 }
 
@@ -85,7 +85,8 @@ func New(cfg Config) *Reader {
 	}
 	r := &Reader{cfg: cfg}
 	r.hub.Origin = event.OriginKmsg
-	r.health = event.Health{Name: "kmsg", State: event.HealthStarting, Origins: []event.Origin{event.OriginKmsg}, Since: time.Now()}
+	r.health = reopen.NewHealth("kmsg", "")
+	r.health.SetOrigins(event.OriginKmsg)
 	return r
 }
 
@@ -98,30 +99,17 @@ func (r *Reader) Subscribe(match func(*Record) bool) *Subscription {
 // Stats returns the counters.
 func (r *Reader) Stats() Stats {
 	return Stats{
-		Records: r.records.Load(), User: r.user.Load(), Invalid: r.invalid.Load(),
+		Records: r.health.Events.Load(), User: r.user.Load(), Invalid: r.invalid.Load(),
 		Overwrites: r.overwrites.Load(), Lost: r.lost.Load(), Suppressed: r.suppressed.Load(),
-		Dropped: r.dropped.Load(), Restarts: r.restarts.Load(),
+		Dropped: r.dropped.Load(), Restarts: r.health.Restarts.Load(),
 	}
 }
 
 // Health reports the reader's state.
-func (r *Reader) Health() event.Health {
-	r.mu.Lock()
-	h := r.health
-	r.mu.Unlock()
-	h.Origins = append([]event.Origin(nil), h.Origins...)
-	h.Events = r.records.Load()
-	h.Losses = r.lossEvents.Load()
-	return h
-}
+func (r *Reader) Health() event.Health { return r.health.Get() }
 
 func (r *Reader) setHealth(st event.HealthState, reason string, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.health.State != st || r.health.Reason != reason {
-		r.health.Since = time.Now()
-	}
-	r.health.State, r.health.Reason, r.health.Errno = st, reason, errnoName(err)
+	r.health.Set(st, reason, err)
 }
 
 // Run reads until ctx is cancelled, then returns nil. It returns an error
@@ -155,7 +143,7 @@ func (r *Reader) Run(ctx context.Context) error {
 		// sequence gap then counts exactly what was missed.
 		Open:     func() (*os.File, error) { return r.open(!st.any) },
 		Live:     func() { r.setHealth(event.HealthLive, "reading "+r.cfg.Path, nil) },
-		Reopened: func() { r.restarts.Add(1) },
+		Reopened: func() { r.health.Restarts.Add(1) },
 		Failed: func(err error) {
 			r.setHealth(event.HealthDegraded, "reopening "+r.cfg.Path+" after error: "+err.Error(), err)
 		},
@@ -191,7 +179,7 @@ type state struct {
 }
 
 func (s *state) loop(ctx context.Context, f *os.File) error {
-	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
+	stop := reopen.UnblockOnDone(ctx, f)
 	defer stop()
 	for {
 		err := s.step(f)
@@ -236,7 +224,7 @@ func (s *state) step(f *os.File) error {
 	if s.any && rec.Seq > s.last+1 {
 		gap := rec.Seq - s.last - 1
 		r.lost.Add(gap)
-		r.lossEvents.Add(1)
+		r.health.Losses.Add(1)
 		r.hub.SendLoss(relay.Loss{Origin: event.OriginKmsg, Count: gap,
 			Reason: fmt.Sprintf("kernel log ring overwrote records %d..%d before they were read", s.last+1, rec.Seq-1)})
 	}
@@ -248,20 +236,9 @@ func (s *state) step(f *os.File) error {
 	if _, k, ok := Suppressed(rec.Text); ok {
 		r.suppressed.Add(k)
 	}
-	r.records.Add(1)
+	r.health.Events.Add(1)
 	if d := r.hub.Send(rec); d > 0 {
 		r.dropped.Add(uint64(d))
 	}
 	return nil
-}
-
-func errnoName(err error) string {
-	var en unix.Errno
-	if errors.As(err, &en) {
-		if n := unix.ErrnoName(en); n != "" {
-			return n
-		}
-		return strconv.Itoa(int(en))
-	}
-	return ""
 }

@@ -13,7 +13,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/sources/internal/looptest"
+	"github.com/notifyd/notifyd/internal/testenv/looptest"
 )
 
 func token() string {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/internal/testenv/mountns"
 	"github.com/notifyd/notifyd/record"
@@ -329,7 +330,7 @@ func checkEvent(t *testing.T, ev *event.Event, origin event.Origin) {
 		if ev.StateKey != "" {
 			t.Errorf("move-from with a state key")
 		}
-	} else if ev.StateKey != record.MountStateKey(m.ID) || ev.StateRemove != (ev.Subtype == event.MountUnmount) {
+	} else if ev.StateKey != eventrec.MountStateKey(m.ID) || ev.StateRemove != (ev.Subtype == event.MountUnmount) {
 		t.Errorf("%s: state %q %v", ev.Subtype, ev.StateKey, ev.StateRemove)
 	}
 	r, _, err := record.Decode(ev.Raw)
@@ -472,7 +473,7 @@ func TestIntegrationSnapshot(t *testing.T) {
 		keys := map[string]bool{}
 		for _, ev := range seeded {
 			if !ev.Snapshot || ev.Subtype != event.SnapshotPresent || ev.Mount == nil || keys[ev.StateKey] ||
-				ev.StateKey != record.MountStateKey(ev.Mount.ID) {
+				ev.StateKey != eventrec.MountStateKey(ev.Mount.ID) {
 				t.Errorf("%s: seed %+v", iface, ev)
 			}
 			keys[ev.StateKey] = true

@@ -40,10 +40,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/sources"
 	"github.com/notifyd/notifyd/sources/internal/fanotify"
 	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/internal/reopen"
 )
 
 // Interfaces Config.Interface can name.
@@ -97,7 +98,11 @@ type Source struct {
 	own   *owners
 
 	attached, detached, moved, changed, rescans, overflows atomic.Uint64
-	lost, vanished, unannounced, resyncs, events, losses   atomic.Uint64
+	lost, vanished, unannounced, resyncs                   atomic.Uint64
+
+	// health is the source's state, its origins and its events and
+	// losses counters (the kernel-reader skeleton's record).
+	health *reopen.Health
 
 	mu      sync.Mutex // the table and publishing
 	running bool
@@ -105,7 +110,6 @@ type Source struct {
 	ghosts  map[uint64]bool // announced with their id only (statmount found them gone)
 	maxID   uint64          // highest unique id seen (fanotify mode)
 	hub     relay.Hub[*event.Event]
-	health  event.Health
 	sink    sources.Sink
 }
 
@@ -124,7 +128,7 @@ func New(cfg Config) *Source {
 	}
 	s := &Source{cfg: cfg, since: time.Now(), own: newOwners(), table: map[uint64]Mount{}, ghosts: map[uint64]bool{}}
 	s.hub.Origin = event.OriginMountinfo
-	s.health = event.Health{Name: "mount", Source: event.SourceMount, State: event.HealthStarting, Since: s.since}
+	s.health = reopen.NewHealth("mount", event.SourceMount)
 	return s
 }
 
@@ -132,24 +136,12 @@ func New(cfg Config) *Source {
 func (s *Source) Name() string { return "mount" }
 
 // Health reports which interface is live and why the other is not.
-func (s *Source) Health() event.Health {
-	s.mu.Lock()
-	h := s.health
-	s.mu.Unlock()
-	h.Origins = append([]event.Origin(nil), h.Origins...)
-	h.Events, h.Losses = s.events.Load(), s.losses.Load()
-	return h
-}
+func (s *Source) Health() event.Health { return s.health.Get() }
 
 func (s *Source) setHealth(st event.HealthState, reason string, err error, origins ...event.Origin) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.health.State != st || s.health.Reason != reason {
-		s.health.Since = time.Now()
-	}
-	s.health.State, s.health.Reason, s.health.Errno = st, reason, errnoName(err)
+	s.health.Set(st, reason, err)
 	if origins != nil {
-		s.health.Origins = origins
+		s.health.SetOrigins(origins...)
 	}
 }
 
@@ -352,7 +344,7 @@ func (s *Source) seed(rows []Mount, origin event.Origin) {
 		s.maxID = max(s.maxID, m.ID)
 		ev := s.newEvent(event.SnapshotPresent, m, origin, 0)
 		ev.Snapshot = true
-		raw, err := record.FromEvent(ev)
+		raw, err := eventrec.FromEvent(ev)
 		if err == nil {
 			ev.Raw = raw
 		}
@@ -371,7 +363,7 @@ func (s *Source) newEvent(sub string, m Mount, origin event.Origin, pid int32) *
 	ev := &event.Event{Time: time.Now(), Source: event.SourceMount, Subtype: sub, Tag: event.NoTag, Origin: origin,
 		Mount: f, Props: m.props()}
 	if sub != event.MountMoveFrom {
-		ev.StateKey = record.MountStateKey(m.ID)
+		ev.StateKey = eventrec.MountStateKey(m.ID)
 		ev.StateRemove = sub == event.MountUnmount || sub == event.MountExpiry
 	}
 	return ev
@@ -401,13 +393,13 @@ func (s *Source) publishChange(c change, origin event.Origin, pid int32) {
 // publish stamps Raw and hands ev to the sink and to subscribers. Called
 // with s.mu held.
 func (s *Source) publish(ev *event.Event) {
-	if raw, err := record.FromEvent(ev); err == nil {
+	if raw, err := eventrec.FromEvent(ev); err == nil {
 		ev.Raw = raw
 	}
 	if ev.Loss != nil {
-		s.losses.Add(1)
+		s.health.Losses.Add(1)
 	} else {
-		s.events.Add(1)
+		s.health.Events.Add(1)
 	}
 	s.hub.Send(ev)
 	s.sink.Publish(ev)
@@ -455,7 +447,7 @@ func (w *watcher) loop(ctx context.Context, f *os.File) error {
 	if err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { f.SetReadDeadline(time.Unix(1, 0)) })
+	stop := reopen.UnblockOnDone(ctx, f)
 	defer stop()
 	// The epoll the runtime poller registered the file with polls it
 	// when the namespace's table changes, and that poll consumes the
@@ -559,14 +551,3 @@ func (w *watcher) rediff(fd int) error {
 }
 
 func u64(v uint64) string { return strconv.FormatUint(v, 10) }
-
-func errnoName(err error) string {
-	var en unix.Errno
-	if errors.As(err, &en) {
-		if n := unix.ErrnoName(en); n != "" {
-			return n
-		}
-		return strconv.Itoa(int(en))
-	}
-	return ""
-}

@@ -136,7 +136,7 @@ func (r *reader) attach(id uint64, pid int32) {
 		s.vanished.Add(1)
 		s.ghosts[id] = true
 		ev := s.newEvent(event.MountNew, Mount{ID: id}, event.OriginFanotify, pid)
-		ev.Props["STATMOUNT_ERROR"] = errnoName(err)
+		ev.Props["STATMOUNT_ERROR"] = reopen.ErrnoName(err)
 		s.attached.Add(1)
 		s.publish(ev)
 		return

@@ -38,10 +38,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/sources"
 	"github.com/notifyd/notifyd/sources/internal/fanotify"
 	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/internal/reopen"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/mount"
 	"github.com/notifyd/notifyd/sources/sysfs"
@@ -179,7 +180,17 @@ func (s *Source) Health() event.Health {
 	if s.cfg.Mounts == nil {
 		fanText += "; no mount source: filesystems mounted later are not marked"
 	}
+	// Every filesystem refused its mark (EPERM without CAP_SYS_ADMIN):
+	// fanotify opened but watches nothing, so it is not an input.
+	noMarks := fanErr == nil && marked == 0 && failed > 0
 	switch {
+	case noMarks && klive:
+		h.State, h.Origins = event.HealthDerived, []event.Origin{event.OriginKmsg}
+		h.Reason = fanText + ": errors and read-only switches from kernel-log lines only"
+	case noMarks:
+		h.State = event.HealthUnavailable
+		h.Reason = fanText + " and " + kh.Name + " " + string(kh.State) + ": " + kh.Reason
+		h.Errno = kh.Errno
 	case fanErr == nil && klive:
 		h.State, h.Origins = event.HealthLive, []event.Origin{event.OriginFanotify, event.OriginKmsg}
 		h.Reason = fanText + "; kernel-log error lines for filesystems that only log (xfs, btrfs)"
@@ -194,11 +205,11 @@ func (s *Source) Health() event.Health {
 	case klive:
 		h.State, h.Origins = event.HealthDerived, []event.Origin{event.OriginKmsg}
 		h.Reason = "no FAN_FS_ERROR (" + fanErr.Error() + "): errors and read-only switches from kernel-log lines only"
-		h.Errno = errnoName(fanErr)
+		h.Errno = reopen.ErrnoName(fanErr)
 	default:
 		h.State = event.HealthUnavailable
 		h.Reason = "no FAN_FS_ERROR (" + fanErr.Error() + ") and " + kh.Name + " " + string(kh.State) + ": " + kh.Reason
-		h.Errno = errnoName(fanErr)
+		h.Errno = reopen.ErrnoName(fanErr)
 	}
 	return h
 }
@@ -353,7 +364,7 @@ func (s *Source) addMount(m *event.MountFields) {
 	fsid, err := s.mark(m.Point, m.Major, m.Minor)
 	if err != nil {
 		s.markFailed.Add(1)
-		n := errnoName(err)
+		n := reopen.ErrnoName(err)
 		if n == "" {
 			n = err.Error()
 		}
@@ -531,7 +542,7 @@ func (s *Source) FromKmsg(r *kmsg.Record) *event.Event {
 	}
 	ev := &event.Event{Time: time.Now(), Source: event.SourceSuperblock, Subtype: l.Subtype, Tag: event.NoTag,
 		Origin: event.OriginKmsg, Superblock: f, Props: p}
-	if raw, err := record.FromEvent(ev); err == nil {
+	if raw, err := eventrec.FromEvent(ev); err == nil {
 		ev.Raw = raw
 	}
 	return ev
@@ -547,7 +558,7 @@ func (s *Source) publishLoss(l *relay.Loss) {
 // StateKey: an error is not a state.
 func (s *Source) publish(ev *event.Event) {
 	if ev.Raw == nil {
-		if raw, err := record.FromEvent(ev); err == nil {
+		if raw, err := eventrec.FromEvent(ev); err == nil {
 			ev.Raw = raw
 		}
 	}
@@ -562,15 +573,4 @@ func (s *Source) publish(ev *event.Event) {
 	if sink != nil {
 		sink.Publish(ev)
 	}
-}
-
-func errnoName(err error) string {
-	var en unix.Errno
-	if errors.As(err, &en) {
-		if n := unix.ErrnoName(en); n != "" {
-			return n
-		}
-		return strconv.Itoa(int(en))
-	}
-	return ""
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
@@ -80,5 +81,23 @@ func TestResyncMounts(t *testing.T) {
 	}
 	if f := s.fss[[2]uint32{0, 40}]; f == nil || f.mounts != 1 || f.marked {
 		t.Errorf("tmpfs: %+v", f)
+	}
+}
+
+// TestHealthNoMarks: fanotify opened but every filesystem refused its
+// mark (EPERM without CAP_SYS_ADMIN) is not a live FAN_FS_ERROR input:
+// the source reports what it really reads.
+func TestHealthNoMarks(t *testing.T) {
+	s := New(Config{SysRoot: fakeSys(t)})
+	s.running, s.fanErr = true, nil
+	s.fss[[2]uint32{8, 1}] = &fs{major: 8, minor: 1, fstype: "ext4", point: "/data", mounts: 1}
+	s.markErrs["EPERM"] = 1
+	h := s.Health()
+	if h.State != event.HealthUnavailable || !strings.Contains(h.Reason, "marks on 0 filesystems (1 could not be marked: 1 EPERM)") {
+		t.Errorf("no kmsg, no marks: %+v", h)
+	}
+	s.fss[[2]uint32{8, 1}].marked = true
+	if h := s.Health(); h.State == event.HealthUnavailable || len(h.Origins) == 0 || h.Origins[0] != event.OriginFanotify {
+		t.Errorf("one mark: %+v", h)
 	}
 }

@@ -8,7 +8,10 @@
 //
 // Only datagrams sent by the kernel (sender nl_pid 0) are accepted; any
 // other sender is forging uevents and its datagrams are counted and
-// dropped. The receive buffer is raised with SO_RCVBUFFORCE (SO_RCVBUF
+// dropped. With the udev view on (Config.Udev) the Monitor also reads
+// udevd's group and hands on udevd's copy of each uevent, with the
+// properties its rules added, in the kernel's order and never twice
+// (udev.go). The receive buffer is raised with SO_RCVBUFFORCE (SO_RCVBUF
 // when that is not permitted). When the kernel still overruns it, recvmsg
 // fails with ENOBUFS: that is loss, not an error, and subscribers get a loss
 // item whose count is estimated from the gaps in the kernel's SEQNUM
@@ -53,6 +56,15 @@ type Config struct {
 	// SeqnumFile is the kernel's last assigned SEQNUM, used to estimate a
 	// loss at the tail of a burst ("" : /sys/kernel/uevent_seqnum).
 	SeqnumFile string
+	// Udev turns the udev view on: UdevOff ("" too), UdevAuto or UdevOn
+	// (see udev.go and docs/sources.md, "The udev view").
+	Udev string
+	// UdevWait is how long a kernel uevent waits for udevd's copy
+	// (0: DefaultUdevWait).
+	UdevWait time.Duration
+	// UdevControl is udevd's control socket, for UdevAuto
+	// ("": DefaultUdevControl).
+	UdevControl string
 }
 
 // Subscription is a consumer's queue of uevents and losses.
@@ -72,6 +84,15 @@ type Stats struct {
 	Restarts  uint64 // socket reopened after an error
 	RcvBuf    int    // effective receive buffer (SO_RCVBUF read back)
 	BufForced bool   // SO_RCVBUFFORCE was permitted
+
+	// The udev view (all 0 when it is off).
+	UdevReceived uint64 // udevd's copies accepted
+	UdevForged   uint64 // udev-group datagrams from an untrusted sender, dropped
+	UdevInvalid  uint64 // udev-group datagrams that did not parse, dropped
+	UdevOverruns uint64 // ENOBUFS on the udev socket (those copies' uevents go on as the kernel's)
+	UdevMerged   uint64 // uevents handed on as udevd's copy
+	UdevTimedOut uint64 // uevents handed on as the kernel's: udevd's copy did not come in time
+	UdevLate     uint64 // udevd's copies that came after their uevent went on, dropped (no duplicates)
 }
 
 // Monitor owns one uevent socket and fans its uevents out.
@@ -81,6 +102,11 @@ type Monitor struct {
 
 	received, forged, invalid, overruns, lost, dropped, restarts atomic.Uint64
 	lossEvents                                                   atomic.Uint64
+
+	// The udev view: merge is nil when it is off.
+	merge                                               *merger
+	udevReason                                          string
+	udevReceived, udevForged, udevInvalid, udevOverruns atomic.Uint64
 
 	mu      sync.Mutex
 	health  event.Health
@@ -96,6 +122,12 @@ func New(cfg Config) *Monitor {
 	}
 	if cfg.SeqnumFile == "" {
 		cfg.SeqnumFile = "/sys/kernel/uevent_seqnum"
+	}
+	if cfg.UdevWait <= 0 {
+		cfg.UdevWait = DefaultUdevWait
+	}
+	if cfg.UdevControl == "" {
+		cfg.UdevControl = DefaultUdevControl
 	}
 	m := &Monitor{cfg: cfg}
 	m.hub.Origin = event.OriginUevent
@@ -113,13 +145,19 @@ func (m *Monitor) Subscribe(match func(*Uevent) bool) *Subscription {
 // Stats returns the counters.
 func (m *Monitor) Stats() Stats {
 	m.mu.Lock()
-	rb, forced := m.rcvbuf, m.forced
+	rb, forced, g := m.rcvbuf, m.forced, m.merge
 	m.mu.Unlock()
-	return Stats{
+	st := Stats{
 		Received: m.received.Load(), Forged: m.forged.Load(), Invalid: m.invalid.Load(),
 		Overruns: m.overruns.Load(), Lost: m.lost.Load(), Dropped: m.dropped.Load(),
 		Restarts: m.restarts.Load(), RcvBuf: rb, BufForced: forced,
+		UdevReceived: m.udevReceived.Load(), UdevForged: m.udevForged.Load(), UdevInvalid: m.udevInvalid.Load(),
+		UdevOverruns: m.udevOverruns.Load(),
 	}
+	if g != nil {
+		st.UdevMerged, st.UdevTimedOut, st.UdevLate = g.stats()
+	}
+	return st
 }
 
 // Health reports the socket's state.
@@ -167,6 +205,31 @@ func (m *Monitor) Run(ctx context.Context) error {
 		m.setHealth(event.HealthUnavailable, "cannot open NETLINK_KOBJECT_UEVENT socket: "+err.Error(), err)
 		return fmt.Errorf("open uevent socket: %w", err)
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if on, why := m.udevEnabled(); on {
+		uc, err := m.openUdev()
+		if err != nil {
+			why = "udev view off: open udev group socket: " + err.Error()
+		} else {
+			g := newMerger(m.cfg.UdevWait, m.send, m.hub.SendLoss)
+			m.mu.Lock()
+			m.merge = g
+			m.mu.Unlock()
+			// Closed once the kernel reader has stopped (and its
+			// last loss is in): what is held goes on, as the
+			// kernel's.
+			defer g.close()
+			wg.Go(func() { m.runUdev(ctx, uc) })
+		}
+		m.mu.Lock()
+		m.udevReason = why
+		m.mu.Unlock()
+	} else {
+		m.mu.Lock()
+		m.udevReason = why
+		m.mu.Unlock()
+	}
 	r := reader{m: m}
 	reopen.Run(ctx, c, reopen.Hooks[*conn]{
 		Read:     r.loop,
@@ -197,7 +260,45 @@ func (m *Monitor) liveReason() string {
 	if !m.forced {
 		how = "SO_RCVBUF (SO_RCVBUFFORCE not permitted)"
 	}
-	return fmt.Sprintf("reading NETLINK_KOBJECT_UEVENT group 1, receive buffer %d bytes via %s", m.rcvbuf, how)
+	r := fmt.Sprintf("reading NETLINK_KOBJECT_UEVENT group 1, receive buffer %d bytes via %s", m.rcvbuf, how)
+	if m.udevReason != "" {
+		r += "; " + m.udevReason
+		if m.merge != nil {
+			r += fmt.Sprintf(", waiting up to %v for udevd's copy of each uevent", m.cfg.UdevWait)
+		}
+	}
+	return r
+}
+
+// runUdev reads udevd's group until ctx ends, reopening after errors (a
+// gap there loses nothing: the kernel's uevents go on as they are).
+func (m *Monitor) runUdev(ctx context.Context, c *conn) {
+	reopen.Run(ctx, c, reopen.Hooks[*conn]{
+		Read:       m.readUdev,
+		Close:      func(c *conn) { c.Close() },
+		Open:       m.openUdev,
+		Live:       func() {},
+		Reopened:   func() {},
+		Failed:     func(error) {},
+		OpenFailed: func(error) {},
+		Stopped:    func() {},
+	})
+}
+
+// deliver hands a kernel uevent on, through the udev view when it is on.
+func (m *Monitor) deliver(u *Uevent) {
+	if g := m.merge; g != nil {
+		g.kernel(u)
+		return
+	}
+	m.send(u)
+}
+
+// send hands a uevent to the subscribers.
+func (m *Monitor) send(u *Uevent) {
+	if d := m.hub.Send(u); d > 0 {
+		m.dropped.Add(uint64(d))
+	}
 }
 
 // conn is the socket on Go's poller.
@@ -267,7 +368,12 @@ func (r *reader) flush(final bool) {
 	r.pending, r.gaps = false, 0
 	r.m.lost.Add(n)
 	r.m.lossEvents.Add(1)
-	r.m.hub.SendLoss(relay.Loss{Origin: event.OriginUevent, Count: n, Estimated: true, Reason: reason})
+	l := relay.Loss{Origin: event.OriginUevent, Count: n, Estimated: true, Reason: reason}
+	if g := r.m.merge; g != nil {
+		g.kernelLoss(l) // after the uevents held before it
+		return
+	}
+	r.m.hub.SendLoss(l)
 }
 
 func readSeqnum(path string) (uint64, error) {
@@ -349,9 +455,7 @@ func (r *reader) handle(buf []byte, n int, from unix.Sockaddr) {
 		}
 	}
 	m.received.Add(1)
-	if d := m.hub.Send(u); d > 0 {
-		m.dropped.Add(uint64(d))
-	}
+	m.deliver(u)
 }
 
 func errnoName(err error) string {

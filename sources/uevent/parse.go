@@ -14,7 +14,18 @@ type Uevent struct {
 	Devpath string            // "/devices/virtual/block/loop0"
 	Props   map[string]string // every KEY=VALUE, ACTION and DEVPATH included
 	Seqnum  uint64            // SEQNUM, 0 when absent
+	// Via is "" for a uevent read from the kernel's group alone, and
+	// ViaUevent or ViaUdev when the Monitor reads udev's group too: then
+	// it names the group this copy came from (docs/sources.md, "The udev
+	// view").
+	Via string
 }
+
+// The values of Uevent.Via (and event.Event.Via).
+const (
+	ViaUevent = "uevent" // the kernel's own uevent (group 1)
+	ViaUdev   = "udev"   // udevd's copy after its rules ran (group 2, libudev header)
+)
 
 // Get returns property key ("" when absent).
 func (u *Uevent) Get(key string) string { return u.Props[key] }

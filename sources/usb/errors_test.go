@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -11,9 +12,13 @@ import (
 
 // errorLines are the failure lines of drivers/usb/core/hub.c as the 6.1
 // source prints them (dev_err/dev_warn prefixes from drivers/base/core.c).
-// None was produced from a real kernel: this project's machines have no
-// USB controller on the host, and the VM's emulated devices enumerate
-// cleanly (docs/sources.md says which lines are seen from where).
+// Most were never produced from a real kernel here: the host has no USB
+// controller and the VM's emulated devices enumerate cleanly. The
+// descriptor-read and enumerate lines are also produced by a real kernel
+// in the VM tier (a raw-gadget device that refuses every request,
+// internal/vm/scenarios TestUSBEnumerationErrors; captured in
+// record/testdata/kernel-6.1/usb-errors.txt). docs/sources.md says which
+// lines are seen from where.
 var errorLines = []struct {
 	text string
 	want ErrorLine
@@ -111,7 +116,7 @@ func TestErrorEvents(t *testing.T) {
 		ev.Props["ERROR_CLASS"] != "descriptor-read" || ev.Props["PORT"] != "1" || ev.Props["KMSG_SEQ"] != "77" {
 		t.Errorf("fields %+v %v", f, ev.Props)
 	}
-	raw, err := record.FromEvent(ev)
+	raw, err := eventrec.FromEvent(ev)
 	if err != nil {
 		t.Fatal(err)
 	}

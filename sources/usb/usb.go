@@ -12,22 +12,26 @@
 // address errors, over-current, a port the hub disabled, …) exist only as
 // kernel-log lines too: they become error events with the port, the
 // errno and a class (ParseError).
+//
+// Every event carries the device's identity (its strings, serial, class,
+// and vendor and product names from the USB ID database), read from sysfs
+// at its add and kept for its resets, errors and remove
+// (sources/identity).
 package usb
 
 import (
 	"context"
-	"errors"
-	"fmt"
+	"iter"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/sources"
-	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/identity"
+	"github.com/notifyd/notifyd/sources/internal/derived"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -38,18 +42,27 @@ type Config struct {
 	Uevents *uevent.Monitor
 	Kmsg    *kmsg.Reader
 	SysRoot string // "": /sys
+	// IDs names vendors, products and classes (nil: the USB ID database
+	// at identity.DefaultIDPaths, when the machine has one).
+	IDs *identity.IDs
+	// Coalesce is the storm-coalescing window for resets of one device
+	// (a device that keeps resetting): resets within it after the first
+	// are folded into one event with their count. 0 turns it off. Adds,
+	// removes and errors are never folded (docs/fanout.md).
+	Coalesce time.Duration
 }
 
 // Source is the USB source. It implements sources.Source.
 type Source struct {
-	cfg            Config
-	events, losses atomic.Uint64
-	since          time.Time
+	cfg Config
+	d   *derived.Source
 
-	mu      sync.Mutex
-	running bool
-	seedErr error
-	speeds  map[string]LogLine // last "new" line per device name
+	mu     sync.Mutex
+	speeds map[string]LogLine // last "new" line per device name
+
+	// ids is each present device's identity, by StateKey, for its
+	// remove, reset and error events.
+	ids identity.Cache[identity.USB]
 }
 
 var _ sources.Source = (*Source)(nil)
@@ -59,145 +72,143 @@ func New(cfg Config) *Source {
 	if cfg.SysRoot == "" {
 		cfg.SysRoot = sysfs.Root
 	}
-	return &Source{cfg: cfg, since: time.Now(), speeds: make(map[string]LogLine)}
+	if cfg.IDs == nil {
+		cfg.IDs = identity.NewIDs()
+	}
+	s := &Source{cfg: cfg, speeds: make(map[string]LogLine)}
+	s.d = derived.New(derived.Spec{
+		Name: "usb", Source: event.SourceUSB,
+		Reason: "this kernel has no USB watch_queue notifications (the RFC usb_notification " +
+			"patches were never merged); add/remove are derived from uevents, resets from kernel-log lines",
+		Short:   "no USB watch_queue notifications in this kernel: derived from uevent and kmsg",
+		Note:    s.idsNote,
+		Uevents: cfg.Uevents, Kmsg: cfg.Kmsg,
+		MatchUevent: func(u *uevent.Uevent) bool {
+			return u.Subsystem() == "usb" && u.Get("DEVTYPE") == "usb_device"
+		},
+		MatchKmsg: func(r *kmsg.Record) bool {
+			return strings.HasPrefix(r.Text, "usb ") || strings.HasPrefix(r.Text, "hub ")
+		},
+		FromUevent: s.uevent,
+		FromKmsg:   s.FromKmsg,
+		Present:    s.present,
+		Complete:   s.identify,
+		Coalesce:   cfg.Coalesce,
+		Foldable:   func(ev *event.Event) bool { return ev.Subtype == event.USBReset },
+		Object:     object,
+	})
+	return s
 }
 
 // Name returns "usb".
-func (s *Source) Name() string { return "usb" }
+func (s *Source) Name() string { return s.d.Name() }
 
-const derivedReason = "this kernel has no USB watch_queue notifications (the RFC usb_notification " +
-	"patches were never merged); add/remove are derived from uevents, resets from kernel-log lines"
-
-// Health reports derived while both inputs run, degraded when one is
-// missing or failing, unavailable when neither runs.
-func (s *Source) Health() event.Health {
-	h := event.Health{Name: "usb", Source: event.SourceUSB, State: event.HealthDerived, Reason: derivedReason,
-		Since: s.since, Events: s.events.Load(), Losses: s.losses.Load()}
-	var bad []string
-	up, parts := 0, 0
-	add := func(p event.Health) {
-		parts++
-		switch p.State {
-		case event.HealthLive, event.HealthDerived, event.HealthStarting:
-			up++
-			h.Origins = append(h.Origins, p.Origins...)
-			return
-		}
-		bad = append(bad, fmt.Sprintf("%s %s: %s", p.Name, p.State, p.Reason))
-		if h.Errno == "" {
-			h.Errno = p.Errno
-		}
-	}
-	if s.cfg.Uevents != nil {
-		add(s.cfg.Uevents.Health())
-	} else {
-		add(event.Health{Name: "uevent", State: event.HealthUnavailable, Reason: "not configured"})
-	}
-	if s.cfg.Kmsg != nil {
-		add(s.cfg.Kmsg.Health())
-	} else {
-		add(event.Health{Name: "kmsg", State: event.HealthUnavailable, Reason: "not configured"})
-	}
-	s.mu.Lock()
-	if s.seedErr != nil {
-		bad = append(bad, "snapshot: "+s.seedErr.Error())
-	}
-	s.mu.Unlock()
-	if len(bad) > 0 {
-		h.State = event.HealthDegraded
-		if up == 0 {
-			h.State = event.HealthUnavailable
-		}
-		h.Reason = strings.Join(bad, "; ") + " (no USB watch_queue notifications in this kernel: derived from uevent and kmsg)"
-	}
-	return h
-}
+// Health reports derived while both inputs run, starting while one is
+// still opening, degraded when one is missing or failing or the snapshot
+// failed, unavailable when neither runs.
+func (s *Source) Health() event.Health { return s.d.Health() }
 
 // Run seeds the present USB devices, then publishes events until ctx is
 // cancelled. It returns an error only when it has no input at all.
-func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
-	s.mu.Lock()
-	if s.running {
-		s.mu.Unlock()
-		return errors.New("usb source already running")
+func (s *Source) Run(ctx context.Context, sink sources.Sink) error { return s.d.Run(ctx, sink) }
+
+// idsNote says where vendor and product names come from.
+func (s *Source) idsNote() string {
+	if p, err := s.cfg.IDs.Path(); p != "" {
+		return "; vendor and product names from " + p
+	} else if err != nil {
+		return "; no USB ID database (" + err.Error() + "): devices are named by their own strings"
 	}
-	s.running = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.running = false
-		s.mu.Unlock()
-	}()
-	if s.cfg.Uevents == nil && s.cfg.Kmsg == nil {
-		return errors.New("start usb source: neither uevents nor kernel log configured")
-	}
-	var wg sync.WaitGroup
-	if s.cfg.Uevents != nil {
-		sub := s.cfg.Uevents.Subscribe(func(u *uevent.Uevent) bool {
-			return u.Subsystem() == "usb" && u.Get("DEVTYPE") == "usb_device"
-		})
-		defer sub.Close()
-		wg.Go(func() {
-			relay.Pump(ctx, sub, func(u *uevent.Uevent) {
-				if ev := s.FromUevent(u); ev != nil {
-					s.publish(sink, ev)
-				}
-			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
-		})
-	}
-	if s.cfg.Kmsg != nil {
-		sub := s.cfg.Kmsg.Subscribe(func(r *kmsg.Record) bool {
-			return strings.HasPrefix(r.Text, "usb ") || strings.HasPrefix(r.Text, "hub ")
-		})
-		defer sub.Close()
-		wg.Go(func() {
-			relay.Pump(ctx, sub, func(r *kmsg.Record) {
-				if ev := s.FromKmsg(r); ev != nil {
-					s.publish(sink, ev)
-				}
-			}, func(l *relay.Loss) { s.publishLoss(sink, l) })
-		})
-	}
-	s.seed(sink)
-	wg.Wait()
-	return nil
+	return ""
 }
 
-func (s *Source) seed(sink sources.Sink) {
-	devs, err := sysfs.USBDevices(s.cfg.SysRoot)
-	s.mu.Lock()
-	s.seedErr = err
-	s.mu.Unlock()
-	for _, d := range devs {
-		sub := record.USBAdd
-		if d.RootHub {
-			sub = record.USBBusAdd
+// uevent maps a usb_device uevent: a bind refreshes the device's
+// identity (it is configured: its interfaces exist now, which name the
+// class of a device whose class is "defined at interface level");
+// add and remove are events (FromUevent).
+func (s *Source) uevent(u *uevent.Uevent) *event.Event {
+	if u.Action == "bind" {
+		s.refresh(u.Name())
+		return nil
+	}
+	return s.FromUevent(u)
+}
+
+// stateKey is the StateKey of events about device name ("usb:1-1.2").
+func stateKey(name string) string { return "usb:" + name }
+
+// object is the device an event is about ("usb:1-1.2"), resets and
+// errors included.
+func object(ev *event.Event) string {
+	if ev.StateKey != "" {
+		return ev.StateKey
+	}
+	if u := ev.USB; u != nil && u.Name != "" {
+		return stateKey(u.Name)
+	}
+	return ""
+}
+
+// refresh reads a present device's identity again into the cache.
+func (s *Source) refresh(name string) {
+	if id, ok := identity.ReadUSB(s.cfg.SysRoot, name, s.cfg.IDs); ok {
+		s.ids.Put(stateKey(name), id)
+	}
+}
+
+// identify fills ev's identity: read from sysfs now for add, from the
+// cache for remove, reset and error (read now for a device not seen
+// before, when it is still there).
+func (s *Source) identify(ev *event.Event) {
+	u := ev.USB
+	if u == nil || u.Name == "" {
+		return
+	}
+	key := stateKey(u.Name)
+	var id identity.USB
+	var ok bool
+	switch ev.Subtype {
+	case event.USBRemove, event.USBBusRemove:
+		id, ok = s.ids.Delete(key)
+	case event.USBAdd, event.USBBusAdd:
+		if id, ok = identity.ReadUSB(s.cfg.SysRoot, u.Name, s.cfg.IDs); ok {
+			s.ids.Put(key, id)
 		}
-		sink.Seed(&event.Event{
-			Time: time.Now(), Source: event.SourceUSB, Subtype: event.SnapshotPresent, Tag: event.NoTag,
-			Origin: event.OriginSysfs,
-			USB: &event.USBFields{Name: d.Name, Busnum: d.Busnum, Devnum: d.Devnum, VendorID: d.VendorID,
-				ProductID: d.Product, Speed: d.Speed},
-			StateKey: "usb:" + d.Name,
-			Snapshot: true,
-			Raw:      record.EncodeUSB(sub, d.Name, 0),
-		})
+	default:
+		if id, ok = s.ids.Get(key); !ok {
+			if id, ok = identity.ReadUSB(s.cfg.SysRoot, u.Name, s.cfg.IDs); ok {
+				s.ids.Put(key, id)
+			}
+		}
+	}
+	if ok {
+		id.Apply(u)
 	}
 }
 
-func (s *Source) publish(sink sources.Sink, ev *event.Event) {
-	if raw, err := record.FromEvent(ev); err == nil {
-		ev.Raw = raw
-	}
-	s.events.Add(1)
-	sink.Publish(ev)
-}
-
-func (s *Source) publishLoss(sink sources.Sink, l *relay.Loss) {
-	ev := event.NewLoss(event.SourceUSB, l.Origin, l.Count, l.Reason)
-	ev.Loss.Estimated = l.Estimated
-	s.losses.Add(1)
-	sink.Publish(ev)
+// present lists the USB devices in sysfs as snapshot events, reading
+// each one's identity as it goes.
+func (s *Source) present() (iter.Seq[*event.Event], error) {
+	devs, err := sysfs.USBDevices(s.cfg.SysRoot)
+	return func(yield func(*event.Event) bool) {
+		for _, d := range devs {
+			sub := record.USBAdd
+			if d.RootHub {
+				sub = record.USBBusAdd
+			}
+			f := &event.USBFields{Name: d.Name, Busnum: d.Busnum, Devnum: d.Devnum, VendorID: d.VendorID,
+				ProductID: d.Product, Speed: d.Speed}
+			if id, ok := identity.ReadUSB(s.cfg.SysRoot, d.Name, s.cfg.IDs); ok {
+				id.Apply(f)
+				s.ids.Put(stateKey(d.Name), id)
+			}
+			// A root hub is recorded as the bus add it would have been.
+			ev := &event.Event{USB: f, StateKey: stateKey(d.Name), Raw: record.EncodeUSB(sub, d.Name, 0)}
+			if !yield(ev) {
+				return
+			}
+		}
+	}, err
 }
 
 // FromUevent maps a usb_device add/remove uevent to an event (without
@@ -236,7 +247,7 @@ func (s *Source) FromUevent(u *uevent.Uevent) *event.Event {
 	}
 	return &event.Event{
 		Time: time.Now(), Source: event.SourceUSB, Subtype: sub, Tag: event.NoTag, Origin: event.OriginUevent,
-		USB: f, Props: u.Props, StateKey: "usb:" + name, StateRemove: u.Action == "remove",
+		Via: u.Via, USB: f, Props: u.Props, StateKey: stateKey(name), StateRemove: u.Action == "remove",
 	}
 }
 
@@ -331,7 +342,7 @@ func (s *Source) FromKmsg(r *kmsg.Record) *event.Event {
 	// it neither replaces the device in the current-state table nor is
 	// folded with its add/remove by the coalesce policy.
 	if sub != event.USBReset {
-		ev.StateKey, ev.StateRemove = "usb:"+l.Name, sub == event.USBRemove
+		ev.StateKey, ev.StateRemove = stateKey(l.Name), sub == event.USBRemove
 	}
 	return ev
 }

@@ -7,7 +7,9 @@ import (
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
 	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -43,18 +45,7 @@ func parseVM(t *testing.T, line string) *uevent.Uevent {
 	return u
 }
 
-func decodeUSB(t *testing.T, raw []byte) *record.USB {
-	t.Helper()
-	r, n, err := record.Decode(raw)
-	if err != nil || n != len(raw) {
-		t.Fatalf("decode %x: %v", raw, err)
-	}
-	u, ok := r.(*record.USB)
-	if !ok {
-		t.Fatalf("raw is %T", r)
-	}
-	return u
-}
+func decodeUSB(t *testing.T, raw []byte) *record.USB { return derivedtest.Record[*record.USB](t, raw) }
 
 func TestFromUevent(t *testing.T) {
 	s := New(Config{SysRoot: t.TempDir()})
@@ -91,7 +82,7 @@ func TestFromUevent(t *testing.T) {
 			ev.StateRemove != (w.sub == event.USBRemove) {
 			t.Errorf("%s: got %+v %+v", l, ev, f)
 		}
-		raw, err := record.FromEvent(ev)
+		raw, err := eventrec.FromEvent(ev)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -151,7 +142,7 @@ func TestFromKmsg(t *testing.T) {
 func TestSeed(t *testing.T) {
 	s := New(Config{SysRoot: fakeUSB(t)})
 	sink := &sinktest.Sink{}
-	s.seed(sink)
+	s.d.Seed(sink)
 	got := sink.Seeded()
 	if len(got) != 2 {
 		t.Fatalf("seeded %d, want usb1 and 1-1", len(got))
@@ -165,8 +156,7 @@ func TestSeed(t *testing.T) {
 	}
 	// No USB at all: nothing, and no error.
 	s = New(Config{SysRoot: t.TempDir()})
-	s.seed(sink)
-	if s.seedErr != nil {
-		t.Errorf("no USB: %v", s.seedErr)
+	if err := s.d.Seed(sink); err != nil {
+		t.Errorf("no USB: %v", err)
 	}
 }

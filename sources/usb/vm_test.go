@@ -11,6 +11,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/internal/vm/guest"
+	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
 	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -52,26 +53,8 @@ func TestIntegrationVMHotplugReset(t *testing.T) {
 
 	mon := uevent.New(uevent.Config{})
 	km := kmsg.New(kmsg.Config{})
-	src := New(Config{Uevents: mon, Kmsg: km})
 	sink := &sinktest.Sink{}
-	ctx, cancel := context.WithCancel(context.Background())
-	errs := make(chan error, 3)
-	go func() { errs <- mon.Run(ctx) }()
-	go func() { errs <- km.Run(ctx) }()
-	go func() { errs <- src.Run(ctx, sink) }()
-	defer func() {
-		cancel()
-		for range 3 {
-			if err := <-errs; err != nil {
-				t.Errorf("run: %v", err)
-			}
-		}
-	}()
-	for deadline := time.Now().Add(10 * time.Second); src.Health().State != event.HealthDerived; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("usb source not running: %+v", src.Health())
-		}
-	}
+	derivedtest.Run(t, New(Config{Uevents: mon, Kmsg: km}), sink, mon, km)
 	hctx, hcancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer hcancel()
 

@@ -24,10 +24,11 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/internal/testenv"
 	"github.com/notifyd/notifyd/metrics"
-	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources"
 	"github.com/notifyd/notifyd/sources/block"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
@@ -78,14 +79,15 @@ type daemon struct {
 	counts *metrics.Events
 }
 
-// startDaemon serves hub on addr; with sources it runs the real block
-// source (uevents and /dev/kmsg) into it.
-func startDaemon(t *testing.T, hub *fanout.Hub, addr, tokenFile string, sources bool) *daemon {
+// startDaemon serves hub on addr; with own it runs the real block source
+// (uevents and /dev/kmsg) into it, keeping only the events of the
+// devices this test attached (see ownDevices).
+func startDaemon(t *testing.T, hub *fanout.Hub, addr, tokenFile string, own *ownDevices) *daemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &daemon{hub: hub, cancel: cancel, counts: metrics.NewEvents()}
 	var health func() []event.Health
-	if sources {
+	if own != nil {
 		mon := uevent.New(uevent.Config{})
 		klog := kmsg.New(kmsg.Config{})
 		blk := block.New(block.Config{Uevents: mon, Kmsg: klog})
@@ -93,7 +95,7 @@ func startDaemon(t *testing.T, hub *fanout.Hub, addr, tokenFile string, sources 
 		d.wg.Go(func() { mon.Run(ctx) })
 		d.wg.Go(func() { klog.Run(ctx) })
 		d.wg.Go(func() {
-			if err := blk.Run(ctx, d.counts.Sink(hub)); err != nil {
+			if err := blk.Run(ctx, own.sink(d.counts.Sink(hub))); err != nil {
 				t.Errorf("block source: %v", err)
 			}
 		})
@@ -310,27 +312,93 @@ func checkDeviceColumn(p *page, width int) {
 	}
 }
 
+// ownDevices is the set of block devices a test attached. The host's
+// uevent stream and kernel log are shared with every other process on
+// the machine (other test packages run in parallel: storms of change
+// uevents, loop devices of their own); the test's daemon publishes only
+// the events of its own devices, so another process's load can neither
+// fill the page's queue nor add rows the test does not expect. Loss
+// events pass: a loss in the shared kernel stream is the test's too.
+type ownDevices struct {
+	mu    sync.Mutex
+	names map[string]bool
+}
+
+func newOwnDevices() *ownDevices { return &ownDevices{names: map[string]bool{}} }
+
+func (o *ownDevices) add(name string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.names[name] = true
+}
+
+func (o *ownDevices) has(ev *event.Event) bool {
+	if ev.Loss != nil {
+		return true
+	}
+	if ev.Block == nil {
+		return false
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.names[ev.Block.Device]
+}
+
+// sink wraps next so that only own devices' events (and losses) pass.
+func (o *ownDevices) sink(next sources.Sink) sources.Sink { return ownSink{o, next} }
+
+type ownSink struct {
+	own  *ownDevices
+	next sources.Sink
+}
+
+func (s ownSink) Publish(ev *event.Event) {
+	if s.own.has(ev) {
+		s.next.Publish(ev)
+	}
+}
+
+func (s ownSink) Seed(ev *event.Event) {
+	if s.own.has(ev) {
+		s.next.Seed(ev)
+	}
+}
+
 // loop is a loop device attached to a small backing file.
 type loop struct {
 	dev  string // "/dev/loop3"
 	name string // "loop3"
 }
 
-func attachLoop(t *testing.T, losetup string) (*loop, time.Time) {
+// attachLoop attaches a loop device and adds it to own before the
+// kernel announces it: it asks for a free device, names it own, then
+// attaches that one (and tries the next free one when another process
+// took it in between).
+func attachLoop(t *testing.T, losetup string, own *ownDevices) (*loop, time.Time) {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "backing.img")
 	if err := os.WriteFile(f, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(losetup, "--find", "--show", f).CombinedOutput()
-	done := time.Now()
-	if err != nil {
-		testenv.Require(t, fmt.Errorf("%v: %s", err, bytes.TrimSpace(out)), "attach a loop device", "modprobe loop")
+	var errs []string
+	for range 20 {
+		out, err := exec.Command(losetup, "--find").CombinedOutput()
+		if err != nil {
+			testenv.Require(t, fmt.Errorf("%v: %s", err, bytes.TrimSpace(out)), "find a free loop device", "modprobe loop")
+		}
+		dev := strings.TrimSpace(string(out))
+		own.add(filepath.Base(dev))
+		out, err = exec.Command(losetup, dev, f).CombinedOutput()
+		done := time.Now()
+		if err == nil {
+			l := &loop{dev: dev, name: filepath.Base(dev)}
+			t.Cleanup(func() { l.detach(losetup) })
+			return l, done
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v: %s", dev, err, bytes.TrimSpace(out)))
 	}
-	dev := strings.TrimSpace(string(out))
-	l := &loop{dev: dev, name: filepath.Base(dev)}
-	t.Cleanup(func() { l.detach(losetup) })
-	return l, done
+	testenv.Require(t, fmt.Errorf("%s", strings.Join(errs, "; ")), "attach a loop device", "modprobe loop")
+	return nil, time.Time{}
 }
 
 func (l *loop) detach(losetup string) error {
@@ -351,7 +419,7 @@ func synthetic(name string, minor uint32) *event.Event {
 		Props:    map[string]string{"NOTIFYD_TEST": "synthetic"},
 		StateKey: fmt.Sprintf("block:259:%d", minor),
 	}
-	if raw, err := record.FromEvent(ev); err == nil {
+	if raw, err := eventrec.FromEvent(ev); err == nil {
 		ev.Raw = raw
 	}
 	return ev
@@ -390,7 +458,8 @@ func TestIntegrationDashboard(t *testing.T) {
 	tokenFile := filepath.Join(t.TempDir(), "token")
 
 	hub := fanout.New(fanout.Config{})
-	d := startDaemon(t, hub, "127.0.0.1:0", tokenFile, true)
+	own := newOwnDevices()
+	d := startDaemon(t, hub, "127.0.0.1:0", tokenFile, own)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -419,14 +488,14 @@ func TestIntegrationDashboard(t *testing.T) {
 	p.wait("own subscription listed", `!!document.querySelector('#subs tr.mine')`, 5*time.Second)
 
 	// 2. A loop device attached on the host appears within a second.
-	a, attached := attachLoop(t, losetup)
+	a, attached := attachLoop(t, losetup, own)
 	p.wait("loop attach event in the table", `!!document.querySelector('`+rowSel(a.name)+`')`, time.Second-time.Since(attached))
 	t.Logf("%s attach: row in the table %v after losetup returned", a.name, time.Since(attached).Round(time.Millisecond))
-	b, _ := attachLoop(t, losetup)
+	b, _ := attachLoop(t, losetup, own)
 	p.wait("second loop device", `!!document.querySelector('`+rowSel(b.name)+`')`, 5*time.Second)
 	// A third device attached and detached: more real events, and more
 	// subtypes, for the screenshots.
-	c, _ := attachLoop(t, losetup)
+	c, _ := attachLoop(t, losetup, own)
 	if err := c.detach(losetup); err != nil {
 		t.Fatalf("detach %s: %v", c.name, err)
 	}
@@ -618,7 +687,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	if hub2.Epoch() != epoch {
 		t.Fatalf("restored epoch %x, want %x", hub2.Epoch(), epoch)
 	}
-	d2 := startDaemon(t, hub2, d.addr, tokenFile, true)
+	d2 := startDaemon(t, hub2, d.addr, tokenFile, own)
 	t.Cleanup(func() { d2.stop(); hub2.Close() })
 	took := p.wait("recovered after restart", `document.getElementById("recovery").dataset.recovered === "true" &&
 		document.getElementById("conn").dataset.state === "live"`, 20*time.Second)
@@ -635,7 +704,7 @@ func TestIntegrationDashboard(t *testing.T) {
 	p.shot("recovered")
 
 	// The new server's events still arrive live.
-	e, _ := attachLoop(t, losetup)
+	e, _ := attachLoop(t, losetup, own)
 	p.wait("live after restart", `!!document.querySelector('`+rowSel(e.name)+`')`, 5*time.Second)
 }
 
@@ -686,7 +755,7 @@ func TestIntegrationDashboardNotRecovered(t *testing.T) {
 	chromium := testenv.LookPath(t, "chromium", "apt-get install chromium")
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	hub := fanout.New(fanout.Config{})
-	d := startDaemon(t, hub, "127.0.0.1:0", tokenFile, false)
+	d := startDaemon(t, hub, "127.0.0.1:0", tokenFile, nil)
 	p := newPage(t, browser(t, chromium), artifactsDir(t))
 	p.do(chromedp.Navigate("http://" + d.addr + "/#token=" + d.token))
 	p.wait("connected", `document.getElementById("conn").dataset.state === "live"`, 10*time.Second)
@@ -700,7 +769,7 @@ func TestIntegrationDashboardNotRecovered(t *testing.T) {
 	if hub2.Epoch() == hub.Epoch() {
 		t.Fatal("fresh hub has the same epoch")
 	}
-	d2 := startDaemon(t, hub2, d.addr, tokenFile, false)
+	d2 := startDaemon(t, hub2, d.addr, tokenFile, nil)
 	defer d2.stop()
 	p.wait("not recovered", `document.getElementById("recovery").dataset.recovered === "false" &&
 		document.getElementById("conn").dataset.state === "live"`, 20*time.Second)

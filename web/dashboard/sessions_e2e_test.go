@@ -296,7 +296,7 @@ func TestIntegrationDashboardHistoryPanes(t *testing.T) {
 	chromium := testenv.LookPath(t, "chromium", "apt-get install chromium")
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
-	d := startDaemon(t, hub, "127.0.0.1:0", filepath.Join(t.TempDir(), "token"), false)
+	d := startDaemon(t, hub, "127.0.0.1:0", filepath.Join(t.TempDir(), "token"), nil)
 	defer d.stop()
 	for i := range 3000 {
 		if i%10 == 9 {

@@ -3,7 +3,8 @@
 // does for every kernel interface notifyd reads: key and keyring
 // notifications of every subtype, queue overflow and its loss record,
 // removal records on key garbage collection, keyutils' "keyctl watch" on
-// the same keyring, USB add/remove/bind uevents and USB reset, block I/O
+// the same keyring, USB add/remove/bind uevents and USB reset, USB
+// enumeration failures (a Raw Gadget device on dummy_hcd), block I/O
 // errors from scsi_debug and from a loop device on dm-error, and loop
 // attach/detach uevents.
 //

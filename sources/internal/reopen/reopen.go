@@ -1,8 +1,14 @@
-// Package reopen supervises a kernel reader that must survive errors: it
-// reads from a handle until the read fails, closes it, and opens a new one
-// with exponential back-off (100 ms doubling to 10 s, back to 100 ms after
-// a minute of good reading), until the context ends. The uevent monitor and
-// the kmsg reader share it; what differs between them is in the hooks.
+// Package reopen is the one skeleton of notifyd's kernel readers: a
+// supervisor that reads from a handle until the read fails, closes it, and
+// opens a new one with exponential back-off (by default 100 ms doubling to
+// 10 s, back to the start after a minute of good reading), until the
+// context ends; and Health, the record of a reader's state and counters
+// that its hooks report into. The notification-pipe reader of the key
+// source, the uevent monitor, the kmsg reader and the fanotify group of
+// the mount source share it; what differs between them is in the hooks.
+// Each reader's handle sits on Go's runtime poller, so that its Read
+// blocks without a thread and closing the handle (or a read deadline)
+// unblocks it.
 package reopen
 
 import (
@@ -28,11 +34,38 @@ type Hooks[H any] struct {
 	OpenFailed func(err error)   // a reopen failed; back-off continues
 	Reopened   func()            // a reopen succeeded
 	Stopped    func()            // ctx ended; called once, last
+
+	// MinBackoff and MaxBackoff bound the delay before a reopen; zero
+	// means the package's MinBackoff and MaxBackoff.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (k *Hooks[H]) bounds() (lo, hi time.Duration) {
+	lo, hi = k.MinBackoff, k.MaxBackoff
+	if lo <= 0 {
+		lo = MinBackoff
+	}
+	if hi <= 0 {
+		hi = MaxBackoff
+	}
+	return lo, max(lo, hi)
+}
+
+// Supervise opens the first handle itself, with the same back-off as a
+// reopen (OpenFailed reports each failure), and then runs as Run.
+// Reopened is not called for the first handle. It returns when ctx ends.
+func Supervise[H any](ctx context.Context, k Hooks[H]) {
+	lo, hi := k.bounds()
+	backoff := lo
+	if h, ok := open(ctx, &k, &backoff, hi, true); ok {
+		Run(ctx, h, k)
+	}
 }
 
 // Run reads from h, already open, until ctx is done, reopening as above.
 func Run[H any](ctx context.Context, h H, k Hooks[H]) {
-	backoff := MinBackoff
+	lo, hi := k.bounds()
+	backoff := lo
 	for {
 		k.Live()
 		started := time.Now()
@@ -44,23 +77,52 @@ func Run[H any](ctx context.Context, h H, k Hooks[H]) {
 		}
 		k.Failed(err)
 		if time.Since(started) > ResetAfter {
-			backoff = MinBackoff
+			backoff = lo
 		}
-		for {
+		var ok bool
+		if h, ok = open(ctx, &k, &backoff, hi, false); !ok {
+			return
+		}
+	}
+}
+
+// open opens a handle, trying again with back-off until it succeeds or
+// ctx ends (then it calls Stopped and returns false). The first open tries
+// at once; a reopen (first false) waits first and calls Reopened when it
+// succeeds.
+func open[H any](ctx context.Context, k *Hooks[H], backoff *time.Duration, hi time.Duration, first bool) (H, bool) {
+	for wait := !first; ; wait = true {
+		if wait {
 			select {
 			case <-ctx.Done():
 				k.Stopped()
-				return
-			case <-time.After(backoff):
+				var zero H
+				return zero, false
+			case <-time.After(*backoff):
 			}
-			backoff = min(backoff*2, MaxBackoff)
-			nh, err := k.Open()
-			if err == nil {
-				h = nh
-				k.Reopened()
-				break
-			}
-			k.OpenFailed(err)
+			*backoff = min(*backoff*2, hi)
 		}
+		h, err := k.Open()
+		if err == nil {
+			if !first {
+				k.Reopened()
+			}
+			return h, true
+		}
+		k.OpenFailed(err)
 	}
+}
+
+// Deadliner is a handle on the runtime poller whose blocked Read a
+// deadline in the past unblocks (*os.File, *watchqueue.Queue).
+type Deadliner interface {
+	SetReadDeadline(t time.Time) error
+}
+
+// UnblockOnDone makes a Read on d that is blocked, or starts, after ctx
+// ends return at once (with os.ErrDeadlineExceeded): the one way every
+// kernel reader's Read hook honours ctx. Call the returned stop when the
+// read loop ends.
+func UnblockOnDone(ctx context.Context, d Deadliner) (stop func() bool) {
+	return context.AfterFunc(ctx, func() { d.SetReadDeadline(time.Unix(1, 0)) })
 }

@@ -83,3 +83,47 @@ func TestRunStopsDuringBackoff(t *testing.T) {
 		}
 	})
 }
+
+// TestSuperviseFirstOpen: Supervise retries the first open with the
+// configured back-off, reports each failure, does not call Reopened for
+// the first handle, and then reads as Run does.
+func TestSuperviseFirstOpen(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		var log []string
+		var opens []time.Duration
+		start := time.Now()
+		fails := 2
+		Supervise(ctx, Hooks[int]{
+			Open: func() (int, error) {
+				opens = append(opens, time.Since(start))
+				if fails > 0 {
+					fails--
+					return 0, errors.New("busy")
+				}
+				return 7, nil
+			},
+			Read: func(ctx context.Context, h int) error {
+				log = append(log, "read")
+				cancel()
+				<-ctx.Done()
+				return ctx.Err()
+			},
+			Close:      func(int) { log = append(log, "close") },
+			Live:       func() { log = append(log, "live") },
+			Failed:     func(error) { log = append(log, "failed") },
+			OpenFailed: func(error) { log = append(log, "openfailed") },
+			Reopened:   func() { log = append(log, "reopened") },
+			Stopped:    func() { log = append(log, "stopped") },
+			MinBackoff: time.Second,
+			MaxBackoff: 3 * time.Second,
+		})
+		want := []string{"openfailed", "openfailed", "live", "read", "close", "stopped"}
+		if !slices.Equal(log, want) {
+			t.Fatalf("hooks called %v, want %v", log, want)
+		}
+		if wantOpens := []time.Duration{0, time.Second, 3 * time.Second}; !slices.Equal(opens, wantOpens) {
+			t.Fatalf("opens at %v, want %v", opens, wantOpens)
+		}
+	})
+}

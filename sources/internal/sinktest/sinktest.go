@@ -95,3 +95,35 @@ func (s *Sink) WaitErr(from int, timeout time.Duration, match func(*event.Event)
 		}
 	}
 }
+
+// WaitAll returns what was published once ok holds for all of it, or
+// fails t after timeout, printing what was published.
+func (s *Sink) WaitAll(t testing.TB, timeout time.Duration, what string, ok func([]*event.Event) bool) []*event.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		s.mu.Lock()
+		evs := append([]*event.Event(nil), s.published...)
+		if ok(evs) {
+			s.mu.Unlock()
+			return evs
+		}
+		if s.wake == nil {
+			s.wake = make(chan struct{})
+		}
+		w := s.wake
+		s.mu.Unlock()
+		select {
+		case <-w:
+		case <-ctx.Done():
+			var b []byte
+			for _, e := range evs {
+				b = append(b, "\n  "...)
+				b = append(b, e.JSON()...)
+			}
+			t.Fatalf("timed out after %v waiting for %s; published:%s", timeout, what, b)
+			return nil
+		}
+	}
+}

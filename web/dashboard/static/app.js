@@ -712,6 +712,103 @@ function fmtTime(iso) {
   return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
 
+// ---- The device column: one readable line per event, built from
+// whatever identity the event carries (docs/dashboard.md, "Rows").
+// Every field is optional: an older daemon, a device that was never seen
+// while present, or a source that does not know it leaves it out, and the
+// line falls back to the kernel's names.
+const HEX4 = /^[0-9a-f]{4}$/i;
+const ERRNO = { 1: "EPERM", 2: "ENOENT", 5: "EIO", 11: "EAGAIN", 12: "ENOMEM", 19: "ENODEV", 22: "EINVAL", 28: "ENOSPC",
+  30: "EROFS", 32: "EPIPE", 62: "ETIME", 71: "EPROTO", 74: "EBADMSG", 75: "EOVERFLOW", 108: "ESHUTDOWN", 110: "ETIMEDOUT", 117: "EUCLEAN" };
+const errnoText = (n) => ERRNO[n] ? `${ERRNO[n]} (${n})` : `errno ${n}`;
+const nonEmpty = (...vs) => vs.map((v) => (v === undefined || v === null ? "" : String(v).trim())).filter(Boolean);
+
+// fmtBytes: 1048576 → "1 MiB", 16000000000 → "14.9 GiB".
+function fmtBytes(n) {
+  n = Number(n);
+  if (!isFinite(n) || n <= 0) return "";
+  const units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i === 0 ? n : n >= 100 || Number.isInteger(n) ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
+// usbIDs: "0781:5581" from vendor_id/product_id, or from vendor/product
+// when those are the four hex digits of the ids.
+function usbIDs(u) {
+  const v = u.vendor_id ?? (HEX4.test(u.vendor || "") ? u.vendor : "");
+  const p = u.product_id ?? (HEX4.test(u.product || "") ? u.product : "");
+  return v && p ? `${v}:${p}` : "";
+}
+
+// usbName: "SanDisk Ultra" — the names from the USB ID database
+// (vendor_name, product_name), else the device's own strings
+// (manufacturer, product_string); "" when the event has neither.
+function usbName(u) {
+  const product = u.product_name || u.product_string || (HEX4.test(u.product || "") ? "" : u.product);
+  const vendor = u.vendor_name || u.manufacturer || (u.vendor && !HEX4.test(u.vendor) ? u.vendor : "");
+  if (product && vendor && product.toLowerCase().startsWith(vendor.toLowerCase())) return product;
+  return nonEmpty(vendor, product).join(" ");
+}
+
+function usbSummary(u) {
+  const name = usbName(u), ids = usbIDs(u);
+  let s = name ? `${name} (${[ids, u.name].filter(Boolean).join(", ")})` : [u.name, ids].filter(Boolean).join(" ");
+  if (u.speed) s += ` · ${u.speed}`;
+  if (u.driver) s += ` · ${u.driver}`;
+  if (u.error || u.class) {
+    const what = u.class ? `${u.class} error` : "error";
+    s += ` · ${what}${u.port ? ` on port ${u.port}` : ""}${u.error ? `: ${errnoText(u.error)}` : ""}`;
+  }
+  return s;
+}
+
+// blockName: "WDC WD10EZEX" from vendor and model, else the udev label.
+function blockName(b) {
+  const model = b.model || "", vendor = b.vendor || "";
+  if (model && vendor && model.toLowerCase().startsWith(vendor.toLowerCase())) return model;
+  return nonEmpty(vendor, model).join(" ");
+}
+
+function blockSummary(b) {
+  const kname = b.device ? `${b.device} (${b.dev})` : b.dev;
+  const name = blockName(b);
+  const parts = [name ? `${name} · ${kname}` : kname];
+  const size = fmtBytes(b.size_bytes ?? b.size);
+  if (size) parts.push(size);
+  if (b.label) parts.push(`“${b.label}”`);
+  if (b.fs_type) parts.push(b.fs_type);
+  if (b.removable) parts.push("removable");
+  if (b.read_only) parts.push("read-only");
+  if (b.backing_file) parts.push(`backed by ${b.backing_file}`);
+  if (b.sector !== undefined && b.sector !== null) parts.push(`sector ${b.sector}`);
+  return parts.join(" · ");
+}
+
+function mountSummary(ev, m) {
+  const where = m.point || (m.id ? `mount ${m.id}` : "");
+  // "ext4 from /dev/sdb1"; a pseudo filesystem's source is its type
+  // ("tmpfs", "proc") or "none": not repeated.
+  const what = nonEmpty(m.fstype, m.source && m.source !== "none" && m.source !== m.fstype ? `from ${m.source}` : "").join(" ");
+  let s = [where, what].filter(Boolean).join(" · ");
+  if (m.old_point && m.old_point !== m.point) s += ` · moved from ${m.old_point}`;
+  if (ev.subtype === "readonly") s += m.readonly ? " · now read-only" : " · now read-write";
+  else if (m.readonly) s += " · ro";
+  if (m.old_options && m.options && m.old_options !== m.options) s += ` · options ${m.old_options} → ${m.options}`;
+  if (m.propagation) s += ` · ${m.propagation}`;
+  return s;
+}
+
+function superblockSummary(ev, sb) {
+  const kname = sb.device ? `${sb.device} (${sb.dev})` : sb.dev;
+  let s = [sb.point || "", sb.fstype || "", kname].filter(Boolean).join(" · ");
+  if (sb.errno) s += ` · ${errnoText(sb.errno)}`;
+  if (sb.error_count) s += ` · ${plural(sb.error_count, "error")} so far`;
+  if (sb.inode) s += ` · inode ${sb.inode}`;
+  if (ev.subtype === "readonly") s += " · forced read-only";
+  return s;
+}
+
 function summary(ev) {
   if (ev.loss) {
     const n = ev.loss.count === null || ev.loss.count === undefined ? "unknown number of" : fmtInt(ev.loss.count) + (ev.loss.estimated ? " (estimated)" : "");
@@ -719,11 +816,7 @@ function summary(ev) {
     return `${n} events lost${range}${ev.loss.reason ? " · " + ev.loss.reason : ""}`;
   }
   const parts = [];
-  if (ev.block) {
-    let s = ev.block.device ? `${ev.block.device} (${ev.block.dev})` : ev.block.dev;
-    if (ev.block.sector !== undefined) s += ` sector ${ev.block.sector}`;
-    parts.push(s);
-  }
+  if (ev.block) parts.push(blockSummary(ev.block));
   if (ev.key) {
     let s = `key ${ev.key.id}`;
     if (ev.key.aux) s += ` aux ${ev.key.aux}`;
@@ -731,16 +824,62 @@ function summary(ev) {
     if (ev.key.description) s += ` "${ev.key.description}"`;
     parts.push(s);
   }
-  if (ev.usb) {
-    let s = ev.usb.name;
-    if (ev.usb.vendor) s += ` ${ev.usb.vendor}:${ev.usb.product}`;
-    if (ev.usb.speed) s += ` ${ev.usb.speed}`;
-    if (ev.usb.error) s += ` error ${ev.usb.error}`;
-    parts.push(s);
-  }
+  if (ev.usb) parts.push(usbSummary(ev.usb));
+  if (ev.mount) parts.push(mountSummary(ev, ev.mount));
+  if (ev.superblock) parts.push(superblockSummary(ev, ev.superblock));
   if (!parts.length && ev.props && ev.props.MESSAGE) parts.push(ev.props.MESSAGE);
   if (!parts.length && ev.object) parts.push(ev.object);
   return parts.join(" · ");
+}
+
+// rowDevice is the row's data-device: the kernel's name of what the
+// event is about (what tests and filters match on).
+function rowDevice(ev) {
+  if (ev.block) return ev.block.device || ev.block.dev;
+  if (ev.usb) return ev.usb.name;
+  if (ev.key) return String(ev.key.id);
+  if (ev.mount) return ev.mount.point || String(ev.mount.id ?? "");
+  if (ev.superblock) return ev.superblock.device || ev.superblock.dev || "";
+  return "";
+}
+
+// deviceCell: the summary, a "×N" badge for a coalesced event, and the
+// kernel name underneath when the summary leads with a product name.
+function deviceCell(ev) {
+  const td = el("td", { class: "c-dev" }, summary(ev));
+  const n = Number(ev.coalesced || 0);
+  if (n > 1) {
+    td.append(" ", el("span", { class: "coalesced", title: `${fmtInt(n)} kernel events of this kind for this device, coalesced into this one (not a loss)`,
+      "aria-label": `coalesced from ${n} events` }, `×${fmtInt(n)}`));
+  }
+  return td;
+}
+
+// hostCell: the host an event came from (a fleet aggregator); a click
+// opens a pane filtered to that host.
+function hostCell(ev) {
+  const td = el("td", { class: "c-host" });
+  if (ev.host) {
+    const b = el("button", { type: "button", class: "hostbtn", title: `Open a pane with host == "${ev.host}"` }, ev.host);
+    b.addEventListener("click", () => addPane(`host == ${JSON.stringify(ev.host)}`, true));
+    td.append(b);
+  }
+  return td;
+}
+
+// columns is the number of columns a row shows (the host column only
+// once an event had a host): a details row spans exactly these, since a
+// wider span would add a phantom column to the fixed table layout.
+function columns() { return document.body.dataset.hosts === "true" ? 7 : 6; }
+
+// showHosts turns the host column on for good once an event with a host
+// arrives (a fleet aggregator); a single host's daemon never sends one.
+function showHosts() {
+  if (document.body.dataset.hosts === "true") return;
+  document.body.dataset.hosts = "true";
+  // An open details row spans every column, the host column too.
+  for (const td of document.querySelectorAll("tr.details > td")) td.colSpan = columns();
+  announce("Events from several hosts: host column shown.");
 }
 
 function makeRow(ev, fromHistory) {
@@ -750,13 +889,15 @@ function makeRow(ev, fromHistory) {
   if (fromHistory) cls.push("history");
   const btn = el("button", { type: "button", class: "rowbtn", "aria-expanded": "false", title: ev.time || "" }, fmtTime(ev.time));
   btn.addEventListener("click", toggleDetails);
-  const dev = ev.block ? ev.block.device || ev.block.dev : ev.usb ? ev.usb.name : ev.key ? String(ev.key.id) : "";
-  const tr = el("tr", { class: cls.join(" "), "data-seq": ev.seq, "data-source": ev.source, "data-subtype": ev.subtype, "data-device": dev, "data-origin": ev.origin },
+  if (ev.host) showHosts();
+  const tr = el("tr", { class: cls.join(" "), "data-seq": ev.seq, "data-source": ev.source, "data-subtype": ev.subtype, "data-device": rowDevice(ev), "data-origin": ev.origin,
+    "data-host": ev.host || undefined, "data-coalesced": ev.coalesced > 1 ? ev.coalesced : undefined },
     el("td", { class: "c-time" }, btn),
+    hostCell(ev),
     el("td", { class: "c-seq" }, ev.seq ? String(ev.seq) : "–"),
     el("td", {}, el("span", { class: "src", text: ev.source || (ev.type === "loss" ? "all" : "") })),
     el("td", {}, ev.type === "snapshot" ? `${ev.subtype} (snapshot)` : (ev.subtype || "")),
-    el("td", { class: "c-dev" }, summary(ev)),
+    deviceCell(ev),
     el("td", { class: "c-origin" }, ev.origin || ""));
   tr.querySelector(".src").style.color = colorFor(ev.source);
   rowEvent.set(tr, ev);
@@ -870,7 +1011,7 @@ function toggleDetails(e) {
   }
   const ev = rowEvent.get(tr);
   const id = `details-${ev.seq}-${Math.random().toString(36).slice(2, 8)}`;
-  const row = el("tr", { class: "details", id }, el("td", { colspan: 6 }, details(ev)));
+  const row = el("tr", { class: "details", id }, el("td", { colspan: columns() }, details(ev)));
   tr.after(row);
   btn.setAttribute("aria-expanded", "true");
   btn.setAttribute("aria-controls", id);
@@ -879,19 +1020,18 @@ function toggleDetails(e) {
 function details(ev) {
   const dl = el("dl", { class: "fields" });
   const add = (k, v) => { if (v !== undefined && v !== null && v !== "") dl.append(el("div", {}, el("dt", {}, k), el("dd", {}, String(v)))); };
-  add("type", ev.type);
-  add("seq", ev.seq);
-  add("epoch", ev.epoch);
-  add("time", ev.time);
-  add("source", ev.source);
-  add("subtype", ev.subtype);
-  add("origin", ev.origin);
-  add("tag", ev.tag);
-  add("object", ev.object);
-  if (ev.removed) add("removed", "yes");
-  for (const [group, obj] of [["key", ev.key], ["block", ev.block], ["usb", ev.usb], ["loss", ev.loss]]) {
-    if (!obj) continue;
-    for (const [k, v] of Object.entries(obj)) add(`${group}.${k}`, v === null ? "unknown" : v);
+  // Every field of the event, whatever its source: top-level values
+  // first, then each typed group (key, block, usb, mount, superblock,
+  // loss, and any a newer daemon adds) as group.field.
+  const groups = [];
+  for (const [k, v] of Object.entries(ev)) {
+    if (k === "props" || k === "raw") continue;
+    if (v !== null && typeof v === "object") groups.push([k, v]);
+    else if (k === "removed") { if (v) add("removed", "yes"); }
+    else add(k, v);
+  }
+  for (const [group, obj] of groups) {
+    for (const [k, v] of Object.entries(obj)) add(`${group}.${k}`, v === null ? "unknown" : typeof v === "object" ? JSON.stringify(v) : v);
   }
   if (ev.props) for (const k of Object.keys(ev.props).sort()) add(k, ev.props[k]);
   const box = el("div", {}, dl);

@@ -1,0 +1,150 @@
+package keys
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources/internal/sinktest"
+)
+
+// pipeReader gives a pipe's read end the methods Ingest reads with.
+type pipeReader struct{ f *os.File }
+
+func (p pipeReader) ReadInto(b []byte) (int, error)    { return p.f.Read(b) }
+func (p pipeReader) SetReadDeadline(t time.Time) error { return p.f.SetReadDeadline(t) }
+
+// TestIngest runs the ingest path on the host (a plain pipe carries the
+// records a notification pipe would): key records about a real key are
+// described from the cache, keep their bytes as Raw (a slice of what was
+// read, not a re-encoding) and an interned state key; removal and loss
+// records map as documented; records of other types and malformed ones
+// are skipped and counted.
+func TestIngest(t *testing.T) {
+	id := addKey(t, "user", "ingest-test", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	upd := record.EncodeKey(record.KeyUpdated, 3, id, 0)
+	link := record.EncodeKey(record.KeyLinked, 3, id, 77)
+	removal, _ := record.Encode(&record.Removal{Hdr: record.Header{Info: 3 << record.InfoIDShift}, ID: uint64(id), HasID: true})
+	loss, _ := record.Encode(&record.Loss{})
+	unknown, _ := record.Encode(&record.Unknown{Hdr: record.Header{Type: 2}, Body: []byte{1, 2, 3, 4}})
+	badKey := append(record.EncodeKey(record.KeyUpdated, 3, id, 0)[:8:8], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+	badKey[4] = 20 // a 20-byte key record
+	var batch []byte
+	for _, r := range [][]byte{upd, link, unknown, badKey, upd, removal, loss} {
+		batch = append(batch, r...)
+	}
+
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	rd := os.NewFile(uintptr(p[0]), "pipe")
+	defer rd.Close()
+	if _, err := unix.Write(p[1], batch); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[1])
+
+	k := New(Config{})
+	s := &sinktest.Sink{}
+	err := k.Ingest(context.Background(), pipeReader{rd}, s)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Ingest = %v, want the end of the pipe", err)
+	}
+	evs := s.Published()
+	if len(evs) != 5 || k.Skipped() != 2 {
+		t.Fatalf("%d events, %d skipped; want 5 and 2:\n%s", len(evs), k.Skipped(), dump(evs))
+	}
+	for i, want := range []struct {
+		sub string
+		raw []byte
+		aux int32
+	}{{event.KeyUpdated, upd, 0}, {event.KeyLinked, link, 77}, {event.KeyUpdated, upd, 0}} {
+		e := evs[i]
+		if e.Source != event.SourceKey || e.Subtype != want.sub || e.Tag != 3 || e.Origin != event.OriginWatchQueue ||
+			e.Key == nil || e.Key.ID != id || e.Key.Aux != want.aux || !e.Key.Described || e.Key.Type != "user" ||
+			e.StateKey != "key:"+itoa(id) || !bytes.Equal(e.Raw, want.raw) || e.Time.IsZero() {
+			t.Errorf("event %d = %s", i, e.JSON())
+		}
+	}
+	if evs[0].StateKey != evs[2].StateKey || !sameString(evs[0].StateKey, evs[2].StateKey) {
+		t.Errorf("state key not interned")
+	}
+	if &evs[0].Raw[0] == &batch[0] {
+		t.Errorf("Raw aliases the caller's read buffer")
+	}
+	rm := evs[3]
+	if rm.Source != event.SourceKey || rm.Subtype != event.MetaRemoval || rm.Key == nil || rm.Key.ID != id ||
+		!rm.StateRemove || rm.StateKey != "key:"+itoa(id) || !bytes.Equal(rm.Raw, removal) {
+		t.Errorf("removal = %s", rm.JSON())
+	}
+	if l := evs[4]; l.Loss == nil || l.Loss.Known() || l.Source != event.SourceKey || !bytes.Equal(l.Raw, loss) {
+		t.Errorf("loss = %s", l.JSON())
+	}
+	if h := k.Health(); h.Events != 5 || h.Losses != 1 {
+		t.Errorf("health counts %d events, %d losses; want 5, 1", h.Events, h.Losses)
+	}
+}
+
+func itoa(id int32) string { return strconv.Itoa(int(id)) }
+
+// sameString reports whether a and b share their bytes (one interned string).
+func sameString(a, b string) bool {
+	return len(a) > 0 && len(a) == len(b) && unsafe.StringData(a) == unsafe.StringData(b)
+}
+
+// TestDescribeCache: a key's description is one shared KeyFields until a
+// setattr record refreshes it (the old one is left as it was, since events
+// hold it), a removal forgets it, a key that cannot be described is
+// described again next time, and every change bumps the generation the
+// readers compare.
+func TestDescribeCache(t *testing.T) {
+	id := addKey(t, "user", "describe-cache-test", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	var c descCache
+	g0 := c.gen.Load()
+	e1 := c.describe(id, record.KeyUpdated)
+	if e1.desc == nil || !e1.desc.Described || e1.desc.ID != id || e1.desc.Aux != 0 || e1.stateKey != "key:"+itoa(id) || c.gen.Load() == g0 {
+		t.Fatalf("first describe = %+v %+v", e1, e1.desc)
+	}
+	g1 := c.gen.Load()
+	e2 := c.describe(id, record.KeyRevoked)
+	if e2.desc != e1.desc || !sameString(e2.stateKey, e1.stateKey) || c.gen.Load() != g1 {
+		t.Fatalf("cached describe did not share the description and state key")
+	}
+	perm := e1.desc.Perm
+	keyctl(t, unix.KEYCTL_SETPERM, int(id), int(perm|0x00000004)) // other: +search
+	e3 := c.describe(id, record.KeySetattr)
+	if e3.desc == e1.desc || e3.desc.Perm == perm || e1.desc.Perm != perm || c.gen.Load() == g1 {
+		t.Fatalf("setattr: new %+v, old %+v (perm %#x)", e3.desc, e1.desc, perm)
+	}
+	var f event.KeyFields
+	if got := e3.fields(id, 0, &f); got != e3.desc {
+		t.Errorf("aux 0 does not share the description")
+	}
+	if got := e3.fields(id, 55, &f); got != &f || f.Aux != 55 || f.Perm != e3.desc.Perm || e3.desc.Aux != 0 {
+		t.Errorf("aux 55 = %+v (shared %+v)", got, e3.desc)
+	}
+	g3 := c.gen.Load()
+	c.forget(id)
+	if c.gen.Load() == g3 {
+		t.Errorf("forget did not bump the generation")
+	}
+	const gone = 0x7ffffff0
+	n1 := c.describe(gone, record.KeyUpdated)
+	n2 := c.describe(gone, record.KeyUpdated)
+	if n1.desc != nil || n2.desc != nil || !sameString(n1.stateKey, n2.stateKey) {
+		t.Errorf("undescribable key: %+v %+v", n1, n2)
+	}
+}
