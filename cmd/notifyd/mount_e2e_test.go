@@ -92,16 +92,39 @@ mount_interface = "`+iface+`"
 	if err := fm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	var fmLines []string
-	var wg sync.WaitGroup
+	var (
+		fmMu    sync.Mutex
+		fmLines []string
+		wg      sync.WaitGroup
+	)
 	wg.Go(func() {
 		sc := bufio.NewScanner(fmOut)
 		for sc.Scan() {
 			if l := sc.Text(); strings.Contains(l, work) {
+				fmMu.Lock()
 				fmLines = append(fmLines, l)
+				fmMu.Unlock()
 			}
 		}
 	})
+	// findmnt polls the mount table: two changes between its reads
+	// become one (a bind then a move reads as a mount at the target).
+	// Each step waits for findmnt to report it too, so that the
+	// comparison is of the same changes, not of findmnt's timing.
+	waitFindmnt := func(n int, step string) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			fmMu.Lock()
+			got := len(fmLines)
+			fmMu.Unlock()
+			if got >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: findmnt --poll reported %d changes, want %d", step, got, n)
+			}
+		}
+	}
 
 	mon := exec.Command(ctl, "--socket", p.Socket(), "monitor", "--json", `source == mount && mount.point ~ "`+work+`/*"`)
 	monOut, _ := mon.StdoutPipe()
@@ -177,6 +200,7 @@ mount_interface = "`+iface+`"
 				t.Fatalf("%s: got %q, want %q", strings.Join(st.cmd, " "), got, st.want)
 			}
 		}
+		waitFindmnt(len(ours), strings.Join(st.cmd, " "))
 		slices.Sort(got)
 		want := slices.Clone(st.want)
 		slices.Sort(want)
