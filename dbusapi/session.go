@@ -59,6 +59,7 @@ type session struct {
 	mu      sync.Mutex
 	closing bool
 	owners  map[string]*owner // by unique name
+	opening map[string]*pendingOwner
 	subs    map[dbus.ObjectPath]*sub
 	wg      sync.WaitGroup // writers, watchers, handlers, loops
 }
@@ -77,8 +78,8 @@ func (s *Service) connect(ctx context.Context, addr string) (*session, error) {
 		ser:    &serials{},
 		gen:    s.gen.Add(1),
 		sigs:   make(chan *dbus.Signal, 256),
-		owners: map[string]*owner{},
-		subs:   map[dbus.ObjectPath]*sub{},
+		owners: map[string]*owner{}, opening: map[string]*pendingOwner{},
+		subs: map[dbus.ObjectPath]*sub{},
 	}
 	sess.objs = newObjects(sess)
 	conn, err := dbus.Connect(addr,
@@ -271,11 +272,39 @@ func (sess *session) statusLoop() {
 // connection (credentials from the bus) on first use.
 func (sess *session) ownerFor(sender string) (*owner, *dbus.Error) {
 	sess.mu.Lock()
-	o := sess.owners[sender]
-	sess.mu.Unlock()
-	if o != nil {
+	if o := sess.owners[sender]; o != nil {
+		sess.mu.Unlock()
 		return o, nil
 	}
+	// One caller's first calls may arrive together (a client firing
+	// many calls at once): they share one admission, so that one peer is
+	// one connection of the core, never several that its per-user limit
+	// would refuse.
+	if p := sess.opening[sender]; p != nil {
+		sess.mu.Unlock()
+		<-p.done
+		return p.o, p.err
+	}
+	p := &pendingOwner{done: make(chan struct{})}
+	sess.opening[sender] = p
+	sess.mu.Unlock()
+	p.o, p.err = sess.openOwner(sender)
+	sess.mu.Lock()
+	delete(sess.opening, sender)
+	sess.mu.Unlock()
+	close(p.done)
+	return p.o, p.err
+}
+
+// pendingOwner is an admission in progress for a sender.
+type pendingOwner struct {
+	done chan struct{}
+	o    *owner
+	err  *dbus.Error
+}
+
+// openOwner admits sender to the core and registers it (ownerFor).
+func (sess *session) openOwner(sender string) (*owner, *dbus.Error) {
 	cred, err := sess.credentials(sender)
 	if err != nil {
 		return nil, dbus.NewError(api.DBusErrorCredentials, []any{err.Error()})
@@ -300,7 +329,7 @@ func (sess *session) ownerFor(sender string) (*owner, *dbus.Error) {
 		cn.Close()
 		return o, nil
 	}
-	o = &owner{name: sender, cn: cn, subs: map[*sub]struct{}{}}
+	o := &owner{name: sender, cn: cn, subs: map[*sub]struct{}{}}
 	sess.owners[sender] = o
 	sess.mu.Unlock()
 	// The owner may have left before we registered it; then no

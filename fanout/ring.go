@@ -10,6 +10,8 @@ type item struct {
 
 // ring is a FIFO of items that grows by doubling up to the limit its owner
 // enforces, and never shrinks: once warm, push and pop allocate nothing.
+// Its capacity is 0 or a power of two (16 << k), so a position wraps with
+// a mask, not a division.
 type ring struct {
 	buf  []item
 	head int
@@ -19,13 +21,16 @@ type ring struct {
 func (r *ring) len() int { return r.n }
 
 // at returns the i-th oldest item.
-func (r *ring) at(i int) item { return r.buf[(r.head+i)%len(r.buf)] }
+func (r *ring) at(i int) item { return r.buf[r.wrap(r.head+i)] }
+
+// wrap maps a position past the end back into buf (len(buf) is a power of two).
+func (r *ring) wrap(i int) int { return i & (len(r.buf) - 1) }
 
 func (r *ring) push(it item) {
 	if r.n == len(r.buf) {
 		r.grow()
 	}
-	r.buf[(r.head+r.n)%len(r.buf)] = it
+	r.buf[r.wrap(r.head+r.n)] = it
 	r.n++
 }
 
@@ -45,7 +50,7 @@ func (r *ring) grow() {
 func (r *ring) pop() item {
 	it := r.buf[r.head]
 	r.buf[r.head] = item{}
-	r.head = (r.head + 1) % len(r.buf)
+	r.head = r.wrap(r.head + 1)
 	r.n--
 	return it
 }
@@ -60,11 +65,11 @@ func (r *ring) filter(keep func(i int, it item) bool) int {
 		if !keep(i, it) {
 			continue
 		}
-		r.buf[(r.head+w)%len(r.buf)] = it
+		r.buf[r.wrap(r.head+w)] = it
 		w++
 	}
 	for i := w; i < n; i++ {
-		r.buf[(r.head+i)%len(r.buf)] = item{}
+		r.buf[r.wrap(r.head+i)] = item{}
 	}
 	r.n = w
 	return n - w
@@ -73,7 +78,7 @@ func (r *ring) filter(keep func(i int, it item) bool) int {
 // reset empties the ring, keeping its buffer.
 func (r *ring) reset() {
 	for i := 0; i < r.n; i++ {
-		r.buf[(r.head+i)%len(r.buf)] = item{}
+		r.buf[r.wrap(r.head+i)] = item{}
 	}
 	r.head, r.n = 0, 0
 }

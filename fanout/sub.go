@@ -153,8 +153,82 @@ func (s *Subscription) allowed(ev *event.Event) bool {
 	return false
 }
 
-// offer queues ev if s is owed it. It reports whether s ended (Disconnect).
-// Called with hub.mu held.
+// offerBatch queues the events of a batch (sizes[i] is evs[i]'s; nil
+// entries are skipped) that s is owed, in order, taking s.mu once and
+// signalling at most once. It reports whether s ended (Disconnect). pick
+// is the hub's scratch slice for the indexes of s's share; the owner and
+// filter checks and the Allow hook run before s.mu is taken, as for a
+// single event. Called with hub.mu held.
+func (s *Subscription) offerBatch(evs []*event.Event, sizes []int, pick *[]int32) bool {
+	if s.opts.Policy == Disconnect {
+		// It may end at any event of the batch, and nothing after that
+		// event may be asked of the Allow hook (whose denials the policy
+		// engine counts): one event at a time, still one signal.
+		return s.offerEach(evs, sizes)
+	}
+	p := (*pick)[:0]
+	for i, ev := range evs {
+		if ev != nil && s.wants(ev) && s.allowed(ev) {
+			p = append(p, int32(i))
+		}
+	}
+	*pick = p
+	if len(p) == 0 {
+		return false
+	}
+	s.mu.Lock()
+	wasEmpty := s.q.len() == 0 && !s.pend.active
+	ended := false
+	for _, i := range p {
+		if s.enqueueLocked(item{ev: evs[i], size: sizes[i]}) {
+			ended = true
+			break
+		}
+	}
+	s.mu.Unlock()
+	if ended {
+		s.gone = true
+		return true
+	}
+	if wasEmpty {
+		// Drain takes everything, so a signal is needed only when the
+		// queue stops being empty: while it is not, a signal is pending
+		// or the consumer is on its way to Drain.
+		s.signal()
+	}
+	return false
+}
+
+// offerEach is offerBatch for a Disconnect subscription: each owed event
+// is queued under its own hold of s.mu, and the first that does not fit
+// ends the subscription before the next is looked at. Called with hub.mu
+// held.
+func (s *Subscription) offerEach(evs []*event.Event, sizes []int) bool {
+	signal := false
+	for i, ev := range evs {
+		if ev == nil || !s.wants(ev) || !s.allowed(ev) {
+			continue
+		}
+		s.mu.Lock()
+		if s.q.len() == 0 && !s.pend.active {
+			signal = true
+		}
+		ended := s.enqueueLocked(item{ev: ev, size: sizes[i]})
+		s.mu.Unlock()
+		if ended {
+			s.gone = true
+			return true
+		}
+	}
+	if signal {
+		s.signal()
+	}
+	return false
+}
+
+// offer queues ev if s is owed it: offerBatch for a batch of one event
+// (Publish), without the scratch. It reports whether s ended
+// (Disconnect). Called with hub.mu held.
 func (s *Subscription) offer(ev *event.Event, size int) bool {
 	if !s.wants(ev) || !s.allowed(ev) {
 		return false
@@ -168,9 +242,6 @@ func (s *Subscription) offer(ev *event.Event, size int) bool {
 		return true
 	}
 	if wasEmpty {
-		// Drain takes everything, so a signal is needed only when the
-		// queue stops being empty: while it is not, a signal is pending
-		// or the consumer is on its way to Drain.
 		s.signal()
 	}
 	return false

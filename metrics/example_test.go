@@ -13,17 +13,15 @@ import (
 	"github.com/notifyd/notifyd/metrics"
 )
 
-// The daemon hands the sources the counting sink instead of the hub and
-// mounts the handler at /metrics.
+// The daemon hands the sources the hub itself (it counts what is
+// published, per source and subtype) and mounts the handler at /metrics.
 func Example() {
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
-	counts := metrics.NewEvents()
-	sink := counts.Sink(hub) // what the sources publish into
 
-	sink.Publish(&event.Event{Time: time.Now(), Source: event.SourceBlock, Subtype: event.BlockAdd, Tag: event.NoTag})
+	hub.Publish(&event.Event{Time: time.Now(), Source: event.SourceBlock, Subtype: event.BlockAdd, Tag: event.NoTag})
 
-	srv := httptest.NewServer(metrics.New(metrics.Config{Hub: hub, Events: counts}))
+	srv := httptest.NewServer(metrics.New(metrics.Config{Hub: hub}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL)
 	if err != nil {

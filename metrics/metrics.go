@@ -2,11 +2,13 @@
 //
 // Almost everything is read at scrape time by one custom collector: the
 // hub's counters and its subscribers' queue depths (fanout), the sources'
-// health, and the policy engine's denial counts. The only per-event cost
-// is Events, which counts published events per source and subtype (the
-// daemon wraps the hub in Events.Sink before handing it to the sources):
-// one lock-free map lookup and one atomic add per event, within the noise
-// of internal/ingestbench (BenchmarkIngestMetrics beside BenchmarkIngest).
+// health, and the policy engine's denial counts. Nothing runs per event:
+// the events published per source and subtype (and the upstream loss
+// reports per source and origin) are counted by the hub itself as it
+// stamps them, under the lock it holds anyway, and read here through
+// Hub.Counts. Events is the older per-event counter, still there for a
+// process that feeds it itself (the fleet aggregator): one lock-free map
+// lookup and one atomic add per event.
 //
 // New returns an http.Handler backed by its own registry, never the
 // global one, so that several daemons (or tests) in one process do not
@@ -36,6 +38,12 @@ type Hub interface {
 	Subscribers() []fanout.SubStats
 }
 
+// hubCounts is the optional part of Hub (*fanout.Hub has it) that reports
+// what was published per source and subtype.
+type hubCounts interface {
+	Counts() []fanout.PublishCount
+}
+
 // Config says where the collector reads from. Every field is optional:
 // a nil field's metrics are simply absent.
 type Config struct {
@@ -49,7 +57,12 @@ type Config struct {
 	// Policy is the policy engine; its denial counts per rule
 	// (lsm.Engine.Stats) are exported.
 	Policy *lsm.Engine
-	// Events counts published events per source and subtype.
+	// Events, when set, is where the per-source and per-subtype counts
+	// of published events come from: a counter set its owner feeds
+	// (Events.Sink or Observe), for a hub that others publish into too.
+	// When nil they are read from the hub itself (Hub.Counts, which the
+	// hub keeps as it stamps events), which costs the publish path
+	// nothing: how the daemon wires it.
 	Events *Events
 	// MaxSubscriberSeries caps the per-subscriber series (queue depth,
 	// delivered, lost) so that a thousand WebSocket clients do not make a
@@ -191,6 +204,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			reports[k] += x.reports
 			records[k] += x.records
 			unknown[k] += x.unknown
+		}
+	} else if hc, ok := c.cfg.Hub.(hubCounts); ok {
+		for _, x := range hc.Counts() {
+			if !x.Loss {
+				counter(ch, descEvents, x.Events, string(x.Source), x.Subtype)
+				continue
+			}
+			k := lk{x.Source, x.Origin}
+			reports[k] += x.Events
+			records[k] += x.Records
+			unknown[k] += x.Unknown
 		}
 	}
 

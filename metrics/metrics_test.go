@@ -18,6 +18,7 @@ import (
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/metrics"
+	"github.com/notifyd/notifyd/sources"
 )
 
 // scrape GETs url and parses the exposition with Prometheus' own parser,
@@ -80,14 +81,31 @@ func blockAdd(minor uint32) *event.Event {
 	}
 }
 
-// TestScrapeCountersMove publishes events through the counting sink into
-// a real hub, with one subscriber too slow to keep up, and checks that a
-// scrape of the real HTTP endpoint sees every counter move.
+// TestScrapeCountersMove publishes events into a real hub, with one
+// subscriber too slow to keep up, and checks that a scrape of the real
+// HTTP endpoint sees every counter move: once as the daemon wires it (the
+// sources publish straight into the hub, whose own counts the collector
+// reads) and once through the counting sink (Config.Events), half of them
+// in a batch each time.
 func TestScrapeCountersMove(t *testing.T) {
+	t.Run("hub-counts", func(t *testing.T) { testScrapeCountersMove(t, false) })
+	t.Run("events-sink", func(t *testing.T) { testScrapeCountersMove(t, true) })
+}
+
+// batchSink is the hub's PublishBatch, as the key source uses it.
+type batchSink interface {
+	PublishBatch(evs []*event.Event)
+}
+
+func testScrapeCountersMove(t *testing.T, withEvents bool) {
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
-	counts := metrics.NewEvents()
-	sink := counts.Sink(hub)
+	var counts *metrics.Events
+	var sink sources.Sink = hub
+	if withEvents {
+		counts = metrics.NewEvents()
+		sink = counts.Sink(hub)
+	}
 
 	var mu sync.Mutex
 	health := []event.Health{
@@ -139,8 +157,20 @@ func TestScrapeCountersMove(t *testing.T) {
 	defer denied.Close()
 
 	const n = 20
+	var batch []*event.Event
 	for i := range n {
-		sink.Publish(blockAdd(uint32(i)))
+		if i < n/2 {
+			sink.Publish(blockAdd(uint32(i)))
+		} else {
+			batch = append(batch, blockAdd(uint32(i)))
+		}
+	}
+	if bs, ok := sink.(batchSink); ok {
+		bs.PublishBatch(batch)
+	} else {
+		for _, ev := range batch {
+			sink.Publish(ev)
+		}
 	}
 	sink.Publish(event.NewLoss(event.SourceBlock, event.OriginUevent, 5, "ENOBUFS"))
 	sink.Publish(event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown, "kernel queue overflow"))

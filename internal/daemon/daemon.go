@@ -77,7 +77,6 @@ type Daemon struct {
 	srcs    []sources.Source
 	keys    *keys.Keys
 	feeds   []feed // shared kernel readers the block and USB sources consume
-	events  *metrics.Events
 	web     *web.Server
 	dbus    *dbusapi.Service
 	fwd     *fleet.Forwarder // forwarding to a fleet aggregator; nil when off
@@ -195,8 +194,10 @@ func Run(ctx context.Context, o Options) (err error) {
 	defer stopSources()
 	runCtx, stop := context.WithCancel(context.Background())
 	defer stop()
-	d.events = metrics.NewEvents()
-	sink := d.events.Sink(d.hub)
+	// The sources publish straight into the hub, which counts what they
+	// publish for the metrics (fanout.Hub.Counts): nothing on the publish
+	// path calls into the metrics.
+	var sink sources.Sink = d.hub
 	for _, f := range d.feeds {
 		srcWG.Add(1)
 		go func() {
@@ -246,7 +247,7 @@ func Run(ctx context.Context, o Options) (err error) {
 	}
 	mounts := map[string]http.Handler{
 		"/":        dashboard.Handler(),
-		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Events: d.events, Limits: d.core.Stats}),
+		"/metrics": metrics.New(metrics.Config{Hub: d.hub, Sources: d.Sources, Policy: d.policy, Limits: d.core.Stats}),
 	}
 	d.web, err = web.New(web.Config{
 		Core:           d.core,

@@ -210,13 +210,30 @@ func BenchmarkIngest(b *testing.B) {
 }
 
 // BenchmarkIngestMetrics is BenchmarkIngest with the hub wrapped in
-// metrics.Events.Sink, as the daemon wires the sources today: what the
-// per-event metrics count adds to the ingest path.
+// metrics.Events.Sink, as the daemon wired the sources before the hub
+// counted for the metrics itself (the fleet aggregator still feeds an
+// Events): the per-event count, and one Publish per event, since the
+// wrapper has no PublishBatch.
 func BenchmarkIngestMetrics(b *testing.B) {
 	hub, stop := drainedHub(b)
 	defer hub.Close()
 	benchIngest(b, metrics.NewEvents().Sink(hub), hub.Seq, stop)
 }
+
+// BenchmarkIngestUnbatched is BenchmarkIngest with the hub behind a sink
+// that has only Publish: the same path with one Publish per record
+// instead of one PublishBatch per read, for comparison in one run.
+func BenchmarkIngestUnbatched(b *testing.B) {
+	hub, stop := drainedHub(b)
+	defer hub.Close()
+	benchIngest(b, publishOnly{hub}, hub.Seq, stop)
+}
+
+// publishOnly hides the hub's PublishBatch.
+type publishOnly struct{ h *fanout.Hub }
+
+func (p publishOnly) Publish(ev *event.Event) { p.h.Publish(ev) }
+func (p publishOnly) Seed(ev *event.Event)    { p.h.Seed(ev) }
 
 // BenchmarkIngestSource is BenchmarkIngest with a sink that only counts:
 // the key source's share of the path, without the hub.
@@ -267,8 +284,31 @@ func benchIngest(b *testing.B, sink sources.Sink, seq func() uint64, stop func()
 // costs: the same prebuilt key events published with Time set by the
 // caller (as the key source does, once per read) and with Time zero (the
 // hub then calls time.Now per event). ns/op is per event; the reported
-// clock-ns/event is the difference.
+// clock-ns/event is the difference. ns/event-batch256 is the unstamped
+// events published with PublishBatch, 256 at a time (a full read of the
+// key source): one lock, one clock reading and one wake per batch.
 func BenchmarkHubPublishClock(b *testing.B) {
+	batched := func() float64 {
+		hub, stop := drainedHub(b)
+		defer hub.Close()
+		defer stop()
+		const batch = 256
+		evs := make([]event.Event, batch)
+		ptrs := make([]*event.Event, batch)
+		k := event.KeyFields{ID: 1}
+		start := time.Now()
+		for i := 0; i < b.N; {
+			j := 0
+			for ; j < batch && i < b.N; j, i = j+1, i+1 {
+				ev := &evs[j]
+				ev.Source, ev.Subtype, ev.Origin, ev.Key, ev.StateKey = event.SourceKey, event.KeyUpdated, event.OriginWatchQueue, &k, "key:1"
+				ev.Time = time.Time{}
+				ptrs[j] = ev
+			}
+			hub.PublishBatch(ptrs[:j])
+		}
+		return float64(time.Since(start).Nanoseconds()) / float64(b.N)
+	}
 	run := func(stamp bool) float64 {
 		hub, stop := drainedHub(b)
 		defer hub.Close()
@@ -293,6 +333,7 @@ func BenchmarkHubPublishClock(b *testing.B) {
 	}
 	stamped := run(true)
 	zero := run(false)
+	b.ReportMetric(batched(), "ns/event-batch256")
 	b.ReportMetric(stamped, "ns/event-stamped")
 	b.ReportMetric(zero, "ns/event-hub-clock")
 	b.ReportMetric(zero-stamped, "clock-ns/event")

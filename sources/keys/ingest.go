@@ -33,8 +33,10 @@ import (
 //     are interned in the describe cache, whose last entry each reader
 //     keeps while the cache is unchanged.
 //
-// What remains per record is the hub's Publish. Removal and loss records
-// (rare) take the general decoder.
+// The events of a read go to the sink in one PublishBatch when it has one
+// (the hub: one lock, one enqueue and wake per subscriber per read), else
+// one Publish each. Removal and loss records (rare) take the general
+// decoder.
 
 // BatchReader is what the key source reads records from: a
 // *watchqueue.Queue, or (internal/ingestbench) any reader of whole records
@@ -54,6 +56,12 @@ func (k *Keys) Ingest(ctx context.Context, r BatchReader, sink sources.Sink) err
 	return k.drain(ctx, r, sink, "")
 }
 
+// batchSink is a sources.Sink that also takes a read's events at once:
+// *fanout.Hub. PublishBatch must not keep the slice.
+type batchSink interface {
+	PublishBatch(evs []*event.Event)
+}
+
 // lastKey is the describe-cache entry a reader used last, kept while the
 // cache has not changed since (gen): a storm on one key then takes no lock
 // and no map lookup per record.
@@ -71,10 +79,11 @@ func (k *Keys) drain(ctx context.Context, q BatchReader, sink sources.Sink, owne
 	defer stop()
 	buf := make([]byte, watchqueue.MinReadBuffer)
 	var last lastKey
+	var out []*event.Event // a read's events, handed to the sink; reused
 	for {
 		n, err := q.ReadInto(buf)
 		if n > 0 {
-			k.ingest(buf[:n], sink, owner, &last)
+			out = k.ingest(buf[:n], sink, owner, &last, out[:0])
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -91,15 +100,16 @@ func (k *Keys) drain(ctx context.Context, q BatchReader, sink sources.Sink, owne
 	}
 }
 
-// ingest publishes the records of one read. Records of unknown types and
-// malformed ones are skipped and counted (Skipped); a broken frame ends
-// the batch.
-func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey) {
+// ingest publishes the records of one read, collecting the events in out
+// (which it returns, emptied, for the next read). Records of unknown
+// types and malformed ones are skipped and counted (Skipped); a broken
+// frame ends the batch.
+func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, out []*event.Event) []*event.Event {
 	raw := append([]byte(nil), b...)
 	evs := make([]event.Event, len(raw)/record.SizeofKeyNotification)
 	var fields []event.KeyFields // for records that cannot share their key's description; made when needed
 	now := time.Now()
-	used, published := 0, 0
+	used := 0
 	for off := 0; off < len(raw); {
 		h, err := record.ParseHeader(raw[off:])
 		if err != nil {
@@ -133,19 +143,26 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey) 
 			used++
 			eventrec.FillKey(ev, last.entry.fields(kr.KeyID, kr.Aux, f), &kr, rec, last.entry.stateKey)
 			ev.Time, ev.Owner = now, owner
-			sink.Publish(ev)
-			published++
+			out = append(out, ev)
 		case record.TypeMeta:
 			if ev := k.meta(rec, owner); ev != nil {
 				ev.Time = now
-				sink.Publish(ev)
-				published++
+				out = append(out, ev)
 			}
 		default:
 			k.skipped.Add(1)
 		}
 	}
-	k.health.Events.Add(uint64(published))
+	if bs, ok := sink.(batchSink); ok {
+		bs.PublishBatch(out)
+	} else {
+		for _, ev := range out {
+			sink.Publish(ev)
+		}
+	}
+	k.health.Events.Add(uint64(len(out)))
+	clear(out) // the sink owns the events now; keep no pointer to them
+	return out[:0]
 }
 
 // meta maps a removal or loss record. A loss record (queue overflow) is a

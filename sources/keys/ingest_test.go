@@ -148,3 +148,74 @@ func TestDescribeCache(t *testing.T) {
 		t.Errorf("undescribable key: %+v %+v", n1, n2)
 	}
 }
+
+// batchRecorder is a sink that takes batches, as the hub does: it records
+// each PublishBatch (a copy, and the slice it was handed) and fails on
+// Publish.
+type batchRecorder struct {
+	t       *testing.T
+	batches [][]*event.Event
+	handed  [][]*event.Event
+}
+
+func (b *batchRecorder) Publish(ev *event.Event) {
+	b.t.Errorf("Publish(%s) on a batch sink", ev.JSON())
+}
+func (b *batchRecorder) Seed(*event.Event) {}
+func (b *batchRecorder) PublishBatch(evs []*event.Event) {
+	b.batches = append(b.batches, append([]*event.Event(nil), evs...))
+	b.handed = append(b.handed, evs)
+}
+
+// TestIngestBatch: to a sink with PublishBatch, each read(2) goes as one
+// batch, in record order, with every event stamped by the same clock
+// reading, and the source keeps no pointer to the events afterwards (the
+// slice it handed over is cleared for reuse).
+func TestIngestBatch(t *testing.T) {
+	id := addKey(t, "user", "ingest-batch-test", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	upd := record.EncodeKey(record.KeyUpdated, 3, id, 0)
+	link := record.EncodeKey(record.KeyLinked, 3, id, 77)
+	removal, _ := record.Encode(&record.Removal{Hdr: record.Header{Info: 3 << record.InfoIDShift}, ID: uint64(id), HasID: true})
+	var batch []byte
+	for _, r := range [][]byte{upd, link, upd, removal} {
+		batch = append(batch, r...)
+	}
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	rd := os.NewFile(uintptr(p[0]), "pipe")
+	defer rd.Close()
+	if _, err := unix.Write(p[1], batch); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[1])
+
+	k := New(Config{})
+	s := &batchRecorder{t: t}
+	if err := k.Ingest(context.Background(), pipeReader{rd}, s); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("Ingest = %v, want the end of the pipe", err)
+	}
+	if len(s.batches) != 1 {
+		t.Fatalf("%d batches for one read, want 1", len(s.batches))
+	}
+	evs := s.batches[0]
+	want := []string{event.KeyUpdated, event.KeyLinked, event.KeyUpdated, event.MetaRemoval}
+	if len(evs) != len(want) {
+		t.Fatalf("batch of %d events, want %d:\n%s", len(evs), len(want), dump(evs))
+	}
+	for i, sub := range want {
+		if evs[i].Subtype != sub || !evs[i].Time.Equal(evs[0].Time) || evs[i].Time.IsZero() {
+			t.Errorf("event %d = %s, want subtype %s stamped as event 0", i, evs[i].JSON(), sub)
+		}
+	}
+	for i, ev := range s.handed[0][:cap(s.handed[0])] {
+		if ev != nil {
+			t.Errorf("the source still points at event %d after the batch", i)
+		}
+	}
+	if h := k.Health(); h.Events != uint64(len(want)) {
+		t.Errorf("health counts %d events, want %d", h.Events, len(want))
+	}
+}
