@@ -403,14 +403,8 @@ func (s *Server) serveSession(w http.ResponseWriter, r *http.Request) {
 			s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
 			return
 		}
-		se, why := s.cookieSession(r)
+		se := s.liveSession(w, r)
 		if se == nil {
-			clearCookie(w, r)
-			s.unauthorized(w, why)
-			return
-		}
-		if why := peerMayUse(r, se); why != "" {
-			s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
 			return
 		}
 		writeJSON(w, http.StatusOK, api.SessionInfo{UID: se.uid, User: se.user, Expires: se.expires.UTC()})
@@ -475,20 +469,32 @@ func (s *Server) serveLogoutTCP(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
 		return
 	}
-	se, why := s.cookieSession(r)
+	se := s.liveSession(w, r)
 	if se == nil {
-		clearCookie(w, r)
-		s.unauthorized(w, why)
-		return
-	}
-	if why := peerMayUse(r, se); why != "" {
-		s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
 		return
 	}
 	clearCookie(w, r)
 	s.sess.end(se)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// liveSession returns the live session of the request's cookie when
+// the connection's peer may use it; otherwise it answers the request
+// (401 and a cleared cookie for no session, 403 for another user's
+// browser) and returns nil.
+func (s *Server) liveSession(w http.ResponseWriter, r *http.Request) *session {
+	se, why := s.cookieSession(r)
+	if se == nil {
+		clearCookie(w, r)
+		s.unauthorized(w, why)
+		return nil
+	}
+	if why := peerMayUse(r, se); why != "" {
+		s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
+		return nil
+	}
+	return se
 }
 
 // cookieSession returns the live session of the request's cookie.
@@ -514,18 +520,12 @@ func (s *Server) authSession(h http.Handler) http.Handler {
 			s.unauthorized(w, "not signed in: run notifyctl dashboard for a browser session as yourself, or send the token: \"Authorization: Bearer TOKEN\" or ?token=TOKEN (the token is in the daemon's token file)")
 			return
 		}
-		se, why := s.cookieSession(r)
-		if se == nil {
-			clearCookie(w, r)
-			s.unauthorized(w, why)
-			return
-		}
 		if why := crossSite(r); why != "" {
 			s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
 			return
 		}
-		if why := peerMayUse(r, se); why != "" {
-			s.httpError(w, http.StatusForbidden, api.CodeForbidden, why, nil)
+		se := s.liveSession(w, r)
+		if se == nil {
 			return
 		}
 		cn, err := connOf(r)
