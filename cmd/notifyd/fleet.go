@@ -111,19 +111,13 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer, relo
 		fmt.Fprint(stderr, fleetExamples)
 	}
 	var (
-		cfgPath     = fs.String("config", "", "configuration `file` (default "+defaultFleetConfigPath+" if it exists)")
-		checkOnly   = fs.Bool("check-config", false, "validate the configuration and exit")
-		stateDir    = fs.String("state-dir", "", "`directory` for the journal, the embedded NATS store and host keys (fleet.state_dir)")
-		natsURLs    = fs.String("nats", "", "use this NATS cluster (comma-separated `URLs`) instead of an embedded server")
-		natsListen  = fs.String("nats-listen", "", "the embedded NATS server's `host:port` for hosts, or off (fleet.nats_listen)")
-		addHost     = fs.String("add-host", "", "make keys for these hosts (comma-separated `names`) if they have none, before starting")
-		runtimeDir  = fs.String("runtime-dir", "", "`directory` for the socket and token")
-		socket      = fs.String("socket", "", "unix socket `path`, or off")
-		listen      = fs.String("listen", "", "loopback HTTP `host:port` for the dashboard and WebSocket, or off")
-		allowPublic = fs.Bool("allow-public", false, "allow --listen on a non-loopback address")
-		policy      = fs.String("policy", "", "policy `file` (default: built-in policy)")
-		logLevel    = fs.String("log-level", "", "debug, info, warn or error")
-		logFormat   = fs.String("log-format", "", "auto, text or json")
+		cfgPath    = fs.String("config", "", "configuration `file` (default "+defaultFleetConfigPath+" if it exists)")
+		checkOnly  = fs.Bool("check-config", false, "validate the configuration and exit")
+		stateDir   = fs.String("state-dir", "", "`directory` for the journal, the embedded NATS store and host keys (fleet.state_dir)")
+		natsURLs   = fs.String("nats", "", "use this NATS cluster (comma-separated `URLs`) instead of an embedded server")
+		natsListen = fs.String("nats-listen", "", "the embedded NATS server's `host:port` for hosts, or off (fleet.nats_listen)")
+		addHost    = fs.String("add-host", "", "make keys for these hosts (comma-separated `names`) if they have none, before starting")
+		serve      = serveFlags(fs, "the socket and token")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -147,19 +141,12 @@ func runFleet(ctx context.Context, args []string, stdout, stderr io.Writer, relo
 	if cfg.WebSocket.Listen == config.Default().WebSocket.Listen {
 		cfg.WebSocket.Listen = "127.0.0.1:7470"
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	set := setFlags(fs)
+	serve.apply(&cfg, set)
 	for name, apply := range map[string]func(){
-		"state-dir":    func() { cfg.Fleet.StateDir = *stateDir },
-		"nats":         func() { cfg.Fleet.NATS = splitList(*natsURLs) },
-		"nats-listen":  func() { cfg.Fleet.NATSListen = *natsListen },
-		"runtime-dir":  func() { cfg.Daemon.RuntimeDir = *runtimeDir },
-		"socket":       func() { cfg.WebSocket.Socket = *socket },
-		"listen":       func() { cfg.WebSocket.Listen = *listen },
-		"allow-public": func() { cfg.WebSocket.AllowPublic = *allowPublic },
-		"policy":       func() { cfg.Policy.File = *policy },
-		"log-level":    func() { cfg.Daemon.LogLevel = *logLevel },
-		"log-format":   func() { cfg.Daemon.LogFormat = *logFormat },
+		"state-dir":   func() { cfg.Fleet.StateDir = *stateDir },
+		"nats":        func() { cfg.Fleet.NATS = splitList(*natsURLs) },
+		"nats-listen": func() { cfg.Fleet.NATSListen = *natsListen },
 	} {
 		if set[name] {
 			apply()

@@ -95,14 +95,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		cfgPath     = fs.String("config", "", "configuration `file` (default "+defaultConfigPath+" if it exists)")
 		checkOnly   = fs.Bool("check-config", false, "validate the configuration and exit")
 		showVersion = fs.Bool("version", false, "print the version and exit")
-		runtimeDir  = fs.String("runtime-dir", "", "`directory` for the socket, token and saved history")
-		socket      = fs.String("socket", "", "unix socket `path`, or off")
-		listen      = fs.String("listen", "", "loopback HTTP `host:port` for the dashboard and WebSocket, or off")
-		allowPublic = fs.Bool("allow-public", false, "allow --listen on a non-loopback address")
+		serve       = serveFlags(fs, "the socket, token and saved history")
 		bus         = fs.String("dbus", "", "D-Bus: system, session, off or a bus `address`")
-		policy      = fs.String("policy", "", "policy `file` (default: built-in policy)")
-		logLevel    = fs.String("log-level", "", "debug, info, warn or error")
-		logFormat   = fs.String("log-format", "", "auto, text or json")
 		noKeys      = fs.Bool("no-keys", false, "do not start the key (watch_queue) source")
 		noBlock     = fs.Bool("no-block", false, "do not start the block source")
 		noUSB       = fs.Bool("no-usb", false, "do not start the USB source")
@@ -128,31 +122,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, reload <-
 		fmt.Fprintf(stderr, "notifyd: %v\n", err)
 		return 2
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["runtime-dir"] {
-		cfg.Daemon.RuntimeDir = *runtimeDir
-	}
-	if set["socket"] {
-		cfg.WebSocket.Socket = *socket
-	}
-	if set["listen"] {
-		cfg.WebSocket.Listen = *listen
-	}
-	if set["allow-public"] {
-		cfg.WebSocket.AllowPublic = *allowPublic
-	}
+	set := setFlags(fs)
+	serve.apply(&cfg, set)
 	if set["dbus"] {
 		cfg.DBus.Bus = *bus
-	}
-	if set["policy"] {
-		cfg.Policy.File = *policy
-	}
-	if set["log-level"] {
-		cfg.Daemon.LogLevel = *logLevel
-	}
-	if set["log-format"] {
-		cfg.Daemon.LogFormat = *logFormat
 	}
 	if *noKeys {
 		cfg.Sources.Keys = false
