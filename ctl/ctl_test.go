@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,7 +19,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"
@@ -102,37 +101,19 @@ func (d *daemon) stop() {
 	d.srv = nil
 }
 
-// syncBuf is a goroutine-safe output buffer.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // run runs notifyctl in process.
 func run(t *testing.T, args ...string) (string, string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var out, errb syncBuf
+	var out, errb testenv.Buffer
 	err := Run(ctx, args, &out, &errb)
 	return out.String(), errb.String(), err
 }
 
 // background runs notifyctl until it returns or the test ends.
 type bg struct {
-	out, err syncBuf
+	out, err testenv.Buffer
 	done     chan error
 	cancel   context.CancelFunc
 }
@@ -157,17 +138,6 @@ func (b *bg) wait(t *testing.T) error {
 	}
 }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func usbEv(n int, sub string) *event.Event {
 	name := "1-" + strconv.Itoa(n)
 	return &event.Event{Time: time.Now(), Source: event.SourceUSB, Subtype: sub, Tag: event.NoTag, Origin: event.OriginUevent,
@@ -184,7 +154,7 @@ func subscribers(h *fanout.Hub) int { return h.Stats().Subscribers }
 func TestIntegrationMonitorFilter(t *testing.T) {
 	d := startDaemon(t, nil, "", nil)
 	m := start(t, "--socket", d.socket, "monitor", "source == usb && subtype == add", "--count", "3", "--no-color")
-	waitUntil(t, "the subscription", func() bool { return subscribers(d.hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(d.hub) == 1 })
 	for i := 0; i < 3; i++ {
 		d.hub.Publish(blockEv(i))
 		d.hub.Publish(usbEv(i, event.USBRemove))
@@ -208,7 +178,7 @@ func TestIntegrationMonitorFilter(t *testing.T) {
 func TestIntegrationMonitorJSON(t *testing.T) {
 	d := startDaemon(t, nil, "", nil)
 	m := start(t, "--socket", d.socket, "monitor", "--json", "--count", "4", "source == block")
-	waitUntil(t, "the subscription", func() bool { return subscribers(d.hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(d.hub) == 1 })
 	for i := 0; i < 4; i++ {
 		d.hub.Publish(usbEv(i, event.USBAdd))
 		d.hub.Publish(blockEv(i))
@@ -245,7 +215,7 @@ func TestIntegrationMonitorStorm(t *testing.T) {
 	const n = 20000
 	d := startDaemon(t, nil, "", nil)
 	m := start(t, "--socket", d.socket, "monitor", "--json", "--count", strconv.Itoa(n), "source == usb")
-	waitUntil(t, "the subscription", func() bool { return subscribers(d.hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(d.hub) == 1 })
 	st, err := GetStatus(context.Background(), Endpoint{Socket: d.socket})
 	if err != nil || len(st.Subscribers) != 1 || st.Subscribers[0].QueueLen != monitorQueue {
 		t.Fatalf("status: %v %+v", err, st)
@@ -288,23 +258,23 @@ func TestIntegrationMonitorReconnect(t *testing.T) {
 	d := startDaemon(t, hub, sock, nil)
 	t.Setenv("XDG_STATE_HOME", dir)
 	m := start(t, "--socket", sock, "monitor", "--since-last", "--no-color", "--count", "4")
-	waitUntil(t, "the subscription", func() bool { return subscribers(hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(hub) == 1 })
 	hub.Publish(usbEv(1, event.USBAdd))
-	waitUntil(t, "the first event", func() bool { return strings.Contains(m.out.String(), "#1") })
+	testenv.WaitFor(t, "the first event", 30*time.Second, func() bool { return strings.Contains(m.out.String(), "#1") })
 	// The daemon's web side restarts; the hub (history) survives, as after
 	// a restart that reloads its history.
 	d.stop()
 	hub.Publish(usbEv(2, event.USBAdd)) // while nobody listens
 	startDaemon(t, hub, sock, nil)
 	n := 0
-	waitUntil(t, "the resumed subscription", func() bool {
+	testenv.WaitFor(t, "the resumed subscription", 30*time.Second, func() bool {
 		if n = subscribers(hub); n != 1 && time.Now().Second()%10 == 0 {
 			t.Logf("subscribers %d; notifyctl so far:\n%s", n, m.out.String())
 		}
 		return n == 1
 	})
 	hub.Publish(usbEv(3, event.USBAdd))
-	waitUntil(t, "the live event", func() bool { return strings.Contains(m.out.String(), "#3") })
+	testenv.WaitFor(t, "the live event", 30*time.Second, func() bool { return strings.Contains(m.out.String(), "#3") })
 	out := m.out.String()
 	if !strings.Contains(out, "notifyd says bye: shutdown") || !strings.Contains(out, "reconnected to notifyd") ||
 		!strings.Contains(out, ": recovered") || !strings.Contains(out, "usb=1-2") {
@@ -325,7 +295,7 @@ func TestIntegrationMonitorReconnect(t *testing.T) {
 	d2 := startDaemon(t, hub2, "", nil)
 	m2 := start(t, "--socket", d2.socket, "monitor", "--since-last", "--no-color", "--count", "1")
 	// --count counts events, not the loss line: one event ends it.
-	waitUntil(t, "the loss line", func() bool { return strings.Contains(m2.out.String(), "!! LOST") })
+	testenv.WaitFor(t, "the loss line", 30*time.Second, func() bool { return strings.Contains(m2.out.String(), "!! LOST") })
 	hub2.Publish(usbEv(7, event.USBAdd))
 	err = m2.wait(t)
 	if err != nil || !strings.Contains(m2.out.String(), "NOT recovered") || !strings.Contains(m2.out.String(), "usb=1-7") {
@@ -337,7 +307,7 @@ func TestIntegrationStatus(t *testing.T) {
 	d := startDaemon(t, nil, "", nil)
 	d.hub.Publish(usbEv(1, event.USBAdd))
 	m := start(t, "--socket", d.socket, "monitor")
-	waitUntil(t, "the subscription", func() bool { return subscribers(d.hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(d.hub) == 1 })
 	out, _, err := run(t, "--socket", d.socket, "status")
 	if err != nil {
 		t.Fatal(err)
@@ -460,7 +430,7 @@ func TestIntegrationKeyWatchFD(t *testing.T) {
 	}
 	other := start(t, "--socket", d.socket, "monitor", "--json")
 	mine := start(t, "--socket", d.socket, "monitor", "--json", "--count", "1", `owner == "`+rep.Owner+`"`)
-	waitUntil(t, "two subscriptions", func() bool { return subscribers(hub) == 2 })
+	testenv.WaitFor(t, "two subscriptions", 30*time.Second, func() bool { return subscribers(hub) == 2 })
 	// mine has no owner token in its subscription yet: it must not see it.
 	unix.Write(fd, []byte("41\n"))
 	unix.Close(fd)

@@ -10,6 +10,7 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/subs"
 )
 
@@ -93,7 +94,7 @@ func TestIntegrationQueueLimit(t *testing.T) {
 func TestIntegrationLimitSaidOnce(t *testing.T) {
 	d := startDaemon(t, nil, "", func(c *testConfig) { c.Limits = subs.Limits{MaxSubscribers: 1} })
 	first := start(t, "--socket", d.socket, "monitor")
-	waitUntil(t, "the first subscription", func() bool { return subscribers(d.hub) == 1 })
+	testenv.WaitFor(t, "the first subscription", 30*time.Second, func() bool { return subscribers(d.hub) == 1 })
 	_, stderr, err := run(t, "--socket", d.socket, "monitor")
 	if err == nil {
 		t.Fatal("a second subscription over the limit was accepted")

@@ -8,12 +8,13 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/sources/keys"
 	"github.com/notifyd/notifyd/watchqueue"
@@ -48,7 +49,7 @@ func TestIntegrationWatchKeyKernel(t *testing.T) {
 	ran := make(chan error, 1)
 	go func() { ran <- src.Run(ctx, hub) }()
 	defer func() { cancel(); <-ran }()
-	waitUntil(t, "the key source", func() bool { return src.Health().State == event.HealthLive })
+	testenv.WaitFor(t, "the key source", 30*time.Second, func() bool { return src.Health().State == event.HealthLive })
 
 	d := startDaemon(t, hub, "", func(c *testConfig) {
 		c.Policy = lsm.NewEngine(lsm.Default())
@@ -59,7 +60,7 @@ func TestIntegrationWatchKeyKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := start(t, "--socket", d.socket, "watch-key", "@s", "--tag", "7", "--json", "--count", "1")
-	waitUntil(t, "the subscription", func() bool { return subscribers(hub) == 1 })
+	testenv.WaitFor(t, "the subscription", 30*time.Second, func() bool { return subscribers(hub) == 1 })
 	id, err := unix.AddKey("user", "notifyd-test", []byte("x"), unix.KEY_SPEC_SESSION_KEYRING)
 	if err != nil {
 		t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // screenshotDoc is where TestIntegrationExampleApplet puts the popup's
@@ -65,18 +65,10 @@ func TestIntegrationExampleApplet(t *testing.T) {
 
 	// The desktop session's bus and its notification daemon.
 	sessAddr := "unix:path=" + filepath.Join(t.TempDir(), "session.sock")
-	sb := exec.Command("dbus-daemon", "--session", "--nofork", "--address="+sessAddr, "--print-address=1")
-	sbOut, _ := sb.StdoutPipe()
-	if err := sb.Start(); err != nil {
-		t.Fatalf("start the session bus: %v", err)
-	}
-	t.Cleanup(func() { sb.Process.Kill(); sb.Wait() })
-	if _, err := bufio.NewReader(sbOut).ReadString('\n'); err != nil {
-		t.Fatalf("session bus printed no address: %v", err)
-	}
+	testenv.StartDBus(t, "--session", "--address="+sessAddr)
 	env := append(os.Environ(), "DISPLAY="+display, "DBUS_SESSION_BUS_ADDRESS="+sessAddr)
 	rc, _ := filepath.Abs("testdata/dunstrc")
-	var dlog syncBuffer
+	var dlog testenv.Buffer
 	dn := exec.Command(dunst, "-config", rc)
 	dn.Env, dn.Stdout, dn.Stderr = env, &dlog, &dlog
 	if err := dn.Start(); err != nil {
@@ -132,7 +124,7 @@ func TestIntegrationExampleApplet(t *testing.T) {
 
 	app := exec.Command(py, "../examples/applet/notifyd-applet.py", "--bus", b.addr, "--json")
 	app.Env = env
-	var alog syncBuffer
+	var alog testenv.Buffer
 	app.Stdout, app.Stderr = &alog, &alog
 	if err := app.Start(); err != nil {
 		t.Fatalf("start the applet: %v", err)

@@ -286,13 +286,13 @@ func benchUnicast(b *testing.B, nsubs int) {
 	for r := range rounds {
 		from, to := b.N*r/rounds, b.N*(r+1)/rounds
 		h0 := d.svc.Health()
-		bus0, self0, t0 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		bus0, self0, t0 := procCPU(bus.bus.Pid()), selfCPU(), time.Now()
 		service(from, to)
-		bus1, self1, t1 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		bus1, self1, t1 := procCPU(bus.bus.Pid()), selfCPU(), time.Now()
 		h1 := d.svc.Health()
 		sigs, writes = sigs+h1.Signals-h0.Signals, writes+h1.Writes-h0.Writes
 		raw(to - from)
-		bus2, self2, t2 := procCPU(bus.cmd.Process.Pid), selfCPU(), time.Now()
+		bus2, self2, t2 := procCPU(bus.bus.Pid()), selfCPU(), time.Now()
 		svc, rawT = svc+t1.Sub(t0), rawT+t2.Sub(t1)
 		busSvc, busRaw = busSvc+bus1-bus0, busRaw+bus2-bus1
 		selfSvc, selfRaw = selfSvc+self1-self0, selfRaw+self2-self1

@@ -2,7 +2,6 @@ package dbusapi_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,7 +17,7 @@ import (
 	"github.com/notifyd/notifyd/dbusapi"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )
@@ -67,37 +66,18 @@ type testBus struct {
 	sock     string
 	addr     string
 	services string // the bus's activation directory (empty)
-	cmd      *exec.Cmd
-	log      syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writers exec uses.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	bus      *testenv.DBus
 }
 
 // startBus starts a system-like bus with the shipped policy and, when
 // given, other bus policy files (such as polkit's).
 func startBus(t testing.TB, includes ...string) *testBus {
 	t.Helper()
-	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
 	dir, err := os.MkdirTemp("", "notifyd-dbus-")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(dir) }) // after the bus stopped
 	// World-searchable so that the bystander running as nobody can
 	// reach the socket.
 	if err := os.Chmod(dir, 0o755); err != nil {
@@ -121,52 +101,20 @@ func startBus(t testing.TB, includes ...string) *testBus {
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b.start()
-	t.Cleanup(func() {
-		b.stop()
-		os.RemoveAll(dir)
-		if t.Failed() {
-			t.Logf("dbus-daemon log:\n%s", b.log.String())
-		}
-	})
+	// The bus's log (and that of services it starts) is shown only when
+	// the test fails.
+	b.bus = testenv.StartDBus(t, "--config-file="+cfg)
 	return b
 }
 
+// start starts the bus again after stop.
 func (b *testBus) start() {
 	b.t.Helper()
 	os.Remove(b.sock)
-	cmd := exec.Command("dbus-daemon", "--config-file="+filepath.Join(b.dir, "bus.conf"), "--nofork", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	// The bus's log (and that of services it starts) is shown only when
-	// the test fails.
-	cmd.Stderr = &b.log
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		b.t.Fatalf("start dbus-daemon: %v", err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		b.t.Fatalf("dbus-daemon printed no address: %v", err)
-	}
-	if !strings.HasPrefix(line, "unix:path="+b.sock) {
-		b.t.Logf("dbus-daemon address %q", strings.TrimSpace(line))
-	}
-	b.cmd = cmd
+	b.bus.Start()
 }
 
-func (b *testBus) stop() {
-	if b.cmd == nil {
-		return
-	}
-	b.cmd.Process.Kill()
-	b.cmd.Wait()
-	b.cmd = nil
-}
+func (b *testBus) stop() { b.bus.Stop() }
 
 // daemon is the service under test on a real hub.
 type daemon struct {

@@ -15,7 +15,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )
@@ -37,7 +37,7 @@ var buildNotifyd = sync.OnceValues(func() (string, error) {
 // realDaemon is the notifyd binary running on a test bus.
 type realDaemon struct {
 	cmd    *exec.Cmd
-	log    syncBuffer
+	log    testenv.Buffer
 	dir    string
 	socket string // the unix socket (WebSocket, notifyctl)
 }

@@ -15,7 +15,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 )
 
@@ -96,7 +96,7 @@ mount --bind %q /usr/share/polkit-1/actions
 exec %s`, rules, actions, polkitd)
 	cmd := exec.Command(unshare, "--mount", "--propagation", "private", "--", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "DBUS_SYSTEM_BUS_ADDRESS="+bus)
-	var log syncBuffer
+	var log testenv.Buffer
 	cmd.Stdout, cmd.Stderr = &log, &log
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Start(); err != nil {

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv/eventtest"
+	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
 	"github.com/notifyd/notifyd/record"
 )
 

@@ -142,3 +142,97 @@ func benchChan(events, n int) (time.Duration, uint64) {
 	wg.Wait()
 	return time.Since(start), lost
 }
+
+// BenchmarkHistoryHeap fills a hub's history (DefaultHistoryEvents) with a
+// storm of key events, as the key source publishes them (one KeyFields
+// per key, a 16-byte record each, one clock reading per 256), and reports
+// what the full history costs the garbage collector: the live heap per
+// remembered event after a GC (history-B/event) and the time of a full
+// GC cycle with that heap (gc-ms), which is mostly marking. One op is one
+// fill; the figures are the last op's.
+func BenchmarkHistoryHeap(b *testing.B) {
+	var perEvent, gcMs float64
+	for b.Loop() {
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		hub := fanout.New(fanout.Config{})
+		k := &event.KeyFields{ID: 42, Type: "user", Description: "bench"}
+		raw := make([]byte, 16*256)
+		now := time.Now()
+		for i := 0; i < fanout.DefaultHistoryEvents; i++ {
+			if i%256 == 0 {
+				raw = make([]byte, 16*256)
+				now = time.Now()
+			}
+			hub.Publish(&event.Event{Source: event.SourceKey, Subtype: event.KeyUpdated, Origin: event.OriginWatchQueue,
+				Key: k, StateKey: "key:42", Time: now, Raw: raw[16*(i%256) : 16*(i%256+1)]})
+		}
+		runtime.GC()
+		start := time.Now()
+		runtime.GC()
+		gcMs = float64(time.Since(start).Microseconds()) / 1000
+		runtime.ReadMemStats(&m1)
+		perEvent = float64(int64(m1.HeapAlloc)-int64(m0.HeapAlloc)) / fanout.DefaultHistoryEvents
+		if st := hub.Stats(); st.HistoryLen != fanout.DefaultHistoryEvents {
+			b.Fatalf("history holds %d events", st.HistoryLen)
+		}
+		runtime.KeepAlive(hub)
+	}
+	b.ReportMetric(perEvent, "history-B/event")
+	b.ReportMetric(gcMs, "gc-ms")
+}
+
+// BenchmarkPublishBatchStorm publishes a key storm as the key source does
+// (batches of 256 distinct events about one key, one KeyFields, a 16-byte
+// record each, stamped once per batch) to a hub with one subscriber that
+// drains on its own goroutine. The events come from 512 slabs made before
+// the timer starts and reused in turn (twice the history's length, so an
+// event is reused only after the history has let it go), so ns/op is the
+// hub's and the drain's share per event, without the source's allocation.
+func BenchmarkPublishBatchStorm(b *testing.B) {
+	hub := fanout.New(fanout.Config{})
+	defer hub.Close()
+	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf []*event.Event
+		for {
+			select {
+			case <-sub.Ready():
+				buf = sub.Drain(buf[:0])
+				clear(buf)
+			case <-sub.Done():
+				return
+			}
+		}
+	}()
+	const batch = 256
+	k := &event.KeyFields{ID: 42, Type: "user", Description: "bench"}
+	raw := make([]byte, 16*batch)
+	slabs := make([][]event.Event, 2*fanout.DefaultHistoryEvents/batch)
+	for i := range slabs {
+		slabs[i] = make([]event.Event, batch)
+	}
+	ptrs := make([]*event.Event, batch)
+	b.ResetTimer()
+	for i, n := 0, 0; n < b.N; i++ {
+		now := time.Now()
+		j := 0
+		for ; j < batch && n < b.N; j, n = j+1, n+1 {
+			ev := &slabs[i%len(slabs)][j]
+			ev.Seq, ev.Epoch = 0, 0
+			ev.Source, ev.Subtype, ev.Origin, ev.Key, ev.StateKey, ev.Time = event.SourceKey, event.KeyUpdated, event.OriginWatchQueue, k, "key:42", now
+			ev.Raw = raw[16*j : 16*j+16]
+			ptrs[j] = ev
+		}
+		hub.PublishBatch(ptrs[:j])
+	}
+	b.StopTimer()
+	sub.Close()
+	<-done
+}

@@ -14,7 +14,11 @@
 // no gaps across all sources. Every published event, loss events
 // included, enters the history ring, bounded by Config.HistoryEvents and
 // Config.HistoryBytes (an event costs len(Raw) plus an estimate of its
-// JSON size; defaults 65536 events and 64 MiB). Events with a StateKey
+// JSON size; defaults 65536 events and 64 MiB). The history holds no
+// pointer per event (history.go): entries of seq, time and record bytes
+// that share templates, so that a full history costs the garbage
+// collector almost nothing to mark; what History, resume and SaveHistory
+// return is rebuilt from them, equal in every exported field. Events with a StateKey
 // update the current-state table (StateRemove deletes the entry); Seed
 // sets an entry without publishing.
 //

@@ -32,13 +32,14 @@ type Hub struct {
 	seq       uint64
 	closed    bool
 	published uint64
-	hist      ring // contiguous seqs; hist.at(0).ev.Seq is the oldest
+	hist      history // contiguous seqs, oldest first
 	histBytes int
 	state     map[string]*stateEntry
 	subs      []*Subscription
 	nextID    uint64
-	sizes     []int   // PublishBatch's scratch: eventSize per event of the batch
-	pick      []int32 // one subscription's share of a batch, as indexes
+	scratch   event.Event // histView's
+	sizes     []int       // PublishBatch's scratch: eventSize per event of the batch
+	pick      []int32     // one subscription's share of a batch, as indexes
 	counts    map[countKey]*count
 	lastKey   countKey // the key of lastCount: a run of one source and
 	lastCount *count   // subtype is counted without a map lookup
@@ -132,7 +133,7 @@ func (h *Hub) PublishBatch(evs []*event.Event) {
 	var now time.Time
 	sizes := h.sizes[:0] // indexes and sizes hold no pointer: no write barrier, nothing kept alive
 	n := 0
-	for _, ev := range evs {
+	for i, ev := range evs {
 		if ev == nil {
 			sizes = append(sizes, 0)
 			continue
@@ -150,7 +151,7 @@ func (h *Hub) PublishBatch(evs []*event.Event) {
 		size := eventSize(ev)
 		sizes = append(sizes, size)
 		h.remember(ev, size)
-		if ev.StateKey != "" && ev.Loss == nil {
+		if ev.StateKey != "" && ev.Loss == nil && !supersededIn(evs[i+1:], ev.StateKey) {
 			h.setStateLocked(ev)
 		}
 	}
@@ -160,7 +161,7 @@ func (h *Hub) PublishBatch(evs []*event.Event) {
 	switch {
 	case n == 1 && len(evs) == 1: // Publish
 		for _, s := range h.subs {
-			if s.offer(evs[0], sizes[0]) {
+			if s.offerEach(evs, sizes) {
 				ended = true
 			}
 		}
@@ -178,6 +179,17 @@ func (h *Hub) PublishBatch(evs []*event.Event) {
 	if ended {
 		h.changed()
 	}
+}
+
+// supersededIn reports whether the next event of rest replaces the state
+// entry key: then setting it first changes nothing anyone can see (the
+// table is read under h.mu, which PublishBatch holds throughout), and a
+// storm on one object costs one table write per batch, not one per event.
+func supersededIn(rest []*event.Event, key string) bool {
+	if len(rest) == 0 || rest[0] == nil || rest[0].Loss != nil {
+		return false
+	}
+	return rest[0].StateKey == key
 }
 
 // Seed records ev (which must have a StateKey) in the current-state table
@@ -215,10 +227,10 @@ func (h *Hub) setStateLocked(ev *event.Event) {
 // remember appends ev to the history ring and evicts the oldest events
 // beyond either bound.
 func (h *Hub) remember(ev *event.Event, size int) {
-	h.hist.push(item{ev: ev, size: size})
+	h.hist.push(ev, size)
 	h.histBytes += size
 	for h.hist.len() > 0 && (h.hist.len() > h.maxHist || h.histBytes > h.maxBytes) {
-		h.histBytes -= h.hist.pop().size
+		h.histBytes -= h.hist.pop()
 	}
 }
 
@@ -228,13 +240,21 @@ func (h *Hub) histLow() uint64 {
 	if h.hist.len() == 0 {
 		return h.seq + 1
 	}
-	return h.hist.at(0).ev.Seq
+	return h.hist.low()
+}
+
+// histView returns the event with sequence number seq, which must be in
+// [histLow, h.seq], built into the hub's scratch event (history.view): for
+// deciding whether to take it with histAt. Called with h.mu held.
+func (h *Hub) histView(seq uint64) *event.Event {
+	return h.hist.view(int(seq-h.histLow()), &h.scratch)
 }
 
 // histAt returns the event with sequence number seq, which must be in
 // [histLow, h.seq].
 func (h *Hub) histAt(seq uint64) item {
-	return h.hist.at(int(seq - h.histLow()))
+	i := int(seq - h.histLow())
+	return item{ev: h.hist.at(i), size: int(h.hist.ent(i).size)}
 }
 
 // Subscribe starts a subscription. It fails with ErrHubDone after Close
@@ -367,12 +387,12 @@ func (h *Hub) replayLocked(s *Subscription, p Position) bool {
 			}
 			missing = missing[1:]
 		}
-		it := h.histAt(seq)
-		if !s.wants(it.ev) {
+		v := h.histView(seq)
+		if !s.wants(v) {
 			continue
 		}
-		if s.allowed(it.ev) {
-			s.enqueueLocked(it)
+		if s.allowed(v) {
+			s.enqueueLocked(h.histAt(seq))
 		}
 	}
 	for _, l := range missing {
@@ -466,7 +486,7 @@ func (h *Hub) Stats() HubStats {
 		HistoryLen:  h.hist.len(),
 	}
 	if h.hist.len() > 0 {
-		st.HistoryLow = h.hist.at(0).ev.Seq
+		st.HistoryLow = h.hist.low()
 	}
 	h.mu.Unlock()
 	st.Deliveries = h.deliveries.Load()
@@ -505,8 +525,8 @@ func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, ow
 		if max > 0 && len(out) >= max {
 			break
 		}
-		if ev := h.histAt(seq).ev; lets(ev, m, allow, owner) {
-			out = append(out, ev)
+		if lets(h.histView(seq), m, allow, owner) {
+			out = append(out, h.histAt(seq).ev)
 		}
 	}
 	return out
@@ -532,8 +552,8 @@ func (h *Hub) HistoryBefore(before uint64, m Matcher, allow func(*event.Event) b
 	low := h.histLow()
 	var out []*event.Event
 	for seq := hi; seq >= low && seq > 0 && len(out) < max; seq-- {
-		if ev := h.histAt(seq).ev; lets(ev, m, allow, owner) {
-			out = append(out, ev)
+		if lets(h.histView(seq), m, allow, owner) {
+			out = append(out, h.histAt(seq).ev)
 		}
 	}
 	slices.Reverse(out)

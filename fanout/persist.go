@@ -44,7 +44,7 @@ func (h *Hub) SaveHistory(w io.Writer) error {
 	hdr := historyHeader{Format: historyFormat, Version: historyVersion, Epoch: event.FormatEpoch(h.epoch), Seq: h.seq, Events: h.hist.len()}
 	evs := make([]*event.Event, h.hist.len())
 	for i := range evs {
-		evs[i] = h.hist.at(i).ev
+		evs[i] = h.hist.at(i)
 	}
 	h.mu.Unlock()
 
@@ -99,7 +99,7 @@ func (h *Hub) LoadHistory(r io.Reader) error {
 
 	// Build the ring aside, bounded as the live one, then swap it in.
 	var (
-		hist  ring
+		hist  history
 		bytes int
 		next  = hdr.Seq - uint64(hdr.Events) + 1
 	)
@@ -124,10 +124,10 @@ func (h *Hub) LoadHistory(r io.Reader) error {
 		next++
 		ev.Owner = rec.Owner
 		size := eventSize(ev)
-		hist.push(item{ev: ev, size: size})
+		hist.push(ev, size)
 		bytes += size
 		for hist.len() > 0 && (hist.len() > h.maxHist || bytes > h.maxBytes) {
-			bytes -= hist.pop().size
+			bytes -= hist.pop()
 		}
 	}
 	if dec.More() {

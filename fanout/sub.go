@@ -201,8 +201,9 @@ func (s *Subscription) offerBatch(evs []*event.Event, sizes []int, pick *[]int32
 
 // offerEach is offerBatch for a Disconnect subscription: each owed event
 // is queued under its own hold of s.mu, and the first that does not fit
-// ends the subscription before the next is looked at. Called with hub.mu
-// held.
+// ends the subscription before the next is looked at. It is also how a
+// batch of one (Publish) is offered: no scratch is needed. Called with
+// hub.mu held.
 func (s *Subscription) offerEach(evs []*event.Event, sizes []int) bool {
 	signal := false
 	for i, ev := range evs {
@@ -221,27 +222,6 @@ func (s *Subscription) offerEach(evs []*event.Event, sizes []int) bool {
 		}
 	}
 	if signal {
-		s.signal()
-	}
-	return false
-}
-
-// offer queues ev if s is owed it: offerBatch for a batch of one event
-// (Publish), without the scratch. It reports whether s ended
-// (Disconnect). Called with hub.mu held.
-func (s *Subscription) offer(ev *event.Event, size int) bool {
-	if !s.wants(ev) || !s.allowed(ev) {
-		return false
-	}
-	s.mu.Lock()
-	wasEmpty := s.q.len() == 0 && !s.pend.active
-	ended := s.enqueueLocked(item{ev: ev, size: size})
-	s.mu.Unlock()
-	if ended {
-		s.gone = true
-		return true
-	}
-	if wasEmpty {
 		s.signal()
 	}
 	return false

@@ -15,7 +15,7 @@ import (
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/fleet"
 	"github.com/notifyd/notifyd/fleet/fleetsim"
-	"github.com/notifyd/notifyd/fleet/fleettest"
+	"github.com/notifyd/notifyd/internal/rig/fleettest"
 )
 
 // publisher publishes on hosts, one event per host every period, until

@@ -16,11 +16,12 @@ import (
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/fleet"
 	"github.com/notifyd/notifyd/fleet/fleetsim"
-	"github.com/notifyd/notifyd/fleet/fleettest"
+	"github.com/notifyd/notifyd/internal/rig/fleettest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/subs"
 )
 
-func TestMain(m *testing.M) { fleettest.MainNoLeaks(m) }
+func TestMain(m *testing.M) { testenv.MainNoLeaks(m) }
 
 // agg is an aggregator under test: a hub, its core, and the stream
 // consumer running.

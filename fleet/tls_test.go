@@ -20,7 +20,7 @@ import (
 
 	"github.com/notifyd/notifyd/fleet"
 	"github.com/notifyd/notifyd/fleet/fleetsim"
-	"github.com/notifyd/notifyd/fleet/fleettest"
+	"github.com/notifyd/notifyd/internal/rig/fleettest"
 )
 
 // certs makes a CA and a server certificate for 127.0.0.1, and writes

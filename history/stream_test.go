@@ -9,7 +9,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
-	"github.com/notifyd/notifyd/internal/testenv/eventtest"
+	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
 	"github.com/notifyd/notifyd/record"
 )
 

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // helperEnv makes the test binary act as a socket client: it connects to

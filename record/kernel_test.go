@@ -9,7 +9,7 @@ import (
 
 // TestKernelCaptures decodes what a real 6.1 kernel wrote into
 // notification pipes in the test VM (captured by the watchqueue VM tests
-// with go test ./vmtest -vm.update-golden): every record must decode,
+// with go test ./internal/rig/vmtest -vm.update-golden): every record must decode,
 // none may be unknown or malformed, and re-encoding gives the same bytes.
 func TestKernelCaptures(t *testing.T) {
 	if native.big {
@@ -51,7 +51,7 @@ func TestKernelCaptures(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b, err := os.ReadFile(filepath.Join("testdata", "kernel-6.1", name))
 			if err != nil {
-				t.Fatalf("capture missing (go test ./vmtest -args -vm.update-golden): %v", err)
+				t.Fatalf("capture missing (go test ./internal/rig/vmtest -args -vm.update-golden): %v", err)
 			}
 			recs, st, err := DecodeAll(b)
 			if err != nil || st.Unknown != 0 || st.Malformed != 0 || len(recs) == 0 {

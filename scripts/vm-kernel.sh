@@ -4,7 +4,7 @@
 #
 # With NOTIFYD_VM_KERNEL set to an existing file it prints that and builds
 # nothing. Otherwise it builds Debian's linux-source-6.1 as tinyconfig plus
-# internal/vm/kernel.config (everything built in, no modules), checks that
+# internal/rig/vm/kernel.config (everything built in, no modules), checks that
 # every line of the fragment survived `make olddefconfig`, and caches the
 # result outside the work tree:
 #
@@ -16,7 +16,7 @@
 # changed fragment is an incremental rebuild (under a minute).
 #
 # With --cached it only looks: it prints the cached kernel's path, or exits
-# with status 3 when there is none (used by go test ./vmtest outside CI).
+# with status 3 when there is none (used by go test ./internal/rig/vmtest outside CI).
 #
 # Env: NOTIFYD_VM_KERNEL (prebuilt kernel), NOTIFYD_VM_KERNEL_SRC (source
 # tarball, default /usr/src/linux-source-6.1.tar.xz), JOBS (default nproc).
@@ -40,7 +40,7 @@ if [ -n "${NOTIFYD_VM_KERNEL:-}" ]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-frag=$root/internal/vm/kernel.config
+frag=$root/internal/rig/vm/kernel.config
 tarball=${NOTIFYD_VM_KERNEL_SRC:-/usr/src/linux-source-6.1.tar.xz}
 jobs=${JOBS:-$(nproc)}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/notifyd/vm

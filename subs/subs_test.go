@@ -17,7 +17,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/keytest"
-	"github.com/notifyd/notifyd/internal/vm/guest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/keytest"
+	"github.com/notifyd/notifyd/internal/rig/vm/guest"
 	"github.com/notifyd/notifyd/record"
 	"golang.org/x/sys/unix"
 )
@@ -185,7 +185,7 @@ func collect(t *testing.T, q *Queue, timeout time.Duration, done func([]record.R
 var raw = map[string][]byte{}
 
 // capture sends what the test read to the host as a golden file
-// (record/testdata/kernel-6.1/name with go test ./vmtest -vm.update-golden),
+// (record/testdata/kernel-6.1/name with go test ./internal/rig/vmtest -vm.update-golden),
 // where record's tests decode it.
 func capture(t *testing.T, name string) {
 	t.Helper()
@@ -467,7 +467,7 @@ func TestMain(m *testing.M) {
 func TestIntegrationKeyInstantiated(t *testing.T) {
 	needQueue(t)
 	if err := keytest.Install(); err != nil {
-		testenv.Missing(t, err.Error(), "go test ./vmtest")
+		testenv.Missing(t, err.Error(), "go test ./internal/rig/vmtest")
 	}
 	q := openQueue(t, 64)
 	ring := keyring(t, "wq-construct")

@@ -20,7 +20,7 @@ import (
 	"github.com/notifyd/notifyd/ctl"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/history"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 )

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -136,9 +137,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		return
 	}
 	s.accepted.Add(1)
-	s.mu.Lock()
-	s.conns++
-	s.mu.Unlock()
+	s.conns.Add(1)
 	c.ws = ws
 	if first != nil {
 		c.cmds <- cmd{start: first}
@@ -159,11 +158,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request, tr transport) {
 		// reader returns, and with it every subscription of the
 		// connection.
 		defer ws.Close()
-		defer func() {
-			s.mu.Lock()
-			s.conns--
-			s.mu.Unlock()
-		}()
+		defer s.conns.Add(-1)
 		go func() {
 			defer close(c.writerDone)
 			c.writeLoop(v11)
@@ -692,12 +687,25 @@ func (w *writer) ended() {
 }
 
 // events writes evs of st: in 1.0 one event frame for a single item and
-// batch frames otherwise; in 1.1 always batch frames naming st.
+// batch frames otherwise; in 1.1 always batch frames naming st. Each
+// event's JSON is its cached encoding when other connections may want it
+// too, and otherwise encoded into the frame and not kept (Server.shared).
 func (w *writer) events(st *stream, evs []*event.Event) bool {
 	c := w.c
+	share := c.s.shared()
 	if !w.v11 && len(evs) == 1 {
-		if !c.write(evs[0].JSON()) {
-			return false
+		if share {
+			if !c.write(evs[0].JSON()) {
+				return false
+			}
+		} else {
+			sp := getScratch()
+			*sp = evs[0].AppendJSON((*sp)[:0])
+			ok := c.write(*sp)
+			putScratch(sp)
+			if !ok {
+				return false
+			}
 		}
 		note(evs[0], &st.last)
 		return true
@@ -708,7 +716,7 @@ func (w *writer) events(st *stream, evs []*event.Event) bool {
 		prefix = `{"type":"batch","sub":` + string(name) + `,"events":[`
 	}
 	for len(evs) > 0 {
-		n, ok := c.frame(prefix, "]}", evs, &st.last)
+		n, ok := c.frame(prefix, "]}", evs, &st.last, share)
 		if !ok {
 			return false
 		}
@@ -716,6 +724,77 @@ func (w *writer) events(st *stream, evs []*event.Event) bool {
 		evs = evs[n:]
 	}
 	return true
+}
+
+// scratchPool holds the buffers an event's JSON is appended to when it is
+// not cached on the event (see Server.shared): one per writer that is
+// writing a frame, reused for every event of it.
+var scratchPool sync.Pool
+
+// maxScratch is the largest scratch buffer kept in scratchPool.
+const maxScratch = 64 << 10
+
+func getScratch() *[]byte {
+	if sp, _ := scratchPool.Get().(*[]byte); sp != nil {
+		return sp
+	}
+	b := make([]byte, 0, 1024)
+	return &b
+}
+
+func putScratch(sp *[]byte) {
+	if cap(*sp) <= maxScratch {
+		scratchPool.Put(sp)
+	}
+}
+
+// frame writes one frame: prefix, the JSON of as many of evs as fit
+// (maxBatch events; the event that reaches maxBatchBytes is the last),
+// suffix. It returns how many went in. With share, each event's JSON is
+// its cached encoding (event.Event.JSON), made once for every connection;
+// without, it is encoded into a scratch buffer and not kept.
+func (c *conn) frame(prefix, suffix string, evs []*event.Event, last *uint64, share bool) (int, bool) {
+	c.ws.SetWriteDeadline(time.Now().Add(c.s.writeWait))
+	wr, err := c.ws.NextWriter(websocket.TextMessage)
+	if err != nil {
+		c.writeFailed(err)
+		return 0, false
+	}
+	var sp *[]byte
+	if !share {
+		sp = getScratch()
+		defer putScratch(sp)
+	}
+	fw := &frameWriter{w: wr}
+	fw.str(prefix)
+	n, size := 0, 0
+	for n < len(evs) && n < maxBatch && (n == 0 || size < maxBatchBytes) {
+		ev := evs[n]
+		if n > 0 {
+			fw.str(",")
+		}
+		var j []byte
+		if share {
+			j = ev.JSON()
+		} else {
+			*sp = ev.AppendJSON((*sp)[:0])
+			j = *sp
+		}
+		fw.raw(j)
+		size += len(j)
+		note(ev, last)
+		n++
+	}
+	fw.str(suffix)
+	if fw.err == nil {
+		fw.err = wr.Close()
+	}
+	if fw.err != nil {
+		c.writeFailed(fw.err)
+		return 0, false
+	}
+	c.s.frames.Add(1)
+	return n, true
 }
 
 // history writes a 1.1 history answer in frames of at most maxBatch
@@ -732,7 +811,7 @@ func (w *writer) history(h *historyAnswer) bool {
 		// The events go in by hand, from each event's cached JSON.
 		prefix := string(hdr[:len(hdr)-len(`"events":null}`)]) + `"events":[`
 		var last uint64
-		if _, ok := c.frame(prefix, "]}", evs[:k], &last); !ok {
+		if _, ok := c.frame(prefix, "]}", evs[:k], &last, true); !ok {
 			return false
 		}
 		if page.Done {
@@ -751,38 +830,6 @@ func fit(evs []*event.Event) int {
 		n++
 	}
 	return n
-}
-
-// frame writes one frame: prefix, the JSON of as many of evs as fit
-// (maxBatch events, about maxBatchBytes), suffix. It returns how many
-// went in.
-func (c *conn) frame(prefix, suffix string, evs []*event.Event, last *uint64) (int, bool) {
-	c.ws.SetWriteDeadline(time.Now().Add(c.s.writeWait))
-	wr, err := c.ws.NextWriter(websocket.TextMessage)
-	if err != nil {
-		c.writeFailed(err)
-		return 0, false
-	}
-	fw := &frameWriter{w: wr}
-	fw.str(prefix)
-	n := fit(evs)
-	for i, ev := range evs[:n] {
-		if i > 0 {
-			fw.str(",")
-		}
-		fw.raw(ev.JSON())
-		note(ev, last)
-	}
-	fw.str(suffix)
-	if fw.err == nil {
-		fw.err = wr.Close()
-	}
-	if fw.err != nil {
-		c.writeFailed(fw.err)
-		return 0, false
-	}
-	c.s.frames.Add(1)
-	return n, true
 }
 
 // write sends one text frame.

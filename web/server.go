@@ -27,7 +27,8 @@
 // writer is the only goroutine that writes frames; it drains the
 // subscription's queue and sends everything queued at once as one batch
 // frame, each event's JSON encoded once (event.Event.JSON) for all
-// connections. Backpressure is the fan-out hub's: each subscription has a
+// connections — or, while a connection is the server's only one, encoded
+// straight into its frame and not kept (nobody else would read it). Backpressure is the fan-out hub's: each subscription has a
 // bounded queue and a policy (drop-oldest with a loss event, disconnect,
 // coalesce); a writer that cannot finish a frame within WriteWait drops
 // the connection, since gorilla's connection is unusable after a write
@@ -139,7 +140,7 @@ type Config struct {
 	// frame of events it wrote (or failed to write) with when the writer
 	// woke for them and when the frame was written. It runs on the
 	// writer goroutine and must be quick; evs is only valid during the
-	// call. internal/wsbench uses it for its per-stage latency figures.
+	// call. internal/rig/bench/ws uses it for its per-stage latency figures.
 	Trace func(woke, written time.Time, evs []*event.Event)
 	// LoginTTL is how long a login link works (DefaultLoginTTL) and
 	// SessionTTL how long a browser session lasts (DefaultSessionTTL);
@@ -165,8 +166,8 @@ type Server struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	servers []*http.Server
-	conns   int
-	sess    sessions // browser sessions (session.go)
+	conns   atomic.Int64 // open WebSocket connections
+	sess    sessions     // browser sessions (session.go)
 
 	accepted, refused, frames, batches, timeouts atomic.Uint64
 	refusing                                     atomic.Int64 // refused sockets waiting for their request
@@ -208,6 +209,15 @@ func New(cfg Config) (*Server, error) {
 	s.upTCP.CheckOrigin = s.originOK
 	return s, nil
 }
+
+// shared reports whether an event's JSON is worth caching on the event
+// (event.Event.JSON) for other connections: when this connection is the
+// server's only one, nobody else here will ask for it, and the writer
+// appends the JSON to its frame directly, which saves an allocation per
+// event and keeps the history ring free of encodings nobody reads. Anyone
+// who does need it later (a history answer, a client that arrives) encodes
+// it then.
+func (s *Server) shared() bool { return s.conns.Load() > 1 }
 
 // Token returns the bearer token TCP clients must present; it fails
 // without a TokenFile.
@@ -519,9 +529,7 @@ func (s *Server) status(viewer *subs.Conn) api.Status {
 	if s.cfg.DBus != nil {
 		st.DBus = s.cfg.DBus()
 	}
-	s.mu.Lock()
-	st.Web.Connections = s.conns
-	s.mu.Unlock()
+	st.Web.Connections = int(s.conns.Load())
 	st.Web.KeyWatches = core.KeyWatches()
 	return st
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/lsm"
 	"github.com/notifyd/notifyd/subs"
 	"github.com/notifyd/notifyd/web"

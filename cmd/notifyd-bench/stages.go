@@ -4,14 +4,14 @@ const mod = "github.com/notifyd/notifyd/"
 
 // Packages holding the benchmarks.
 const (
-	ingestPkg = mod + "internal/ingestbench"
+	ingestPkg = mod + "internal/rig/bench/ingest"
 	fanoutPkg = mod + "fanout"
 	webPkg    = mod + "web"
 	dbusPkg   = mod + "dbusapi"
-	ueventPkg = mod + "internal/ueventbench"
-	e2ePkg    = mod + "internal/e2ebench"
-	keysPkg   = mod + "internal/keysbench"
-	wsPkg     = mod + "internal/wsbench"
+	ueventPkg = mod + "internal/rig/bench/uevent"
+	e2ePkg    = mod + "internal/rig/bench/e2e"
+	keysPkg   = mod + "internal/rig/bench/keys"
+	wsPkg     = mod + "internal/rig/bench/ws"
 )
 
 // Per-stage -benchtime: these benchmarks take b.N as a number of events
@@ -72,7 +72,7 @@ var stages = []stage{
 		Checks: append([]check{{Metric: "allocs/event", Per: 500, As: "allocs/delivery", Limit: 0.01}}, hubValid...)},
 
 	// WebSocket: web's BenchmarkDelivery runs notifyd's server and two
-	// bare gorilla servers (internal/wsbench.Ceiling) with the same
+	// bare gorilla servers (internal/rig/bench/ws.Ceiling) with the same
 	// clients: the fair ceiling (chat-example coalescing, write-buffer
 	// pool), which the target is stated against, and the naive one (one
 	// frame per event), the strawman of earlier runs, kept as a second
@@ -140,6 +140,7 @@ var stages = []stage{
 	// Keys in the VM: the host benchmark boots the watch_queue kernel and
 	// runs the storm in the guest (emulated: compare the ratio only).
 	{Name: "keys in the VM (keyctl update storm)", Pkg: keysPkg, Bench: "BenchmarkVMKeyStorm", Metric: "events/s", CeilMetric: "keyctl-events/s",
-		Target: 1, Extra: []string{"received", "keyctl-received", "loss-events", "keyctl-loss-lines", "updates/s"},
+		Target: 1, Extra: []string{"received", "keyctl-received", "keywatch-received", "received-q1", "keywatch-received-q1",
+			"loss-events", "keyctl-loss-lines", "loss-events-q1", "keywatch-loss-lines-q1", "updates/s"},
 		Checks: []check{{Metric: "unreported", Limit: 0}}, Benchtime: "1x"},
 }

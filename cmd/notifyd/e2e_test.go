@@ -23,7 +23,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/notifyd/notifyd/api"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // build compiles the daemon and notifyctl once per test binary.
@@ -55,22 +55,8 @@ func binaries(t *testing.T) (notifyd, notifyctl string) {
 // socket of its own: the test never touches an ambient bus.
 func privateBus(t *testing.T) string {
 	t.Helper()
-	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
 	sock := filepath.Join(t.TempDir(), "bus.sock")
-	cmd := exec.Command("dbus-daemon", "--session", "--nofork", "--print-address=1", "--address=unix:path="+sock)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon printed no address: %v", err)
-	}
-	return strings.TrimSpace(line)
+	return testenv.StartDBus(t, "--session", "--address=unix:path="+sock).Addr
 }
 
 // proc is a notifyd process under test.

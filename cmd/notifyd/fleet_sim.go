@@ -15,7 +15,7 @@ import (
 )
 
 // runSimulate is notifyd fleet simulate: one simulated host in its own
-// process, for the fleet benchmark (internal/fleetbench): a hub, a
+// process, for the fleet benchmark (internal/rig/bench/fleet): a hub, a
 // subscription core and a real forwarder with its own NATS connection,
 // fed by synthetic events at a fixed rate. On SIGTERM it stops
 // publishing, lets the forwarder send what it holds, and prints one JSON

@@ -10,30 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/ctl"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
-
-// lockedBuf is a buffer written by a daemon and read by the test.
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestFleetCommands: the documented pair — notifyd fleet --add-host, then
 // notifyd --forward … --forward-user … --forward-nkey … — wires a host
@@ -46,7 +28,7 @@ func TestFleetCommands(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var aggOut, aggErr, hostOut, hostErr lockedBuf
+	var aggOut, aggErr, hostOut, hostErr testenv.Buffer
 	aggDone := make(chan int, 1)
 	go func() {
 		aggDone <- run(ctx, []string{"fleet", "--state-dir", filepath.Join(dir, "agg-state"), "--runtime-dir", filepath.Join(dir, "agg-run"),

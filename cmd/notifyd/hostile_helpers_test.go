@@ -32,7 +32,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/gorilla/websocket"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // hostileLegacy leaves out of the daemon configuration the keys that the
@@ -323,53 +323,13 @@ const hostileBusConfig = `<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus 
 // may reach (privateBus's socket is in a directory only root may enter).
 func hostileBus(t *testing.T) string {
 	t.Helper()
-	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
 	dir := worldDir(t, "notifyd-hostile-bus-")
 	sock := filepath.Join(dir, "bus.sock")
 	cfg := filepath.Join(dir, "bus.conf")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(hostileBusConfig, sock)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("dbus-daemon", "--config-file="+cfg, "--nofork", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var log syncBuf
-	cmd.Stderr = &log
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() && log.String() != "" {
-			t.Logf("dbus-daemon:\n%s", log.String())
-		}
-	})
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatalf("dbus-daemon printed no address: %v\n%s", err, log.String())
-	}
-	go io.Copy(io.Discard, out)
-	return strings.TrimSpace(line)
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	return testenv.StartDBus(t, "--config-file="+cfg).Addr
 }
 
 // dbusSubscribe connects to bus and subscribes; events for block devices
@@ -674,7 +634,7 @@ type helperProc struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan helperLine
-	stderr syncBuf
+	stderr testenv.Buffer
 	exited chan struct{}
 }
 

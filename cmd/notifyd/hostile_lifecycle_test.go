@@ -20,7 +20,7 @@ import (
 	"github.com/godbus/dbus/v5"
 	"github.com/gorilla/websocket"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // Close paths of TestHostileLifecycle.

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // lockoutNoFile is the daemon's RLIMIT_NOFILE in TestHostileLockout:

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // TestHostilePolicyEquivalence: one policy file, one table of (user,
@@ -359,7 +359,7 @@ func notifyctlMonitor(t *testing.T, ctx context.Context, ctl, socket string, u h
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: u.cred()}
 	cmd.Env = append(os.Environ(), "HOME=/", "XDG_STATE_HOME=/nonexistent")
 	cmd.Dir = "/"
-	var stderr syncBuf
+	var stderr testenv.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

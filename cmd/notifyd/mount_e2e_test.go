@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/mountns"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/mountns"
 )
 
 // mountLine is one mount event as notifyctl monitor --json printed it.

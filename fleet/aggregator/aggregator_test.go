@@ -2,7 +2,6 @@ package aggregator_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,29 +18,12 @@ import (
 	"github.com/notifyd/notifyd/fleet"
 	"github.com/notifyd/notifyd/fleet/aggregator"
 	"github.com/notifyd/notifyd/fleet/fleetsim"
-	"github.com/notifyd/notifyd/fleet/fleettest"
 	"github.com/notifyd/notifyd/internal/config"
+	"github.com/notifyd/notifyd/internal/rig/fleettest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
-func TestMain(m *testing.M) { fleettest.MainNoLeaks(m) }
-
-// syncBuf is a bytes.Buffer safe for a writer and a reader.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { testenv.MainNoLeaks(m) }
 
 // TestNotifyctlAgainstAggregator: notifyd fleet with its embedded NATS
 // server serves the same WebSocket protocol as a host's daemon:
@@ -71,7 +52,7 @@ func TestNotifyctlAgainstAggregator(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan *aggregator.Aggregator, 1)
 	done := make(chan error, 1)
-	var banner syncBuf
+	var banner testenv.Buffer
 	go func() {
 		done <- aggregator.Run(ctx, aggregator.Options{Config: cfg, Stdout: &banner, Version: "test", Ready: func(a *aggregator.Aggregator) { ready <- a }})
 	}()
@@ -112,7 +93,7 @@ func TestNotifyctlAgainstAggregator(t *testing.T) {
 	base := "ws://" + u.Host
 	tokenFile := cfg.TokenPath()
 	type run struct {
-		out syncBuf
+		out testenv.Buffer
 		err chan error
 	}
 	monitor := func(args ...string) *run {
@@ -173,7 +154,7 @@ func TestNotifyctlAgainstAggregator(t *testing.T) {
 	}
 
 	// Status: one source per host, live, with its counts.
-	var out syncBuf
+	var out testenv.Buffer
 	if err := ctl.Run(ctx, []string{"--url", base, "--token-file", tokenFile, "status", "--json"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +173,7 @@ func TestNotifyctlAgainstAggregator(t *testing.T) {
 		!strings.Contains(st.Sources[0].Reason, "lag") {
 		t.Errorf("status sources: %+v", st.Sources)
 	}
-	out = syncBuf{}
+	out = testenv.Buffer{}
 	if err := ctl.Run(ctx, []string{"--socket", a.SocketPath(), "status"}, &out, io.Discard); err != nil {
 		t.Fatal(err)
 	}

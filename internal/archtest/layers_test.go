@@ -58,21 +58,14 @@ var layerOf = map[string]string{
 	"cmd/notifyd":      wiring,
 	"fleet/fleetsim":   wiring, // synthetic fleet hosts: cmd/notifyd's simulator mode and the fleet benchmarks
 
-	"fleet/fleettest":           rig,
-	"sources/internal/sinktest": rig,
-	"internal/testenv":          rig,
-	"internal/testenv/":         rig,
-	"internal/vm":               rig,
-	"internal/vm/":              rig,
-	"vmtest":                    rig,
-	"internal/archtest":         rig,
-	"internal/ingestbench":      rig,
-	"internal/keysbench":        rig,
-	"internal/ueventbench":      rig,
-	"internal/e2ebench":         rig,
-	"internal/fleetbench":       rig,
-	"internal/wsbench":          rig,
-	"cmd/notifyd-bench":         rig,
+	// every test rig and benchmark lives under internal/rig; the two
+	// below stay beside what they test: derivedtest imports
+	// sources/internal/derived (Go's internal visibility), and archtest
+	// is a test of the whole module with nothing to share.
+	"internal/rig":      rig,
+	"internal/rig/":     rig,
+	"internal/archtest": rig,
+	"cmd/notifyd-bench": rig,
 
 	"sources/internal/derived/derivedtest": rig,
 }

@@ -1,34 +1,16 @@
 package daemon
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
-
-// syncBuffer is a bytes.Buffer the banner writes to while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestBannerToken: by default the banner names the dashboard's address
 // and the 0600 token file, never the token; --print-token (PrintToken)
@@ -37,7 +19,7 @@ func TestBannerToken(t *testing.T) {
 	for _, print := range []bool{false, true} {
 		cfg := testConfig(t)
 		cfg.Sources.Keys, cfg.Sources.Block, cfg.Sources.USB = false, false, false
-		var out syncBuffer
+		var out testenv.Buffer
 		ctx, cancel := context.WithCancel(context.Background())
 		ready := make(chan *Daemon, 1)
 		done := make(chan error, 1)

@@ -1,62 +1,20 @@
 package daemon
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/notifyd/notifyd/api"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
-
-// privateBus is a dbus-daemon started as docs/dbus-api.md tells applet
-// authors to start one: --session with a fixed address.
-type privateBus struct {
-	t    *testing.T
-	addr string
-	cmd  *exec.Cmd
-}
-
-func startPrivateBus(t *testing.T, addr string) *privateBus {
-	t.Helper()
-	testenv.LookPath(t, "dbus-daemon", "apt-get install dbus-daemon (scripts/deps.sh)")
-	cmd := exec.Command("dbus-daemon", "--session", "--address="+addr, "--nofork", "--print-address=1")
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.WaitDelay = 5 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start dbus-daemon: %v", err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("dbus-daemon printed no address: %v", err)
-	}
-	b := &privateBus{t: t, addr: strings.TrimSpace(line), cmd: cmd}
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *privateBus) stop() {
-	if b.cmd == nil {
-		return
-	}
-	b.cmd.Process.Kill()
-	b.cmd.Wait()
-	b.cmd = nil
-}
 
 // TestIntegrationDBusStatusAndLog: the status document has a D-Bus
 // section (state, name owned, subscriptions), and losing the bus and
@@ -66,10 +24,12 @@ func TestIntegrationDBusStatusAndLog(t *testing.T) {
 	cfg.WebSocket.Listen = "off"
 	cfg.Sources.Keys, cfg.Sources.Block, cfg.Sources.USB = false, false, false
 	addr := "unix:path=" + filepath.Join(cfg.Daemon.RuntimeDir, "bus")
-	bus := startPrivateBus(t, addr)
-	cfg.DBus.Bus = bus.addr
+	// started as docs/dbus-api.md tells applet authors to start one:
+	// --session with a fixed address
+	bus := testenv.StartDBus(t, "--session", "--address="+addr)
+	cfg.DBus.Bus = bus.Addr
 
-	var logs syncBuffer
+	var logs testenv.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ready := make(chan *Daemon, 1)
@@ -115,12 +75,12 @@ func TestIntegrationDBusStatusAndLog(t *testing.T) {
 	}
 	waitFor("the name", func() bool { s := status(); return s != nil && s.Owned })
 	s := status()
-	if s.State != "serving" || s.Name != api.DBusName || s.Bus != bus.addr || !strings.HasPrefix(s.Unique, ":") || s.Connects != 1 {
+	if s.State != "serving" || s.Name != api.DBusName || s.Bus != bus.Addr || !strings.HasPrefix(s.Unique, ":") || s.Connects != 1 {
 		t.Errorf("dbus status while serving: %+v", s)
 	}
 	waitFor("the serving line", func() bool { return strings.Contains(logs.String(), `msg="D-Bus: serving"`) })
 
-	bus.stop()
+	bus.Stop()
 	waitFor("the lost line", func() bool { return strings.Contains(logs.String(), "D-Bus: lost the bus") })
 	if s := status(); s.Owned || s.State == "serving" {
 		t.Errorf("dbus status with the bus gone: %+v", s)
@@ -130,7 +90,7 @@ func TestIntegrationDBusStatusAndLog(t *testing.T) {
 		t.Errorf("%d D-Bus lines while the bus is away, want 2 (serving, lost):\n%s", n, logs.String())
 	}
 
-	startPrivateBus(t, addr)
+	bus.Start()
 	waitFor("the back line", func() bool { return strings.Contains(logs.String(), "D-Bus: bus is back") })
 	waitFor("the name again", func() bool { s := status(); return s.Owned && s.Connects == 2 })
 	cancel()

@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
 )

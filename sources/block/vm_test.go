@@ -6,10 +6,10 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/vm/guest"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/vm/guest"
 	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/sysfs"
 	"github.com/notifyd/notifyd/sources/uevent"

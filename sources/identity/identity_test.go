@@ -10,7 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 func TestText(t *testing.T) {

@@ -2,10 +2,6 @@ package keys
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"io"
-	"os"
 	"time"
 
 	"github.com/notifyd/notifyd/event"
@@ -39,7 +35,7 @@ import (
 // decoder.
 
 // BatchReader is what the key source reads records from: a
-// *watchqueue.Queue, or (internal/ingestbench) any reader of whole records
+// *watchqueue.Queue, or (internal/rig/bench/ingest) any reader of whole records
 // in the kernel's layout whose Read a deadline unblocks.
 type BatchReader interface {
 	ReadInto(buf []byte) (int, error)
@@ -73,31 +69,18 @@ type lastKey struct {
 }
 
 // drain publishes the records read from q until the read fails or ctx
-// ends (then it returns ctx's error); owner marks client queues.
+// ends (then it returns ctx's error); owner marks client queues. It is
+// the kernel-reader skeleton's read loop with ingest as its parse hook.
 func (k *Keys) drain(ctx context.Context, q BatchReader, sink sources.Sink, owner string) error {
-	stop := reopen.UnblockOnDone(ctx, q)
-	defer stop()
-	buf := make([]byte, watchqueue.MinReadBuffer)
 	var last lastKey
 	var out []*event.Event // a read's events, handed to the sink; reused
-	for {
-		n, err := q.ReadInto(buf)
-		if n > 0 {
-			out = k.ingest(buf[:n], sink, owner, &last, out[:0])
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		switch {
-		case err == nil:
-		case errors.Is(err, os.ErrClosed):
-			return fmt.Errorf("read key queue: %w", err)
-		case err == io.EOF:
-			return fmt.Errorf("read key queue: %w", io.ErrUnexpectedEOF)
-		default:
-			return err
-		}
-	}
+	return reopen.ReadLoop(ctx, q, make([]byte, watchqueue.MinReadBuffer), &reopen.Parse{
+		What: "read key queue",
+		Batch: func(b []byte) error {
+			out = k.ingest(b, sink, owner, &last, out[:0])
+			return nil
+		},
+	})
 }
 
 // ingest publishes the records of one read, collecting the events in out

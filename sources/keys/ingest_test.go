@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
 	"github.com/notifyd/notifyd/record"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 )
 
 // pipeReader gives a pipe's read end the methods Ingest reads with.

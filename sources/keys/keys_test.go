@@ -16,10 +16,10 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/keytest"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/keytest"
 	"github.com/notifyd/notifyd/record"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/watchqueue"
 	"golang.org/x/sys/unix"
 )

@@ -3,7 +3,7 @@ package kmsg
 import (
 	"testing"
 
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
 )
 
 func TestMain(m *testing.M) { sinktest.MainNoLeaks(m) }

@@ -20,7 +20,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -73,9 +72,6 @@ type Reader struct {
 	// health is the reader's state and its records (Events), loss events
 	// (Losses) and restarts counters.
 	health *reopen.Health
-
-	mu      sync.Mutex
-	running bool
 }
 
 // New returns a Reader; Run starts reading.
@@ -85,8 +81,7 @@ func New(cfg Config) *Reader {
 	}
 	r := &Reader{cfg: cfg}
 	r.hub.Origin = event.OriginKmsg
-	r.health = reopen.NewHealth("kmsg", "")
-	r.health.SetOrigins(event.OriginKmsg)
+	r.health = reopen.NewHealth("kmsg", "", event.OriginKmsg)
 	return r
 }
 
@@ -108,54 +103,43 @@ func (r *Reader) Stats() Stats {
 // Health reports the reader's state.
 func (r *Reader) Health() event.Health { return r.health.Get() }
 
-func (r *Reader) setHealth(st event.HealthState, reason string, err error) {
-	r.health.Set(st, reason, err)
-}
-
 // Run reads until ctx is cancelled, then returns nil. It returns an error
 // (wrapping the errno) only when the device cannot be opened at all; later
 // errors reopen it with back-off, resuming after the last sequence number
 // read, so that what was missed is counted exactly.
 func (r *Reader) Run(ctx context.Context) error {
-	r.mu.Lock()
-	if r.running {
-		r.mu.Unlock()
-		return errors.New("kmsg reader already running")
+	done, err := r.health.Start()
+	if err != nil {
+		return err
 	}
-	r.running = true
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.running = false
-		r.mu.Unlock()
-	}()
+	defer done()
 
 	f, err := r.open(!r.cfg.Replay)
 	if err != nil {
-		r.setHealth(event.HealthUnavailable, "cannot open "+r.cfg.Path+": "+err.Error(), err)
+		r.health.Set(event.HealthUnavailable, "cannot open "+r.cfg.Path+": "+err.Error(), err)
 		return fmt.Errorf("open kmsg: %w", err)
 	}
 	st := state{r: r}
-	reopen.Run(ctx, f, reopen.Hooks[*os.File]{
+	reopen.Run(ctx, f, reopen.Hooks[*reopen.Conn]{
 		Read:  st.loop,
-		Close: func(f *os.File) { f.Close() },
+		Close: func(c *reopen.Conn) { c.Close() },
 		// Reopen at the oldest record and skip what was read: the
 		// sequence gap then counts exactly what was missed.
-		Open:     func() (*os.File, error) { return r.open(!st.any) },
-		Live:     func() { r.setHealth(event.HealthLive, "reading "+r.cfg.Path, nil) },
+		Open:     func() (*reopen.Conn, error) { return r.open(!st.any) },
+		Live:     func() { r.health.Set(event.HealthLive, "reading "+r.cfg.Path, nil) },
 		Reopened: func() { r.health.Restarts.Add(1) },
 		Failed: func(err error) {
-			r.setHealth(event.HealthDegraded, "reopening "+r.cfg.Path+" after error: "+err.Error(), err)
+			r.health.Set(event.HealthDegraded, "reopening "+r.cfg.Path+" after error: "+err.Error(), err)
 		},
 		OpenFailed: func(err error) {
-			r.setHealth(event.HealthDegraded, "reopen "+r.cfg.Path+": "+err.Error(), err)
+			r.health.Set(event.HealthDegraded, "reopen "+r.cfg.Path+": "+err.Error(), err)
 		},
-		Stopped: func() { r.setHealth(event.HealthUnavailable, "stopped", nil) },
+		Stopped: func() { r.health.Set(event.HealthUnavailable, "stopped", nil) },
 	})
 	return nil
 }
 
-func (r *Reader) open(atEnd bool) (*os.File, error) {
+func (r *Reader) open(atEnd bool) (*reopen.Conn, error) {
 	fd, err := unix.Open(r.cfg.Path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -168,52 +152,58 @@ func (r *Reader) open(atEnd bool) (*os.File, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("seek: %w", err)
 	}
-	return os.NewFile(uintptr(fd), r.cfg.Path), nil
-}
-
-type state struct {
-	r    *Reader
-	buf  []byte
-	last uint64 // last sequence number read
-	any  bool   // whether last is set
-}
-
-func (s *state) loop(ctx context.Context, f *os.File) error {
-	stop := reopen.UnblockOnDone(ctx, f)
-	defer stop()
-	for {
-		err := s.step(f)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			return err
-		}
+	f := os.NewFile(uintptr(fd), r.cfg.Path)
+	c, err := reopen.NewConn(f)
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
+	return c, nil
+}
+
+// state is the reading goroutine's: the parse hook of the skeleton's
+// read loop, one record per read(2).
+type state struct {
+	r     *Reader
+	buf   []byte
+	parse reopen.Parse
+	last  uint64 // last sequence number read
+	any   bool   // whether last is set
+}
+
+func (s *state) loop(ctx context.Context, c *reopen.Conn) error {
+	s.init()
+	return reopen.ReadLoop(ctx, c, s.buf, &s.parse)
 }
 
 // step reads and handles one record (or one EPIPE). It returns an error
 // only when the descriptor must be reopened.
-func (s *state) step(f *os.File) error {
+func (s *state) step(c *reopen.Conn) error {
+	s.init()
+	return reopen.ReadOnce(c, s.buf, &s.parse)
+}
+
+func (s *state) init() {
 	if s.buf == nil {
 		s.buf = make([]byte, recordBuf)
+		s.parse = reopen.Parse{What: "read " + s.r.cfg.Path, Batch: s.record, Loss: s.overwritten}
 	}
+}
+
+// overwritten counts an EPIPE: records were overwritten, and the next
+// record's sequence number says how many.
+func (s *state) overwritten(err error) bool {
+	if !errors.Is(err, unix.EPIPE) {
+		return false
+	}
+	s.r.overwrites.Add(1)
+	return true
+}
+
+// record handles one record.
+func (s *state) record(b []byte) error {
 	r := s.r
-	n, err := f.Read(s.buf)
-	switch {
-	case errors.Is(err, unix.EPIPE):
-		// Records were overwritten; the next record's sequence number
-		// says how many.
-		r.overwrites.Add(1)
-		return nil
-	case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
-		return nil
-	case err != nil:
-		return fmt.Errorf("read: %w", err)
-	case n == 0:
-		return errors.New("read: unexpected end of file")
-	}
-	rec, perr := Parse(s.buf[:n])
+	rec, perr := Parse(b)
 	if perr != nil {
 		r.invalid.Add(1)
 		return nil

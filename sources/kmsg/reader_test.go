@@ -12,8 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/looptest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/looptest"
 )
 
 func token() string {

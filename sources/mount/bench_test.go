@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 )
 
 // BenchmarkParseMountinfo: the cost of one fallback rescan per mount.

@@ -18,10 +18,10 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/mountns"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/mountns"
 	"github.com/notifyd/notifyd/record"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 )
 
 // haveFanotify reports why this kernel has no fanotify mount

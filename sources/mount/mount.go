@@ -407,29 +407,25 @@ func (s *Source) publish(ev *event.Event) {
 
 // runMountinfo waits for POLLPRI on the mountinfo file and rescans:
 // attribute changes only in fanotify mode (fanotify reports the rest),
-// the whole diff otherwise.
+// the whole diff otherwise. The kernel-reader skeleton's supervisor
+// reopens the file with back-off after an error; the first look after a
+// reopen catches what changed while it was down.
 func (s *Source) runMountinfo(ctx context.Context, f *os.File, fan bool, live func()) {
 	w := &watcher{s: s, fan: fan}
-	defer f.Close()
-	backoff := 100 * time.Millisecond
-	for {
-		err := w.loop(ctx, f)
-		if ctx.Err() != nil {
-			return
-		}
-		s.setHealth(event.HealthDegraded, "waiting for "+s.cfg.mountinfo+" changes: "+err.Error(), err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(backoff):
-		}
-		backoff = min(2*backoff, 10*time.Second)
-		if nf, err := openMountinfo(s.cfg.mountinfo); err == nil {
-			f.Close()
-			f = nf
-			live() // the loop's first look catches what changed while it was down
-		}
-	}
+	reopen.Run(ctx, f, reopen.Hooks[*os.File]{
+		Read:  w.loop,
+		Close: func(f *os.File) { f.Close() },
+		Open:  func() (*os.File, error) { return openMountinfo(s.cfg.mountinfo) },
+		Live:  live,
+		Failed: func(err error) {
+			s.setHealth(event.HealthDegraded, "waiting for "+s.cfg.mountinfo+" changes: "+err.Error(), err)
+		},
+		OpenFailed: func(err error) {
+			s.setHealth(event.HealthDegraded, "reopen "+s.cfg.mountinfo+": "+err.Error(), err)
+		},
+		Reopened: func() {},
+		Stopped:  func() {},
+	})
 }
 
 // watcher is the state of the mountinfo goroutine.

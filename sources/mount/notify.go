@@ -18,6 +18,7 @@ const readBuf = 64 << 10
 type reader struct {
 	s       *Source
 	buf     []byte
+	parse   reopen.Parse
 	statBuf []byte
 	// After an overflow: the highest id seen before it, the ids seen
 	// since, and whether a resync is due once the queue is drained.
@@ -29,18 +30,33 @@ type reader struct {
 
 // runFanotify reads the mount notification group until ctx ends,
 // reopening it with back-off after an error; after a reopen the table is
-// resynchronised and the gap reported.
+// resynchronised and the gap reported. The group is read through the
+// kernel-reader skeleton's Conn, whose Drained hook is where a resync
+// waits for: an empty queue.
 func (s *Source) runFanotify(ctx context.Context, g *fanotify.Group, live func()) {
 	r := &reader{s: s, buf: make([]byte, readBuf)}
-	reopen.Run(ctx, g, reopen.Hooks[*fanotify.Group]{
+	r.parse = reopen.Parse{What: "read fanotify group", Batch: r.batch}
+	c, err := reopen.NewConn(g)
+	if err != nil {
+		g.Close()
+		s.setHealth(event.HealthDegraded, "read the fanotify group: "+err.Error(), err)
+		return
+	}
+	reopen.Run(ctx, c, reopen.Hooks[*reopen.Conn]{
 		Read:  r.loop,
-		Close: func(g *fanotify.Group) { g.Close() },
-		Open: func() (*fanotify.Group, error) {
+		Close: func(c *reopen.Conn) { c.Close() },
+		Open: func() (*reopen.Conn, error) {
 			g, err := openFanotify()
-			if err == nil {
-				r.markGap("fanotify group reopened after an error")
+			if err != nil {
+				return nil, err
 			}
-			return g, err
+			c, err := reopen.NewConn(g)
+			if err != nil {
+				g.Close()
+				return nil, err
+			}
+			r.markGap("fanotify group reopened after an error")
+			return c, nil
 		},
 		Live: live,
 		Failed: func(err error) {
@@ -54,7 +70,7 @@ func (s *Source) runFanotify(ctx context.Context, g *fanotify.Group, live func()
 	})
 }
 
-func (r *reader) loop(ctx context.Context, g *fanotify.Group) error {
+func (r *reader) loop(ctx context.Context, c *reopen.Conn) error {
 	if hold := r.s.cfg.hold; hold != nil {
 		select {
 		case <-hold:
@@ -62,13 +78,16 @@ func (r *reader) loop(ctx context.Context, g *fanotify.Group) error {
 			return ctx.Err()
 		}
 	}
-	return g.Read(ctx, r.buf, func(b []byte) error {
-		_, err := fanotify.Parse(b, r.handle)
-		if err != nil {
-			return fmt.Errorf("decode: %w", err)
-		}
-		return nil
-	}, r.idle)
+	c.Drained = r.idle
+	return reopen.ReadLoop(ctx, c, r.buf, &r.parse)
+}
+
+// batch handles the events of one read.
+func (r *reader) batch(b []byte) error {
+	if _, err := fanotify.Parse(b, r.handle); err != nil {
+		return fmt.Errorf("decode: %w", err)
+	}
+	return nil
 }
 
 // markGap starts a gap: events from now on until the queue is drained

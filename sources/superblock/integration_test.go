@@ -13,10 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/testenv/mountns"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv/mountns"
 	"github.com/notifyd/notifyd/record"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/mount"
 )

@@ -100,19 +100,20 @@ type Monitor struct {
 	cfg Config
 	hub relay.Hub[*Uevent]
 
-	received, forged, invalid, overruns, lost, dropped, restarts atomic.Uint64
-	lossEvents                                                   atomic.Uint64
+	forged, invalid, overruns, lost, dropped atomic.Uint64
+
+	// health is the socket's state and its uevents (Events), loss
+	// events (Losses) and restarts counters.
+	health *reopen.Health
 
 	// The udev view: merge is nil when it is off.
 	merge                                               *merger
 	udevReason                                          string
 	udevReceived, udevForged, udevInvalid, udevOverruns atomic.Uint64
 
-	mu      sync.Mutex
-	health  event.Health
-	rcvbuf  int
-	forced  bool
-	running bool
+	mu     sync.Mutex
+	rcvbuf int
+	forced bool
 }
 
 // New returns a Monitor; Run starts reading.
@@ -131,7 +132,7 @@ func New(cfg Config) *Monitor {
 	}
 	m := &Monitor{cfg: cfg}
 	m.hub.Origin = event.OriginUevent
-	m.health = event.Health{Name: "uevent", State: event.HealthStarting, Origins: []event.Origin{event.OriginUevent}, Since: time.Now()}
+	m.health = reopen.NewHealth("uevent", "", event.OriginUevent)
 	return m
 }
 
@@ -148,9 +149,9 @@ func (m *Monitor) Stats() Stats {
 	rb, forced, g := m.rcvbuf, m.forced, m.merge
 	m.mu.Unlock()
 	st := Stats{
-		Received: m.received.Load(), Forged: m.forged.Load(), Invalid: m.invalid.Load(),
+		Received: m.health.Events.Load(), Forged: m.forged.Load(), Invalid: m.invalid.Load(),
 		Overruns: m.overruns.Load(), Lost: m.lost.Load(), Dropped: m.dropped.Load(),
-		Restarts: m.restarts.Load(), RcvBuf: rb, BufForced: forced,
+		Restarts: m.health.Restarts.Load(), RcvBuf: rb, BufForced: forced,
 		UdevReceived: m.udevReceived.Load(), UdevForged: m.udevForged.Load(), UdevInvalid: m.udevInvalid.Load(),
 		UdevOverruns: m.udevOverruns.Load(),
 	}
@@ -161,48 +162,22 @@ func (m *Monitor) Stats() Stats {
 }
 
 // Health reports the socket's state.
-func (m *Monitor) Health() event.Health {
-	m.mu.Lock()
-	h := m.health
-	m.mu.Unlock()
-	h.Origins = append([]event.Origin(nil), h.Origins...)
-	h.Events = m.received.Load()
-	h.Losses = m.lossEvents.Load()
-	return h
-}
-
-func (m *Monitor) setHealth(st event.HealthState, reason string, err error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.health.State != st || m.health.Reason != reason {
-		m.health.Since = time.Now()
-	}
-	m.health.State = st
-	m.health.Reason = reason
-	m.health.Errno = errnoName(err)
-}
+func (m *Monitor) Health() event.Health { return m.health.Get() }
 
 // Run opens the socket and reads until ctx is cancelled; then it returns
 // nil. It returns an error (wrapping the errno) only when the socket cannot
 // be opened at all; later errors close and reopen the socket with back-off,
 // and the gap is reported as a loss.
 func (m *Monitor) Run(ctx context.Context) error {
-	m.mu.Lock()
-	if m.running {
-		m.mu.Unlock()
-		return errors.New("uevent monitor already running")
+	done, err := m.health.Start()
+	if err != nil {
+		return err
 	}
-	m.running = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		m.running = false
-		m.mu.Unlock()
-	}()
+	defer done()
 
 	c, err := m.open()
 	if err != nil {
-		m.setHealth(event.HealthUnavailable, "cannot open NETLINK_KOBJECT_UEVENT socket: "+err.Error(), err)
+		m.health.Set(event.HealthUnavailable, "cannot open NETLINK_KOBJECT_UEVENT socket: "+err.Error(), err)
 		return fmt.Errorf("open uevent socket: %w", err)
 	}
 	var wg sync.WaitGroup
@@ -231,23 +206,23 @@ func (m *Monitor) Run(ctx context.Context) error {
 		m.mu.Unlock()
 	}
 	r := reader{m: m}
-	reopen.Run(ctx, c, reopen.Hooks[*conn]{
+	reopen.Run(ctx, c, reopen.Hooks[*reopen.Conn]{
 		Read:     r.loop,
-		Close:    func(c *conn) { c.Close() },
+		Close:    func(c *reopen.Conn) { c.Close() },
 		Open:     m.open,
-		Live:     func() { m.setHealth(event.HealthLive, m.liveReason(), nil) },
-		Reopened: func() { m.restarts.Add(1) },
+		Live:     func() { m.health.Set(event.HealthLive, m.liveReason(), nil) },
+		Reopened: func() { m.health.Restarts.Add(1) },
 		Failed: func(err error) {
 			// Recoverable: whatever arrived while the socket was down is lost.
-			m.setHealth(event.HealthDegraded, "reopening uevent socket after error: "+err.Error(), err)
+			m.health.Set(event.HealthDegraded, "reopening uevent socket after error: "+err.Error(), err)
 			r.markLoss("uevent socket reopened after error: " + err.Error())
 		},
 		OpenFailed: func(err error) {
-			m.setHealth(event.HealthDegraded, "reopen uevent socket: "+err.Error(), err)
+			m.health.Set(event.HealthDegraded, "reopen uevent socket: "+err.Error(), err)
 		},
 		Stopped: func() {
 			r.flush(true)
-			m.setHealth(event.HealthUnavailable, "stopped", nil)
+			m.health.Set(event.HealthUnavailable, "stopped", nil)
 		},
 	})
 	return nil
@@ -272,10 +247,10 @@ func (m *Monitor) liveReason() string {
 
 // runUdev reads udevd's group until ctx ends, reopening after errors (a
 // gap there loses nothing: the kernel's uevents go on as they are).
-func (m *Monitor) runUdev(ctx context.Context, c *conn) {
-	reopen.Run(ctx, c, reopen.Hooks[*conn]{
+func (m *Monitor) runUdev(ctx context.Context, c *reopen.Conn) {
+	reopen.Run(ctx, c, reopen.Hooks[*reopen.Conn]{
 		Read:       m.readUdev,
-		Close:      func(c *conn) { c.Close() },
+		Close:      func(c *reopen.Conn) { c.Close() },
 		Open:       m.openUdev,
 		Live:       func() {},
 		Reopened:   func() {},
@@ -301,14 +276,7 @@ func (m *Monitor) send(u *Uevent) {
 	}
 }
 
-// conn is the socket on Go's poller.
-type conn struct {
-	f *os.File
-}
-
-func (c *conn) Close() { c.f.Close() }
-
-func (m *Monitor) open() (*conn, error) {
+func (m *Monitor) open() (*reopen.Conn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
@@ -329,7 +297,19 @@ func (m *Monitor) open() (*conn, error) {
 	m.mu.Lock()
 	m.rcvbuf, m.forced = rb, forced
 	m.mu.Unlock()
-	return &conn{f: os.NewFile(uintptr(fd), "uevent-netlink")}, nil
+	return newSocket(fd, "uevent-netlink", 0)
+}
+
+// newSocket puts a netlink socket on the runtime poller, read with
+// recvmsg(2) with room for oobLen bytes of control messages.
+func newSocket(fd int, name string, oobLen int) (*reopen.Conn, error) {
+	f := os.NewFile(uintptr(fd), name)
+	c, err := reopen.NewSocket(f, oobLen)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // reader is the state of the draining goroutine.
@@ -367,7 +347,7 @@ func (r *reader) flush(final bool) {
 	}
 	r.pending, r.gaps = false, 0
 	r.m.lost.Add(n)
-	r.m.lossEvents.Add(1)
+	r.m.health.Losses.Add(1)
 	l := relay.Loss{Origin: event.OriginUevent, Count: n, Estimated: true, Reason: reason}
 	if g := r.m.merge; g != nil {
 		g.kernelLoss(l) // after the uevents held before it
@@ -385,63 +365,45 @@ func readSeqnum(path string) (uint64, error) {
 }
 
 // loop reads c until ctx ends or a non-recoverable error.
-func (r *reader) loop(ctx context.Context, c *conn) error {
+func (r *reader) loop(ctx context.Context, c *reopen.Conn) error {
 	if r.buf == nil {
 		r.buf = make([]byte, readBuf)
 	}
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	var rerr error
-	for {
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, from, err := unix.Recvfrom(int(fd), r.buf, unix.MSG_TRUNC)
-				switch {
-				case err == unix.EAGAIN:
-					// Drained: a pending overrun can now be sized.
-					r.flush(false)
-					return false
-				case err == unix.EINTR:
-					continue
-				case err == unix.ENOBUFS:
-					r.m.overruns.Add(1)
-					r.markLoss("uevent socket receive buffer overrun (ENOBUFS)")
-					continue
-				case err != nil:
-					rerr = fmt.Errorf("receive: %w", err)
-					return true
-				}
-				r.handle(r.buf, n, from)
-			}
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			return fmt.Errorf("wait for socket: %w", err)
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
+	c.Drained = func() { r.flush(false) } // a pending overrun can now be sized
+	return reopen.ReadLoop(ctx, c, r.buf, &reopen.Parse{
+		What:      "receive",
+		Datagrams: true,
+		Batch: func(b []byte) error {
+			r.handle(b, c.Msg())
+			return nil
+		},
+		Loss: r.overrun,
+	})
 }
 
-func (r *reader) handle(buf []byte, n int, from unix.Sockaddr) {
+// overrun takes ENOBUFS: the receive buffer overflowed, and uevents were
+// lost.
+func (r *reader) overrun(err error) bool {
+	if !errors.Is(err, unix.ENOBUFS) {
+		return false
+	}
+	r.m.overruns.Add(1)
+	r.markLoss("uevent socket receive buffer overrun (ENOBUFS)")
+	return true
+}
+
+func (r *reader) handle(b []byte, msg reopen.Msg) {
 	m := r.m
-	nl, ok := from.(*unix.SockaddrNetlink)
+	nl, ok := msg.From.(*unix.SockaddrNetlink)
 	if !ok || nl.Pid != 0 {
 		m.forged.Add(1)
 		return
 	}
-	if n > len(buf) {
+	if msg.Flags&unix.MSG_TRUNC != 0 {
 		m.invalid.Add(1)
 		return
 	}
-	u, err := Parse(buf[:n])
+	u, err := Parse(b)
 	if err != nil {
 		m.invalid.Add(1)
 		return
@@ -454,17 +416,6 @@ func (r *reader) handle(buf []byte, n int, from unix.Sockaddr) {
 			r.last = u.Seqnum
 		}
 	}
-	m.received.Add(1)
+	m.health.Events.Add(1)
 	m.deliver(u)
-}
-
-func errnoName(err error) string {
-	var en unix.Errno
-	if errors.As(err, &en) {
-		if n := unix.ErrnoName(en); n != "" {
-			return n
-		}
-		return strconv.Itoa(int(en))
-	}
-	return ""
 }

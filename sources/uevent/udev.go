@@ -2,6 +2,7 @@ package uevent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/sources/internal/relay"
+	"github.com/notifyd/notifyd/sources/internal/reopen"
 )
 
 // The udev view (Config.Udev). When it is on, the Monitor reads udevd's
@@ -251,7 +253,7 @@ func (m *Monitor) udevEnabled() (bool, string) {
 
 // openUdev opens a socket on udevd's group that receives the senders'
 // credentials.
-func (m *Monitor) openUdev() (*conn, error) {
+func (m *Monitor) openUdev() (*reopen.Conn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.NETLINK_KOBJECT_UEVENT)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
@@ -267,66 +269,49 @@ func (m *Monitor) openUdev() (*conn, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("bind group %d: %w", UdevGroup, err)
 	}
-	return &conn{f: os.NewFile(uintptr(fd), "udev-netlink")}, nil
+	return newSocket(fd, "udev-netlink", unix.CmsgSpace(unix.SizeofUcred))
 }
 
 // readUdev reads udevd's group until ctx ends or an error.
-func (m *Monitor) readUdev(ctx context.Context, c *conn) error {
-	buf := make([]byte, readBuf)
-	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
-	rc, err := c.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { c.f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+func (m *Monitor) readUdev(ctx context.Context, c *reopen.Conn) error {
 	uid, euid := uint32(os.Getuid()), uint32(os.Geteuid())
-	var rerr error
-	for {
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, oobn, flags, from, err := unix.Recvmsg(int(fd), buf, oob, 0)
-				switch {
-				case err == unix.EAGAIN:
-					return false
-				case err == unix.EINTR:
-					continue
-				case err == unix.ENOBUFS:
-					// udevd's copies were lost: their kernel
-					// uevents go on as they are after UdevWait.
-					m.udevOverruns.Add(1)
-					continue
-				case err != nil:
-					rerr = fmt.Errorf("receive: %w", err)
-					return true
-				}
-				if flags&unix.MSG_TRUNC != 0 {
-					m.udevInvalid.Add(1)
-					continue
-				}
-				if !trustedSender(from, oob[:oobn], uid, euid) {
-					m.udevForged.Add(1)
-					continue
-				}
-				u, err := ParseLibudev(buf[:n])
-				if err != nil {
-					m.udevInvalid.Add(1)
-					continue
-				}
-				m.udevReceived.Add(1)
-				m.merge.udev(u)
+	return reopen.ReadLoop(ctx, c, make([]byte, readBuf), &reopen.Parse{
+		What:      "receive",
+		Datagrams: true,
+		Batch: func(b []byte) error {
+			m.udevDatagram(b, c.Msg(), uid, euid)
+			return nil
+		},
+		Loss: func(err error) bool {
+			// udevd's copies were lost: their kernel uevents go on
+			// as they are after UdevWait.
+			if errors.Is(err, unix.ENOBUFS) {
+				m.udevOverruns.Add(1)
+				return true
 			}
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			return fmt.Errorf("wait for socket: %w", err)
-		}
-		if rerr != nil {
-			return rerr
-		}
+			return false
+		},
+	})
+}
+
+// udevDatagram hands on udevd's copy of a uevent when it came whole from
+// a trusted sender.
+func (m *Monitor) udevDatagram(b []byte, msg reopen.Msg, uid, euid uint32) {
+	if msg.Flags&unix.MSG_TRUNC != 0 {
+		m.udevInvalid.Add(1)
+		return
 	}
+	if !trustedSender(msg.From, msg.Oob, uid, euid) {
+		m.udevForged.Add(1)
+		return
+	}
+	u, err := ParseLibudev(b)
+	if err != nil {
+		m.udevInvalid.Add(1)
+		return
+	}
+	m.udevReceived.Add(1)
+	m.merge.udev(u)
 }
 
 // trustedSender applies sd-device's checks to a udev-group datagram: a

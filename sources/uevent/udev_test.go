@@ -14,7 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/sources/internal/relay"
 )
 
@@ -292,8 +292,10 @@ func TestIntegrationUdevView(t *testing.T) {
 			t.Errorf("duplicate or stray uevent: via %q %v", it.V.Via, it.V.Props)
 		}
 	}
+	// Only this test sends to udevd's group, but the machine's other
+	// uevents (another package's loop devices) time out beside uuid2's.
 	st := m.Stats()
-	if st.UdevForged != 1 || st.UdevMerged != 2 || st.UdevTimedOut != 1 || st.UdevLate != 1 || st.UdevReceived != 3 {
+	if st.UdevForged != 1 || st.UdevMerged != 2 || st.UdevTimedOut < 1 || st.UdevLate != 1 || st.UdevReceived != 3 {
 		t.Errorf("stats %+v", st)
 	}
 }

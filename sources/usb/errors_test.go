@@ -16,7 +16,7 @@ import (
 // controller and the VM's emulated devices enumerate cleanly. The
 // descriptor-read and enumerate lines are also produced by a real kernel
 // in the VM tier (a raw-gadget device that refuses every request,
-// internal/vm/scenarios TestUSBEnumerationErrors; captured in
+// internal/rig/vm/scenarios TestUSBEnumerationErrors; captured in
 // record/testdata/kernel-6.1/usb-errors.txt). docs/sources.md says which
 // lines are seen from where.
 var errorLines = []struct {

@@ -6,8 +6,8 @@ import (
 	"testing"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
 	"github.com/notifyd/notifyd/sources/identity"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 )
 

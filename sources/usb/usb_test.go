@@ -8,9 +8,9 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
 	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
 )

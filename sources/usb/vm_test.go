@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/notifyd/notifyd/event"
-	"github.com/notifyd/notifyd/internal/testenv"
-	"github.com/notifyd/notifyd/internal/vm/guest"
+	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
+	"github.com/notifyd/notifyd/internal/rig/vm/guest"
 	"github.com/notifyd/notifyd/sources/internal/derived/derivedtest"
-	"github.com/notifyd/notifyd/sources/internal/sinktest"
 	"github.com/notifyd/notifyd/sources/kmsg"
 	"github.com/notifyd/notifyd/sources/uevent"
 )

@@ -26,7 +26,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/fanout"
-	"github.com/notifyd/notifyd/internal/testenv"
+	"github.com/notifyd/notifyd/internal/rig/testenv"
 	"github.com/notifyd/notifyd/metrics"
 	"github.com/notifyd/notifyd/sources"
 	"github.com/notifyd/notifyd/sources/block"

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -201,6 +202,14 @@ func (g *Group) Mark(flags uint, mask uint64, dirfd int, path string) error {
 
 // Close closes the group; a blocked Read returns.
 func (g *Group) Close() error { return g.f.Close() }
+
+// SyscallConn returns the group's descriptor as a syscall.RawConn, for
+// readers of their own (the kernel-reader skeleton's reopen.Conn).
+func (g *Group) SyscallConn() (syscall.RawConn, error) { return g.f.SyscallConn() }
+
+// SetReadDeadline sets the deadline of reads on the group; a deadline in
+// the past unblocks a blocked read.
+func (g *Group) SetReadDeadline(t time.Time) error { return g.f.SetReadDeadline(t) }
 
 // Read reads event buffers into buf and hands each to fn until ctx ends
 // (then it returns ctx.Err()), the group is closed, or a read fails. fn

@@ -2,6 +2,7 @@ package reopen
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,17 +20,36 @@ import (
 // path. The counters are atomics, so the read loop takes no lock for
 // them. Safe for concurrent use; create it with NewHealth.
 type Health struct {
-	mu sync.Mutex
-	h  event.Health
+	mu      sync.Mutex
+	h       event.Health
+	running bool
 
 	Events   atomic.Uint64 // events published
 	Losses   atomic.Uint64 // loss events published
 	Restarts atomic.Uint64 // handles reopened after a failure
 }
 
-// NewHealth returns a record in state starting.
-func NewHealth(name string, src event.Source) *Health {
-	return &Health{h: event.Health{Name: name, Source: src, State: event.HealthStarting, Since: time.Now()}}
+// NewHealth returns a record in state starting, reading from origins.
+func NewHealth(name string, src event.Source, origins ...event.Origin) *Health {
+	h := &Health{h: event.Health{Name: name, Source: src, State: event.HealthStarting, Since: time.Now()}}
+	h.SetOrigins(origins...)
+	return h
+}
+
+// Start marks the reader running, for a Run that must not run twice at
+// once: it fails while the reader runs. Call done when Run returns.
+func (h *Health) Start() (done func(), err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.running {
+		return nil, fmt.Errorf("%s reader already running", h.h.Name)
+	}
+	h.running = true
+	return func() {
+		h.mu.Lock()
+		h.running = false
+		h.mu.Unlock()
+	}, nil
 }
 
 // Set records the state and why; err, when it wraps an errno, names it.

@@ -1,14 +1,30 @@
-// Package reopen is the one skeleton of notifyd's kernel readers: a
-// supervisor that reads from a handle until the read fails, closes it, and
-// opens a new one with exponential back-off (by default 100 ms doubling to
-// 10 s, back to the start after a minute of good reading), until the
-// context ends; and Health, the record of a reader's state and counters
-// that its hooks report into. The notification-pipe reader of the key
-// source, the uevent monitor, the kmsg reader and the fanotify group of
-// the mount source share it; what differs between them is in the hooks.
-// Each reader's handle sits on Go's runtime poller, so that its Read
-// blocks without a thread and closing the handle (or a read deadline)
-// unblocks it.
+// Package reopen is the one skeleton of notifyd's kernel readers. A
+// reader is an open function and a parse hook; the rest is here:
+//
+//   - the read loop (ReadLoop, read.go): read a Handle on Go's runtime
+//     poller into the reader's buffer and hand each read to the hook
+//     (Parse.Batch) until the context ends, with one error handling for
+//     all: EINTR and EAGAIN retried, the errors that report lost input
+//     rather than a broken handle (EPIPE on /dev/kmsg, ENOBUFS on netlink)
+//     given to Parse.Loss, the end of the file, a closed handle or any
+//     other error wrapped as "<what>: …", and ctx.Err() once ctx ends. The
+//     handle is a *watchqueue.Queue (the key source's notification pipes)
+//     or a Conn, which reads a descriptor through its syscall.RawConn: one
+//     read(2) (kmsg, fanotify) or, made by NewSocket, one recvmsg(2) with
+//     the sender and control messages (the uevent and udev netlink
+//     groups), calling Drained when the descriptor is empty;
+//   - the supervisor (Supervise, Run): read until the read fails, close
+//     the handle and open a new one with exponential back-off (by default
+//     100 ms doubling to 10 s, back to the start after a minute of good
+//     reading), until the context ends, reporting through Hooks;
+//   - Health, the record of a reader's state and counters that its hooks
+//     report into, and that guards its Run against running twice.
+//
+// The key source's notification pipes, the uevent monitor (kernel and udev
+// groups), the kmsg reader and the mount source (fanotify group, and the
+// mountinfo file it polls) share it. Each handle sits on the runtime
+// poller, so that a read blocks without a thread, and closing the handle
+// or a read deadline in the past (UnblockOnDone) unblocks it.
 package reopen
 
 import (

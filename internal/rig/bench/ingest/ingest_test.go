@@ -1,0 +1,342 @@
+package ingestbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/metrics"
+	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources"
+	"github.com/notifyd/notifyd/sources/keys"
+	"github.com/notifyd/notifyd/watchqueue"
+)
+
+const readBuf = 4096
+
+// feed writes n key records (16 bytes each) into a blocking pipe in 4 KiB
+// writes and returns the read end. The writer goroutine ends after n
+// records and closes the write end, so the reader sees EOF.
+func feed(b *testing.B, n int) int { return feedKey(b, n, 0x1234, 0) }
+
+// feedKey is feed with records about key id, the read end opened with
+// extra flags (O_NONBLOCK to put it on the runtime poller).
+func feedKey(b *testing.B, n int, id int32, flags int) int {
+	b.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		b.Fatal(err)
+	}
+	if flags&unix.O_NONBLOCK != 0 {
+		if err := unix.SetNonblock(p[0], true); err != nil {
+			b.Fatal(err)
+		}
+	}
+	rec := record.EncodeKey(record.KeyUpdated, 1, id, 0)
+	chunk := make([]byte, 0, readBuf)
+	for len(chunk)+len(rec) <= readBuf {
+		chunk = append(chunk, rec...)
+	}
+	perChunk := len(chunk) / len(rec)
+	go func() {
+		defer unix.Close(p[1])
+		for left := n; left > 0; left -= perChunk {
+			c := chunk
+			if left < perChunk {
+				c = chunk[:left*len(rec)]
+			}
+			for len(c) > 0 {
+				w, err := unix.Write(p[1], c)
+				if err != nil {
+					return
+				}
+				c = c[w:]
+			}
+		}
+	}()
+	return p[0]
+}
+
+func report(b *testing.B, recs int) {
+	b.ReportMetric(float64(recs)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkPipeCeiling is the bare read loop: 4 KiB reads, records counted
+// by length, nothing decoded.
+func BenchmarkPipeCeiling(b *testing.B) {
+	fd := feed(b, b.N)
+	defer unix.Close(fd)
+	buf := make([]byte, readBuf)
+	recs := 0
+	b.ResetTimer()
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			break
+		}
+		recs += n / 16
+	}
+	if recs != b.N {
+		b.Fatalf("read %d records, want %d", recs, b.N)
+	}
+	report(b, recs)
+}
+
+// BenchmarkQueueDecode reads the same stream and decodes every record
+// (header checks, typed key record by value: record.DecodeKey), as the key
+// source does; it allocates nothing per record.
+func BenchmarkQueueDecode(b *testing.B) {
+	fd := feed(b, b.N)
+	defer unix.Close(fd)
+	buf := make([]byte, readBuf)
+	recs := 0
+	var sum int32
+	b.ReportAllocs()
+	b.ResetTimer()
+	for {
+		n, err := unix.Read(fd, buf)
+		if n <= 0 || err != nil {
+			break
+		}
+		for off := 0; off < n; {
+			k, l, err := record.DecodeKey(buf[off:n])
+			if err != nil {
+				b.Fatal(err)
+			}
+			sum += k.KeyID
+			off += l
+			recs++
+		}
+	}
+	if recs != b.N || (b.N > 0 && sum == 0) {
+		b.Fatalf("decoded %d records, want %d", recs, b.N)
+	}
+	report(b, recs)
+}
+
+// drainedHub returns a hub with one live subscriber that drains in
+// batches on its own goroutine; stop ends the subscriber and waits for it.
+func drainedHub(b *testing.B) (*fanout.Hub, func()) {
+	b.Helper()
+	hub := fanout.New(fanout.Config{})
+	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf []*event.Event // reused, as the transports reuse theirs
+		for {
+			select {
+			case <-sub.Ready():
+				buf = sub.Drain(buf[:0])
+				clear(buf)
+			case <-sub.Done():
+				return
+			}
+		}
+	}()
+	return hub, func() { sub.Close(); <-done }
+}
+
+// pipeReader gives a pipe's read end, on the runtime poller, the methods
+// of a notification queue that the key source reads with.
+type pipeReader struct{ f *os.File }
+
+func (p pipeReader) ReadInto(b []byte) (int, error)    { return p.f.Read(b) }
+func (p pipeReader) SetReadDeadline(t time.Time) error { return p.f.SetReadDeadline(t) }
+
+// realKey adds a user key to the process keyring (on the key thread, so
+// the source's KEYCTL_DESCRIBE sees it) and returns its serial: the
+// records of the ingest benchmark are about a key the source can
+// describe, as in the daemon.
+func realKey(b *testing.B) int32 {
+	b.Helper()
+	var id int
+	err := watchqueue.OnKeyThread(func() (err error) {
+		id, err = unix.AddKey("user", fmt.Sprintf("ingestbench-%d", os.Getpid()), []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+		return err
+	})
+	if err != nil {
+		b.Skipf("add_key: %v (this benchmark needs kernel keyrings)", err)
+	}
+	if _, ok := keys.Describe(int32(id)); !ok {
+		b.Skipf("key %d cannot be described", id)
+	}
+	return int32(id)
+}
+
+// ceiling is BenchmarkPipeCeiling's loop over n records: the rate to
+// compare ingest with, measured in the same run.
+func ceiling(b *testing.B, n int) float64 {
+	fd := feed(b, n)
+	defer unix.Close(fd)
+	buf := make([]byte, readBuf)
+	recs := 0
+	start := time.Now()
+	for {
+		r, err := unix.Read(fd, buf)
+		if r <= 0 || err != nil {
+			break
+		}
+		recs += r / 16
+	}
+	if recs != n {
+		b.Fatalf("ceiling read %d records, want %d", recs, n)
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// BenchmarkIngest runs the key source's own ingest path (keys.Ingest: the
+// read, the batch slab, the describe cache, interned state keys, the
+// mapping into the slab) over a pipe of key records about a real key, and
+// publishes to a hub (stamp, history ring, state table, one live
+// subscriber that drains in batches). In the same run it measures the bare
+// pipe read of as many records (the ceiling) and reports the ratio, and
+// the heap allocations per record of the whole pipeline (the source, the
+// hub and the subscriber's drain), counted by the runtime.
+func BenchmarkIngest(b *testing.B) {
+	hub, stop := drainedHub(b)
+	defer hub.Close()
+	benchIngest(b, hub, hub.Seq, stop)
+}
+
+// BenchmarkIngestMetrics is BenchmarkIngest with the hub wrapped in
+// metrics.Events.Sink, as the daemon wired the sources before the hub
+// counted for the metrics itself (the fleet aggregator still feeds an
+// Events): the per-event count, and one Publish per event, since the
+// wrapper has no PublishBatch.
+func BenchmarkIngestMetrics(b *testing.B) {
+	hub, stop := drainedHub(b)
+	defer hub.Close()
+	benchIngest(b, metrics.NewEvents().Sink(hub), hub.Seq, stop)
+}
+
+// BenchmarkIngestUnbatched is BenchmarkIngest with the hub behind a sink
+// that has only Publish: the same path with one Publish per record
+// instead of one PublishBatch per read, for comparison in one run.
+func BenchmarkIngestUnbatched(b *testing.B) {
+	hub, stop := drainedHub(b)
+	defer hub.Close()
+	benchIngest(b, publishOnly{hub}, hub.Seq, stop)
+}
+
+// publishOnly hides the hub's PublishBatch.
+type publishOnly struct{ h *fanout.Hub }
+
+func (p publishOnly) Publish(ev *event.Event) { p.h.Publish(ev) }
+func (p publishOnly) Seed(ev *event.Event)    { p.h.Seed(ev) }
+
+// BenchmarkIngestSource is BenchmarkIngest with a sink that only counts:
+// the key source's share of the path, without the hub.
+func BenchmarkIngestSource(b *testing.B) {
+	var c countSink
+	benchIngest(b, &c, func() uint64 { return c.n }, func() {})
+}
+
+// countSink counts what is published and keeps nothing.
+type countSink struct{ n uint64 }
+
+func (c *countSink) Publish(*event.Event) { c.n++ }
+func (c *countSink) Seed(*event.Event)    {}
+
+func benchIngest(b *testing.B, sink sources.Sink, seq func() uint64, stop func()) {
+	id := realKey(b)
+	n := b.N
+	fd := feedKey(b, n, id, unix.O_NONBLOCK)
+	f := os.NewFile(uintptr(fd), "ingest pipe")
+	defer f.Close()
+	src := keys.New(keys.Config{})
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	b.ResetTimer()
+	err := src.Ingest(context.Background(), pipeReader{f}, sink)
+	b.StopTimer()
+	runtime.ReadMemStats(&m1)
+	stop()
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		b.Fatalf("ingest ended with %v, want the end of the pipe", err)
+	}
+	if seq() != uint64(n) || src.Skipped() != 0 {
+		b.Fatalf("published %d records (%d skipped), want %d", seq(), src.Skipped(), n)
+	}
+	rate := float64(n) / b.Elapsed().Seconds()
+	b.ReportMetric(rate, "records/s")
+	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(n), "allocs/record")
+	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n), "B/record")
+	if n >= 1000 {
+		c := ceiling(b, n)
+		b.ReportMetric(c, "ceiling-records/s")
+		b.ReportMetric(100*rate/c, "%-of-ceiling")
+	}
+}
+
+// BenchmarkHubPublishClock measures what Hub.Publish's own clock reading
+// costs: the same prebuilt key events published with Time set by the
+// caller (as the key source does, once per read) and with Time zero (the
+// hub then calls time.Now per event). ns/op is per event; the reported
+// clock-ns/event is the difference. ns/event-batch256 is the unstamped
+// events published with PublishBatch, 256 at a time (a full read of the
+// key source): one lock, one clock reading and one wake per batch.
+func BenchmarkHubPublishClock(b *testing.B) {
+	batched := func() float64 {
+		hub, stop := drainedHub(b)
+		defer hub.Close()
+		defer stop()
+		const batch = 256
+		evs := make([]event.Event, batch)
+		ptrs := make([]*event.Event, batch)
+		k := event.KeyFields{ID: 1}
+		start := time.Now()
+		for i := 0; i < b.N; {
+			j := 0
+			for ; j < batch && i < b.N; j, i = j+1, i+1 {
+				ev := &evs[j]
+				ev.Source, ev.Subtype, ev.Origin, ev.Key, ev.StateKey = event.SourceKey, event.KeyUpdated, event.OriginWatchQueue, &k, "key:1"
+				ev.Time = time.Time{}
+				ptrs[j] = ev
+			}
+			hub.PublishBatch(ptrs[:j])
+		}
+		return float64(time.Since(start).Nanoseconds()) / float64(b.N)
+	}
+	run := func(stamp bool) float64 {
+		hub, stop := drainedHub(b)
+		defer hub.Close()
+		defer stop()
+		const batch = 4096
+		evs := make([]event.Event, batch)
+		k := event.KeyFields{ID: 1}
+		now := time.Now()
+		start := time.Now()
+		for i := 0; i < b.N; {
+			for j := 0; j < batch && i < b.N; j, i = j+1, i+1 {
+				ev := &evs[j]
+				ev.Source, ev.Subtype, ev.Origin, ev.Key, ev.StateKey = event.SourceKey, event.KeyUpdated, event.OriginWatchQueue, &k, "key:1"
+				ev.Time = time.Time{}
+				if stamp {
+					ev.Time = now
+				}
+				hub.Publish(ev)
+			}
+		}
+		return float64(time.Since(start).Nanoseconds()) / float64(b.N)
+	}
+	stamped := run(true)
+	zero := run(false)
+	b.ReportMetric(batched(), "ns/event-batch256")
+	b.ReportMetric(stamped, "ns/event-stamped")
+	b.ReportMetric(zero, "ns/event-hub-clock")
+	b.ReportMetric(zero-stamped, "clock-ns/event")
+}

@@ -1,0 +1,127 @@
+package web_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/notifyd/notifyd/api"
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/web"
+)
+
+// cached reports whether ev's JSON is cached on it, without changing what
+// it would say: Encoded calls the encoder only when nothing is cached
+// (and then caches the same bytes JSON would).
+func cached(ev *event.Event) bool {
+	made := false
+	ev.Encoded(event.EncodingJSON, func(e *event.Event) []byte {
+		made = true
+		return e.AppendJSON(nil)
+	})
+	return !made
+}
+
+// frameItems reads one frame and returns its events' JSON as sent: the
+// frame itself for a 1.0 event frame, the items of a batch.
+func frameItems(t *testing.T, c *websocket.Conn) [][]byte {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := c.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := api.DecodeServerMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch m.Type {
+	case api.TypeBatch:
+		var bt api.Batch
+		if err := json.Unmarshal(b, &bt); err != nil {
+			t.Fatal(err)
+		}
+		out := make([][]byte, len(bt.Events))
+		for i, raw := range bt.Events {
+			out[i] = raw
+		}
+		return out
+	case api.TypeEvent:
+		return [][]byte{b}
+	}
+	t.Fatalf("unexpected %s message", m.Type)
+	return nil
+}
+
+// TestIntegrationSoleConnectionEncoding: while a connection is the
+// server's only one, its writer encodes each event into the frame and
+// does not cache the encoding on the event (nobody else would read it);
+// once there are two, the encoding is cached and shared. The bytes sent
+// are the same either way: the event's JSON, byte for byte.
+func TestIntegrationSoleConnectionEncoding(t *testing.T) {
+	r := newRig(t, func(c *web.Config) { c.WriteWait = 5 * time.Minute })
+	q := url.Values{"queue": {"10000"}}
+	c1, _, err := r.dialUnix(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	(&reader{t: t, c: c1}).hello()
+
+	// One event: a 1.0 event frame. Then a burst: batch frames.
+	const burst = 3000
+	var evs []*event.Event
+	for i := 0; i < 1+burst; i++ {
+		evs = append(evs, usbEvent(i))
+	}
+	r.hub.Publish(evs[0])
+	got := frameItems(t, c1)
+	for i := 1; i < len(evs); i++ {
+		r.hub.Publish(evs[i])
+	}
+	for len(got) < len(evs) {
+		got = append(got, frameItems(t, c1)...)
+	}
+	for i, ev := range evs {
+		if cached(ev) {
+			t.Fatalf("event %d: its JSON was cached with one connection open", i)
+		}
+		if !bytes.Equal(got[i], ev.JSON()) {
+			t.Fatalf("event %d sent as\n%s\nwant\n%s", i, got[i], ev.JSON())
+		}
+	}
+
+	// A second connection: both get every event, from one cached
+	// encoding.
+	c2, _, err := r.dialUnix(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	(&reader{t: t, c: c2}).hello()
+	waitFor(t, "two connections", 10*time.Second, func() bool { return r.srv.Status().Web.Connections == 2 })
+	evs = evs[:0]
+	for i := 0; i < burst; i++ {
+		ev := usbEvent(i)
+		evs = append(evs, ev)
+		r.hub.Publish(ev)
+	}
+	for _, c := range []*websocket.Conn{c1, c2} {
+		var got [][]byte
+		for len(got) < len(evs) {
+			got = append(got, frameItems(t, c)...)
+		}
+		for i, ev := range evs {
+			if !cached(ev) {
+				t.Fatalf("event %d: its JSON was not cached with two connections open", i)
+			}
+			if !bytes.Equal(got[i], ev.JSON()) {
+				t.Fatalf("event %d sent as\n%s\nwant\n%s", i, got[i], ev.JSON())
+			}
+		}
+	}
+}
