@@ -44,15 +44,25 @@ import (
 // The loops are closed: the publisher stays at most `window` events ahead
 // of the slowest client. The events are made beforehand for all three and
 // encoded as they are published (notifyd encodes each event once, on its
-// first delivery).
+// first delivery, or — with one connection — straight into the frame).
+// All three servers and their clients are up at once, and they take
+// turns: `rounds` rounds, each server driving b.N/rounds events per
+// round in rotating order, so that the other work on a shared machine
+// falls on all of them alike (a ratio from one phase per server moved
+// 77–129 % between runs at one client).
 //
 // Reported per N: deliveries/s and events/s of each, ratio (notifyd /
 // fair ceiling), p50/p99 publish→receive latency at saturation (queueing
-// delay) of each and at a fixed low rate (notifyd), and RSS per idle
-// client (server and client side together, both in this process). b.N is
-// the number of events per phase:
+// delay) of each and at a fixed low rate (notifyd), RSS per idle client
+// (server and client side together, both in this process), and for
+// notifyd and the fair ceiling what the saturated loop took: data frames
+// (events/frame), write(2)s of the process (events/write) and the
+// process's CPU time per delivery (cpu-ns/delivery). b.N is the number
+// of events per server; go tool pprof -tagfocus phase=notifyd (or fair,
+// naive) separates the servers in a -cpuprofile:
 //
-//	go test -run '^$' -bench Delivery -benchtime 2000x ./web
+//	go test -run '^$' -bench 'Delivery/N=1$' -benchtime 100000x ./web
+//	go test -run '^$' -bench 'Delivery/N=1000$' -benchtime 2000x ./web
 func BenchmarkDelivery(b *testing.B) {
 	for _, n := range []int{1, 100, 1000} {
 		b.Run("N="+strconv.Itoa(n), func(b *testing.B) { benchDelivery(b, n) })
@@ -219,7 +229,6 @@ type side struct {
 	publish func(i int) // publishes event i (0-based over the whole run)
 	frames  func() int64
 	base    int64 // items the clients had read before the next round
-	exp     bool  // its rounds run with web.SetExperiment(1)
 
 	d              time.Duration
 	cpu            time.Duration // the process's CPU time (user+system) during the rounds
@@ -387,19 +396,7 @@ func benchDelivery(b *testing.B, n int) {
 	// notifyd: hub + web.Server on loopback TCP.
 	ours, _, srv := notifydSide(b, "notifyd", n, events+rateEvents, sample)
 	sides := []*side{naive, fair, ours}
-	if os.Getenv("WEB_BENCH_EXPERIMENT") != "" {
-		// A second notifyd server whose rounds run with the package's
-		// experiment switch on (web.SetExperiment, export_test.go).
-		exp, _, _ := notifydSide(b, "notifyd-exp", n, events, sample)
-		exp.exp = true
-		sides = append(sides, exp)
-		defer func() {
-			fmt.Fprintf(os.Stderr, "N=%d: experiment %.0f deliveries/s against %.0f: %.3f; CPU/delivery %.0f ns against %.0f; events/frame %.1f against %.1f\n",
-				n, float64(events*n)/exp.d.Seconds(), float64(events*n)/ours.d.Seconds(), ours.d.Seconds()/exp.d.Seconds(),
-				float64(exp.cpu.Nanoseconds())/float64(events*n), float64(ours.cpu.Nanoseconds())/float64(events*n),
-				float64(events*n)/float64(max(exp.frameN, 1)), float64(events*n)/float64(max(ours.frameN, 1)))
-		}()
-	}
+
 	b.StartTimer()
 	for r := range rounds {
 		from, to := events*r/rounds, events*(r+1)/rounds
@@ -411,11 +408,8 @@ func benchDelivery(b *testing.B, n int) {
 	naiveP50, naiveP99 := percentiles(naive.cls)
 	fairP50, fairP99 := percentiles(fair.cls)
 	ourP50, ourP99 := percentiles(ours.cls)
-	for _, s := range sides[:len(sides)] {
-		if s != ours {
-			s.closeClients()
-		}
-	}
+	naive.closeClients()
+	fair.closeClients()
 	st := srv.Status()
 
 	// Fixed rate, notifyd only (the bare loop's figures are in BASELINES §4.2).

@@ -213,10 +213,10 @@ func New(cfg Config) (*Server, error) {
 // shared reports whether an event's JSON is worth caching on the event
 // (event.Event.JSON) for other connections: when this connection is the
 // server's only one, nobody else here will ask for it, and the writer
-// appends the JSON to its frame directly, which saves an allocation per
-// event and keeps the history ring free of encodings nobody reads. Anyone
-// who does need it later (a history answer, a client that arrives) encodes
-// it then.
+// encodes the JSON into its frame through a reused scratch buffer
+// (event.Event.AppendJSON), which saves the cached copy's two allocations
+// per event and the collections they cause. Anyone who does need it later
+// (a history answer, a client that arrives) encodes it then.
 func (s *Server) shared() bool { return s.conns.Load() > 1 }
 
 // Token returns the bearer token TCP clients must present; it fails

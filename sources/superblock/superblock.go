@@ -409,12 +409,22 @@ func (s *Source) mark(point string, major, minor uint32) ([2]int32, error) {
 	return [2]int32{sf.Fsid.Val[0], sf.Fsid.Val[1]}, nil
 }
 
+// readFanotify reads the FAN_FS_ERROR group on the kernel-reader
+// skeleton's read loop (reopen.ReadLoop over a reopen.Conn) until ctx
+// ends. It does not reopen: a failed group falls back to the log.
 func (s *Source) readFanotify(ctx context.Context, g *fanotify.Group) {
-	buf := make([]byte, 16<<10)
-	err := g.Read(ctx, buf, func(b []byte) error {
-		_, err := fanotify.Parse(b, s.handleFSError)
-		return err
-	}, nil)
+	c, err := reopen.NewConn(g)
+	if err == nil {
+		err = reopen.ReadLoop(ctx, c, make([]byte, 16<<10), &reopen.Parse{
+			What: "read fanotify group",
+			Batch: func(b []byte) error {
+				if _, err := fanotify.Parse(b, s.handleFSError); err != nil {
+					return fmt.Errorf("decode: %w", err)
+				}
+				return nil
+			},
+		})
+	}
 	if ctx.Err() == nil && err != nil {
 		// FS_ERROR events are preallocated per mark and cannot be lost to
 		// memory pressure; a read error is unexpected. Report it and fall

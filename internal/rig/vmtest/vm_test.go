@@ -33,6 +33,9 @@ var Packages = []string{
 	// notifyctl watch-key on a real watch_queue kernel; ctl's other tests
 	// are host-tier (they create users, start servers).
 	"ctl:^TestIntegrationWatchKeyKernel$",
+	// guest.KeyWatch, the key storm benchmark's same-size peer for
+	// keyctl watch, on a real notification pipe.
+	"internal/rig/vm/guest:^TestKeyWatch",
 }
 
 var (

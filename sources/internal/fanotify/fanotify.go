@@ -14,7 +14,6 @@
 package fanotify
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -210,52 +209,3 @@ func (g *Group) SyscallConn() (syscall.RawConn, error) { return g.f.SyscallConn(
 // SetReadDeadline sets the deadline of reads on the group; a deadline in
 // the past unblocks a blocked read.
 func (g *Group) SetReadDeadline(t time.Time) error { return g.f.SetReadDeadline(t) }
-
-// Read reads event buffers into buf and hands each to fn until ctx ends
-// (then it returns ctx.Err()), the group is closed, or a read fails. fn
-// runs on the calling goroutine; fn returning an error stops Read with
-// that error. Between reads, when the queue is empty, Read calls idle
-// (if not nil).
-func (g *Group) Read(ctx context.Context, buf []byte, fn func([]byte) error, idle func()) error {
-	rc, err := g.f.SyscallConn()
-	if err != nil {
-		return err
-	}
-	stop := context.AfterFunc(ctx, func() { g.f.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
-	for {
-		var ferr error
-		err := rc.Read(func(fd uintptr) bool {
-			for {
-				n, err := unix.Read(int(fd), buf)
-				switch {
-				case err == unix.EAGAIN:
-					if idle != nil {
-						idle()
-					}
-					return false
-				case err == unix.EINTR:
-					continue
-				case err != nil:
-					ferr = fmt.Errorf("read: %w", err)
-					return true
-				case n == 0:
-					ferr = errors.New("read: unexpected end of file")
-					return true
-				}
-				if ferr = fn(buf[:n]); ferr != nil {
-					return true
-				}
-			}
-		})
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if err != nil {
-			return fmt.Errorf("wait for fanotify events: %w", err)
-		}
-		if ferr != nil {
-			return ferr
-		}
-	}
-}
