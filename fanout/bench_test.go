@@ -10,6 +10,7 @@ import (
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
+	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
 )
 
 // BenchmarkPublishDeliver measures publish→deliver throughput with 1, 100
@@ -197,20 +198,7 @@ func BenchmarkPublishBatchStorm(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var buf []*event.Event
-		for {
-			select {
-			case <-sub.Ready():
-				buf = sub.Drain(buf[:0])
-				clear(buf)
-			case <-sub.Done():
-				return
-			}
-		}
-	}()
+	done := eventtest.DrainAll(sub, nil)
 	const batch = 256
 	k := &event.KeyFields{ID: 42, Type: "user", Description: "bench"}
 	raw := make([]byte, 16*batch)

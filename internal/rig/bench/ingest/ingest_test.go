@@ -14,6 +14,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
+	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
 	"github.com/notifyd/notifyd/metrics"
 	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/sources"
@@ -132,20 +133,7 @@ func drainedHub(b *testing.B) (*fanout.Hub, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var buf []*event.Event // reused, as the transports reuse theirs
-		for {
-			select {
-			case <-sub.Ready():
-				buf = sub.Drain(buf[:0])
-				clear(buf)
-			case <-sub.Done():
-				return
-			}
-		}
-	}()
+	done := eventtest.DrainAll(sub, nil)
 	return hub, func() { sub.Close(); <-done }
 }
 

@@ -35,3 +35,36 @@ func FieldsOf(e *event.Event) Fields {
 	return Fields{e.Source, e.Subtype, e.Tag, e.Origin, e.Key, e.Block, e.USB, e.Mount, e.Superblock, e.Props, e.Raw, e.Loss,
 		e.Owner, e.StateKey, e.StateRemove, e.Snapshot, e.Epoch, e.Seq, ns}
 }
+
+// Drainer is the consumer's side of a fanout.Subscription.
+type Drainer interface {
+	Ready() <-chan struct{}
+	Done() <-chan struct{}
+	Drain(dst []*event.Event) []*event.Event
+}
+
+// DrainAll consumes s on a goroutine of its own as a transport's writer
+// does: it waits for Ready, takes everything queued with Drain into one
+// reused slice, hands the batch to fn (nil: drop it) and clears it, until
+// s is done. The returned channel is closed when the goroutine has
+// ended; close the subscription, then wait on it.
+func DrainAll(s Drainer, fn func([]*event.Event)) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var buf []*event.Event
+		for {
+			select {
+			case <-s.Ready():
+				buf = s.Drain(buf[:0])
+				if fn != nil {
+					fn(buf)
+				}
+				clear(buf)
+			case <-s.Done():
+				return
+			}
+		}
+	}()
+	return done
+}
