@@ -45,16 +45,7 @@ func TestIngest(t *testing.T) {
 		batch = append(batch, r...)
 	}
 
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		t.Fatal(err)
-	}
-	rd := os.NewFile(uintptr(p[0]), "pipe")
-	defer rd.Close()
-	if _, err := unix.Write(p[1], batch); err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(p[1])
+	rd := pipeOf(t, batch)
 
 	k := New(Config{})
 	s := &sinktest.Sink{}
@@ -181,16 +172,7 @@ func TestIngestBatch(t *testing.T) {
 	for _, r := range [][]byte{upd, link, upd, removal} {
 		batch = append(batch, r...)
 	}
-	var p [2]int
-	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
-		t.Fatal(err)
-	}
-	rd := os.NewFile(uintptr(p[0]), "pipe")
-	defer rd.Close()
-	if _, err := unix.Write(p[1], batch); err != nil {
-		t.Fatal(err)
-	}
-	unix.Close(p[1])
+	rd := pipeOf(t, batch)
 
 	k := New(Config{})
 	s := &batchRecorder{t: t}
@@ -218,4 +200,21 @@ func TestIngestBatch(t *testing.T) {
 	if h := k.Health(); h.Events != uint64(len(want)) {
 		t.Errorf("health counts %d events, want %d", h.Events, len(want))
 	}
+}
+
+// pipeOf returns the read end, on the runtime poller, of a pipe that holds
+// batch and whose write end is closed (the reader sees the end after it).
+func pipeOf(t *testing.T, batch []byte) *os.File {
+	t.Helper()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		t.Fatal(err)
+	}
+	rd := os.NewFile(uintptr(p[0]), "pipe")
+	t.Cleanup(func() { rd.Close() })
+	if _, err := unix.Write(p[1], batch); err != nil {
+		t.Fatal(err)
+	}
+	unix.Close(p[1])
+	return rd
 }
