@@ -100,18 +100,31 @@ func invalidate(key int) { unix.KeyctlInt(unix.KEYCTL_INVALIDATE, key, 0, 0, 0) 
 func peer(b *testing.B, name string, announces bool, command func(ctx context.Context, key int) (*exec.Cmd, error)) phase {
 	key := newKey(b, fmt.Sprintf("keysbench-%s-%d", name, time.Now().UnixNano()))
 	defer invalidate(key)
+	finish := startPeer(b, key, name, announces, command)
+	time.Sleep(time.Second) // let the peer set up its watch (no way to ask keyctl)
+	d := updates(b, key)
+	invalidate(key) // the removal ends the peer, which flushes its output
+	return finish(d)
+}
+
+// startPeer starts peer name watching key and returns, once the peer
+// says it watches (when it announces), the function that waits for the
+// peer to end after the key's removal and returns what it counted.
+func startPeer(b *testing.B, key int, name string, announces bool, command func(ctx context.Context, key int) (*exec.Cmd, error)) (finish func(storm time.Duration) phase) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	cmd, err := command(ctx, key)
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
+		cancel()
 		b.Fatal(err)
 	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
+		cancel()
 		b.Fatalf("start %s: %v", name, err)
 	}
 	var p phase
@@ -137,37 +150,42 @@ func peer(b *testing.B, name string, announces bool, command func(ctx context.Co
 		select {
 		case <-watching:
 		case <-read:
+			cancel()
 			b.Fatalf("%s ended before it watched the key", name)
 		}
 	}
-	time.Sleep(time.Second) // let the peer set up its watch (no way to ask keyctl)
-	d := updates(b, key)
-	invalidate(key) // the removal ends the peer, which flushes its output
-	select {
-	case <-read:
-	case <-time.After(20 * time.Second):
-		cmd.Process.Signal(syscall.SIGINT)
-		<-read
+	return func(storm time.Duration) phase {
+		defer cancel()
+		select {
+		case <-read:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Signal(syscall.SIGINT)
+			<-read
+		}
+		if err := cmd.Wait(); err != nil && ctx.Err() == nil {
+			b.Errorf("%s: %v", name, err)
+		}
+		p.stormDur = storm
+		return p
 	}
-	if err := cmd.Wait(); err != nil && ctx.Err() == nil {
-		b.Errorf("%s: %v", name, err)
-	}
-	p.stormDur = d
-	return p
 }
 
 // keyctlWatch runs the storm past keyutils' "keyctl watch KEY".
-func keyctlWatch(b *testing.B) phase {
-	return peer(b, "keyctl", false, func(ctx context.Context, key int) (*exec.Cmd, error) {
-		return guest.KeyctlCommand(ctx, "watch", strconv.Itoa(key)), nil
-	})
+func keyctlWatch(b *testing.B) phase { return peer(b, "keyctl", false, keyctlCommand) }
+
+func keyctlCommand(ctx context.Context, key int) (*exec.Cmd, error) {
+	return guest.KeyctlCommand(ctx, "watch", strconv.Itoa(key)), nil
 }
 
 // keyWatch runs the storm past guest.KeyWatch with a queue of notes notes.
 func keyWatch(b *testing.B, notes int) phase {
-	return peer(b, "keywatch", true, func(ctx context.Context, key int) (*exec.Cmd, error) {
+	return peer(b, "keywatch", true, keyWatchCommand(notes))
+}
+
+func keyWatchCommand(notes int) func(ctx context.Context, key int) (*exec.Cmd, error) {
+	return func(ctx context.Context, key int) (*exec.Cmd, error) {
 		return guest.KeyWatchCommand(ctx, int32(key), notes)
-	})
+	}
 }
 
 // notifyd runs the storm past the key source with a queue of size notes,
@@ -175,26 +193,39 @@ func keyWatch(b *testing.B, notes int) phase {
 func notifyd(b *testing.B, size int) phase {
 	key := newKey(b, fmt.Sprintf("keysbench-notifyd-%d", time.Now().UnixNano()))
 	defer invalidate(key)
+	finish := startNotifyd(b, key, size)
+	d := updates(b, key)
+	invalidate(key)
+	return finish(d)
+}
+
+// startNotifyd starts the key source watching key with a queue of size
+// notes, publishing into a hub, to one subscriber that counts; once the
+// source is live it returns the function that waits for the key's
+// removal and returns what the subscriber counted.
+func startNotifyd(b *testing.B, key, size int) (finish func(storm time.Duration) phase) {
 	src := keys.New(keys.Config{Watch: []string{strconv.Itoa(key)}, QueueSize: size})
 	hub := fanout.New(fanout.Config{})
-	defer hub.Close()
 	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
 	if err != nil {
+		hub.Close()
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ran := make(chan error, 1)
 	go func() { ran <- src.Run(ctx, hub) }()
-	defer func() {
+	stop := func() {
 		cancel()
 		if err := <-ran; err != nil {
 			b.Error(err)
 		}
-	}()
+		hub.Close()
+	}
 	for src.Health().State == event.HealthStarting {
 		time.Sleep(time.Millisecond)
 	}
 	if h := src.Health(); h.State != event.HealthLive {
+		stop()
 		b.Fatalf("key source: %s: %s", h.State, h.Reason)
 	}
 	var p phase
@@ -221,16 +252,32 @@ func notifyd(b *testing.B, size int) phase {
 			}
 		}
 	}()
+	return func(storm time.Duration) phase {
+		defer stop()
+		select {
+		case <-removed:
+		case <-time.After(20 * time.Second):
+			sub.Close()
+			<-removed
+		}
+		p.stormDur = storm
+		return p
+	}
+}
+
+// together runs one storm past notifyd and a peer at once, both watching
+// the same key with queues of the same size: each storm is then compared
+// with itself, where the phases run in turn compare storms that each ran
+// at their own speed.
+func together(b *testing.B, size int, peerName string, announces bool, command func(ctx context.Context, key int) (*exec.Cmd, error)) (n, p phase) {
+	key := newKey(b, fmt.Sprintf("keysbench-together-%d", time.Now().UnixNano()))
+	defer invalidate(key)
+	fp := startPeer(b, key, peerName, announces, command)
+	fn := startNotifyd(b, key, size)
+	time.Sleep(time.Second) // let keyctl watch set up its watch (no way to ask it)
 	d := updates(b, key)
 	invalidate(key)
-	select {
-	case <-removed:
-	case <-time.After(20 * time.Second):
-		sub.Close()
-		<-removed
-	}
-	p.stormDur = d
-	return p
+	return fn(d), fp(d)
 }
 
 // TestMain lets the test binary run as guest.KeyWatch's peer process or
@@ -260,6 +307,12 @@ func TestMain(m *testing.M) {
 // The storm runs in a process of its own, so that each watcher has its
 // process (notifyd: this one) to itself.
 //
+// Storms vary in speed by up to 2× from one to the next, and a faster
+// storm overflows every watcher more; so the op then runs two more
+// storms, each past notifyd and its same-size peer at once, both
+// watching one key: keyctl watch and notifyd at 256 notes, guest.KeyWatch
+// and notifyd at 1 note. Each of these compares a storm with itself.
+//
 // Reported per storm, averaged over the ops:
 //
 //   - received, keyctl-received, keywatch-received; received-q1,
@@ -271,14 +324,20 @@ func TestMain(m *testing.M) {
 //     compared; at most a queue's worth is read after the storm);
 //   - loss-events, keyctl-loss-lines, keywatch-loss-lines, loss-events-q1,
 //     keywatch-loss-lines-q1;
+//   - together-received, together-keyctl-received (256 notes),
+//     together-received-q1, together-keywatch-received-q1 (1 note): the
+//     storms watched by both at once, with their events/s and loss
+//     counts as above;
+//   - together-%-storms-won, together-%-storms-won-q1: of those storms,
+//     the share in which notifyd received at least as many as the peer;
 //   - unreported: storms where notifyd missed updates without a loss
-//     event (target 0), both sizes;
+//     event (target 0), all four of notifyd's;
 //   - updates/s: the storm itself.
 func BenchmarkKeyStorm(b *testing.B) {
 	testenv.KernelFeature(b, watchqueue.HaveKeyNotifications(), "key notifications")
 	testenv.LookPath(b, guest.KeyctlPath, "apt-get install -y keyutils")
-	var k, w, n, w1, n1 sums
-	var unrep, upd float64
+	var k, w, n, w1, n1, tn, tk, tn1, tw1 sums
+	var unrep, upd, tWins, tWins1 float64
 	for b.Loop() {
 		k.add(keyctlWatch(b))
 		w.add(keyWatch(b, guest.KeyctlQueue))
@@ -290,7 +349,21 @@ func BenchmarkKeyStorm(b *testing.B) {
 		n1.add(p1)
 		b.Logf("storm: received at 256 notes: notifyd %d, keyctl watch %d, keywatch %d; at 1 note: notifyd %d, keywatch %d",
 			p.got, k.last.got, w.last.got, p1.got, w1.last.got)
-		for _, p := range []phase{p, p1} {
+		pt, kt := together(b, guest.KeyctlQueue, "keyctl", false, keyctlCommand)
+		tn.add(pt)
+		tk.add(kt)
+		pt1, wt1 := together(b, 1, "keywatch", true, keyWatchCommand(1))
+		tn1.add(pt1)
+		tw1.add(wt1)
+		if pt.got >= kt.got {
+			tWins++
+		}
+		if pt1.got >= wt1.got {
+			tWins1++
+		}
+		b.Logf("storm: together, same storm: at 256 notes: notifyd %d, keyctl watch %d; at 1 note: notifyd %d, keywatch %d",
+			pt.got, kt.got, pt1.got, wt1.got)
+		for _, p := range []phase{p, p1, pt, pt1} {
 			if p.got < storm && p.losses == 0 {
 				unrep++
 			}
@@ -302,11 +375,19 @@ func BenchmarkKeyStorm(b *testing.B) {
 	w.report(b, c, "keywatch-received", "keywatch-events/s", "keywatch-loss-lines")
 	n1.report(b, c, "received-q1", "events/s-q1", "loss-events-q1")
 	w1.report(b, c, "keywatch-received-q1", "keywatch-events/s-q1", "keywatch-loss-lines-q1")
+	tn.report(b, c, "together-received", "together-events/s", "together-loss-events")
+	tk.report(b, c, "together-keyctl-received", "together-keyctl-events/s", "together-keyctl-loss-lines")
+	tn1.report(b, c, "together-received-q1", "together-events/s-q1", "together-loss-events-q1")
+	tw1.report(b, c, "together-keywatch-received-q1", "together-keywatch-events/s-q1", "together-keywatch-loss-lines-q1")
+	b.ReportMetric(100*tWins/c, "together-%-storms-won")
+	b.ReportMetric(100*tWins1/c, "together-%-storms-won-q1")
 	b.ReportMetric(unrep/c, "unreported")
 	b.ReportMetric(upd/c, "updates/s")
 	if b.N > 0 {
 		b.Logf("per storm of %d updates, received: 256 notes: notifyd %.0f, keyctl watch %.0f, keywatch %.0f; 1 note: notifyd %.0f, keywatch %.0f",
 			storm, n.got/c, k.got/c, w.got/c, n1.got/c, w1.got/c)
+		b.Logf("per storm of %d updates, together: 256 notes: notifyd %.0f, keyctl watch %.0f; 1 note: notifyd %.0f, keywatch %.0f",
+			storm, tn.got/c, tk.got/c, tn1.got/c, tw1.got/c)
 	}
 }
 

@@ -76,7 +76,7 @@ func BenchmarkVMKeyStorm(b *testing.B) {
 			out = append(out, p.Output...)
 		}
 		for _, l := range out {
-			if strings.Contains(l, "storm: received") || strings.Contains(l, "per storm of") {
+			if strings.Contains(l, "storm: received") || strings.Contains(l, "storm: together") || strings.Contains(l, "per storm of") {
 				b.Log(strings.TrimSpace(l)) // the guest's per-storm counts
 			}
 		}
