@@ -227,11 +227,10 @@ func FromUevent(u *uevent.Uevent, sysRoot string) *event.Event {
 	default:
 		return nil
 	}
-	name := u.Get("DEVNAME")
-	if name == "" {
-		name = u.Name()
-	}
-	name = strings.TrimPrefix(name, "/dev/")
+	// The kernel name (sysfs's, the snapshot's and the error lines'),
+	// not DEVNAME: that is the /dev path, which differs for a name with
+	// '!' ("etherd!e0.0" is /dev/etherd/e0.0).
+	name := u.Name()
 	ma, err1 := strconv.ParseUint(u.Get("MAJOR"), 10, 32)
 	mi, err2 := strconv.ParseUint(u.Get("MINOR"), 10, 32)
 	if err1 != nil || err2 != nil {

@@ -60,3 +60,25 @@ func TestIdentityCached(t *testing.T) {
 		t.Error("identity still cached after the remove")
 	}
 }
+
+// TestKernelNameNotDevnode: a disk whose kernel name has a '!' (the
+// kernel's stand-in for '/', which kobject names cannot hold: AoE's
+// "etherd!e0.0") has a DEVNAME with the '/' ("etherd/e0.0",
+// device_get_devnode in drivers/base/core.c). The event names it by its
+// kernel name, as the snapshot and sysfs do, and so finds its identity.
+func TestKernelNameNotDevnode(t *testing.T) {
+	const name = "etherd!e0.0"
+	root := fakeSys(t, map[string]string{name: "152:0"})
+	os.WriteFile(filepath.Join(root, "class/block", name, "size"), []byte("2048\n"), 0o644)
+	s := New(Config{SysRoot: root})
+	sink := &sinktest.Sink{}
+	u, err := uevent.Parse([]byte("add@/devices/virtual/block/" + name + "\x00SUBSYSTEM=block\x00MAJOR=152\x00MINOR=0\x00DEVNAME=etherd/e0.0\x00DEVTYPE=disk\x00"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	add := FromUevent(u, root)
+	s.d.Publish(sink, add)
+	if add.Block.Device != name || add.Block.Size != 2048*512 {
+		t.Errorf("add %+v, want device %q with its size", add.Block, name)
+	}
+}

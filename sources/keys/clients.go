@@ -47,11 +47,20 @@ func (k *Keys) AttachClient(owner string) (wr *os.File, detach func(), err error
 	wr = os.NewFile(uintptr(fd), "watch_queue client write end")
 	c := &client{q: q, done: make(chan struct{})}
 	k.mu.Lock()
-	if k.sink == nil {
+	if k.sink == nil || ctx.Err() != nil {
+		// Run is stopping (its context ended) or stopped: it may
+		// already have closed the client queues it knew of and be
+		// waiting for their readers.
 		k.mu.Unlock()
 		q.Close()
 		wr.Close()
 		return nil, nil, fmt.Errorf("attach key client: keys source stopped")
+	}
+	if _, dup := k.clients[owner]; dup { // attached meanwhile
+		k.mu.Unlock()
+		q.Close()
+		wr.Close()
+		return nil, nil, fmt.Errorf("attach key client: owner %q already attached", owner)
 	}
 	k.clients[owner] = c
 	k.wg.Add(1)
@@ -60,11 +69,16 @@ func (k *Keys) AttachClient(owner string) (wr *os.File, detach func(), err error
 		defer k.wg.Done()
 		defer close(c.done)
 		err := k.drain(ctx, q, sink, owner)
+		// The client's watches are gone with its queue, and nothing
+		// tells the source of its keys' changes any more: a
+		// description cached from its records could go stale unseen.
+		k.descs.reset()
 		if ctx.Err() == nil && !errors.Is(err, os.ErrClosed) {
 			// A client queue that fails is not restarted: the client's
 			// watches lived in it. Tell the client it lost records.
 			l := event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown, "client key queue failed: "+err.Error())
 			l.Owner = owner
+			k.health.Losses.Add(1)
 			sink.Publish(l)
 		}
 	}()
@@ -74,7 +88,9 @@ func (k *Keys) AttachClient(owner string) (wr *os.File, detach func(), err error
 			q.Close()
 			<-c.done
 			k.mu.Lock()
-			delete(k.clients, owner)
+			if k.clients[owner] == c {
+				delete(k.clients, owner)
+			}
 			k.mu.Unlock()
 		})
 	}

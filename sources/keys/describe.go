@@ -60,9 +60,11 @@ func (e *descEntry) fields(id, aux int32, f *event.KeyFields) *event.KeyFields {
 // for a key not yet described (a failed describe is not cached, but the
 // state key is); REVOKED and INVALIDATED keep the last description (the
 // key can no longer be described, but whose key it was still decides who
-// may see the event); removal drops the entry. A refresh that fails
-// returns an entry without description for this record, as the old
-// description may no longer be true, and keeps the old one cached.
+// may see the event); removal drops the entry, and reset drops them all
+// (after a gap in the records: a SETATTR may be among what was missed). A
+// refresh that fails drops the cached description too, as it may no
+// longer be true (typically the owner took View away): the key's events
+// are then undescribed, for admins only, until a describe works again.
 func (c *descCache) describe(id int32, sub record.KeySubtype) descEntry {
 	refresh := sub == record.KeySetattr || sub == record.KeyInstantiated
 	c.mu.Lock()
@@ -77,8 +79,10 @@ func (c *descCache) describe(id int32, sub record.KeySubtype) descEntry {
 	f, described := Describe(id)
 	if described {
 		e.desc = &f
+	} else {
+		e.desc = nil
 	}
-	if !ok || described {
+	if !ok || described || refresh {
 		c.mu.Lock()
 		if c.m == nil || len(c.m) >= maxDescs {
 			c.m = make(map[int32]descEntry)
@@ -87,15 +91,23 @@ func (c *descCache) describe(id int32, sub record.KeySubtype) descEntry {
 		c.gen.Add(1)
 		c.mu.Unlock()
 	}
-	if !described {
-		e.desc = nil
-	}
 	return e
 }
 
 func (c *descCache) forget(id int32) {
 	c.mu.Lock()
 	delete(c.m, id)
+	c.gen.Add(1)
+	c.mu.Unlock()
+}
+
+// reset drops every description, for a gap in the records a description
+// depends on: a loss record, a restarted queue, a client queue that ended
+// (its keys may change unseen, and be watched again later). Each key is
+// described again at its next record.
+func (c *descCache) reset() {
+	c.mu.Lock()
+	c.m = nil
 	c.gen.Add(1)
 	c.mu.Unlock()
 }

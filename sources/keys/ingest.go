@@ -86,7 +86,7 @@ func (k *Keys) drain(ctx context.Context, q BatchReader, sink sources.Sink, owne
 // ingest publishes the records of one read, collecting the events in out
 // (which it returns, emptied, for the next read). Records of unknown
 // types and malformed ones are skipped and counted (Skipped); a broken
-// frame ends the batch.
+// frame ends the batch with a loss event, since what followed it is lost.
 func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, out []*event.Event) []*event.Event {
 	raw := append([]byte(nil), b...)
 	evs := make([]event.Event, len(raw)/record.SizeofKeyNotification)
@@ -96,7 +96,16 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, 
 	for off := 0; off < len(raw); {
 		h, err := record.ParseHeader(raw[off:])
 		if err != nil {
+			// Nothing after a broken frame can be walked: whatever
+			// records the rest of the read held are lost, and a
+			// SETATTR among them would leave a description stale.
 			k.skipped.Add(1)
+			k.descs.reset()
+			l := event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown,
+				"malformed record in a key queue read: the rest of the read skipped")
+			l.Time, l.Owner = now, owner
+			k.health.Losses.Add(1)
+			out = append(out, l)
 			break
 		}
 		n := h.Len()
@@ -149,7 +158,8 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, 
 }
 
 // meta maps a removal or loss record. A loss record (queue overflow) is a
-// loss event for source key with an unknown count; a removal record is
+// loss event for source key with an unknown count, and drops the cached
+// key descriptions (a lost SETATTR would leave one stale); a removal record is
 // Source key, Subtype removal, with Key.ID and StateRemove when the kernel
 // named the key, and the source forgets the watch.
 func (k *Keys) meta(rec []byte, owner string) *event.Event {
@@ -165,6 +175,7 @@ func (k *Keys) meta(rec []byte, owner string) *event.Event {
 			"key notification queue overflowed; re-read watched keyrings")
 		ev.Raw, ev.Loss.Tag = rec, event.NoTag
 		k.health.Losses.Add(1)
+		k.descs.reset()
 	case *record.Removal:
 		ev = &event.Event{Source: event.SourceKey, Subtype: event.MetaRemoval, Origin: event.OriginWatchQueue,
 			Tag: int(r.Hdr.WatchID()), Raw: rec}
@@ -177,6 +188,7 @@ func (k *Keys) meta(rec []byte, owner string) *event.Event {
 		if owner == "" {
 			k.mu.Lock()
 			delete(k.watches, r.Hdr.WatchID())
+			delete(k.added, r.Hdr.WatchID())
 			k.mu.Unlock()
 		}
 	default:

@@ -218,3 +218,107 @@ func pipeOf(t *testing.T, batch []byte) *os.File {
 	unix.Close(p[1])
 	return rd
 }
+
+// ingestOnce runs the ingest path over one pipe holding recs, for a
+// client queue of owner ("" for the daemon's), and returns its events.
+func ingestOnce(t *testing.T, k *Keys, owner string, recs ...[]byte) []*event.Event {
+	t.Helper()
+	var batch []byte
+	for _, r := range recs {
+		batch = append(batch, r...)
+	}
+	s := &sinktest.Sink{}
+	if err := k.drain(context.Background(), pipeReader{pipeOf(t, batch)}, s, owner); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("drain = %v, want the end of the pipe", err)
+	}
+	return s.Published()
+}
+
+// TestIngestSetattrHidesView: when a SETATTR takes View away from the
+// daemon (the owner makes the key private), the key's description cannot
+// be refreshed; neither that record nor any later one may carry the old
+// description, whose permissions the policy would still read.
+func TestIngestSetattrHidesView(t *testing.T) {
+	id := addKey(t, "user", "setattr-hides-view", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_UNLINK, int(id), unix.KEY_SPEC_PROCESS_KEYRING) })
+	k := New(Config{})
+	evs := ingestOnce(t, k, "", record.EncodeKey(record.KeyUpdated, 3, id, 0))
+	if len(evs) != 1 || evs[0].Key == nil || !evs[0].Key.Described {
+		t.Fatalf("before setattr: %s", dump(evs))
+	}
+	// Possessor: everything but View; user, group, other: nothing.
+	keyctl(t, unix.KEYCTL_SETPERM, int(id), 0x3e000000)
+	if _, ok := Describe(id); ok {
+		t.Fatalf("key %d still describable after taking View away", id)
+	}
+	evs = ingestOnce(t, k, "",
+		record.EncodeKey(record.KeySetattr, 3, id, 0),
+		record.EncodeKey(record.KeyUpdated, 3, id, 0),
+		record.EncodeKey(record.KeyLinked, 3, id, 9))
+	if len(evs) != 3 {
+		t.Fatalf("%d events, want 3:%s", len(evs), dump(evs))
+	}
+	for i, e := range evs {
+		if e.Key == nil || e.Key.Described || e.Key.ID != id {
+			t.Errorf("event %d after View was taken away: %s", i, e.JSON())
+		}
+	}
+	// A later run of the reader (a new drain) must not find it either.
+	evs = ingestOnce(t, k, "", record.EncodeKey(record.KeyUpdated, 3, id, 0))
+	if len(evs) != 1 || evs[0].Key == nil || evs[0].Key.Described {
+		t.Errorf("next read: %s", dump(evs))
+	}
+}
+
+// TestIngestLossDropsDescriptions: a loss record means records were
+// dropped, a SETATTR perhaps among them: the key is described again at its
+// next record instead of keeping permissions it may no longer have.
+func TestIngestLossDropsDescriptions(t *testing.T) {
+	id := addKey(t, "user", "loss-drops-descriptions", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	k := New(Config{})
+	evs := ingestOnce(t, k, "", record.EncodeKey(record.KeyUpdated, 3, id, 0))
+	if len(evs) != 1 || evs[0].Key == nil || !evs[0].Key.Described {
+		t.Fatalf("first read: %s", dump(evs))
+	}
+	perm := evs[0].Key.Perm
+	keyctl(t, unix.KEYCTL_SETPERM, int(id), int(perm^0x00000001)) // other: View toggled; its SETATTR record is "lost"
+	loss, _ := record.Encode(&record.Loss{})
+	evs = ingestOnce(t, k, "", loss, record.EncodeKey(record.KeyUpdated, 3, id, 0))
+	if len(evs) != 2 || evs[0].Loss == nil {
+		t.Fatalf("after the loss: %s", dump(evs))
+	}
+	if e := evs[1]; e.Key == nil || !e.Key.Described || e.Key.Perm != perm^0x00000001 {
+		t.Errorf("after a loss record the key's permissions are %#x, want %#x: %s", e.Key.Perm, perm^0x00000001, e.JSON())
+	}
+}
+
+// TestIngestBrokenFrame: a record whose length field is below the header
+// or beyond the read leaves the rest of the read unwalkable; the events
+// before it are published, and a loss event (for the queue's owner)
+// says that the rest is gone.
+func TestIngestBrokenFrame(t *testing.T) {
+	id := addKey(t, "user", "broken-frame", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	upd := record.EncodeKey(record.KeyUpdated, 3, id, 0)
+	zero := append([]byte(nil), upd...)
+	zero[4] &^= record.InfoLength // length 0
+	long := append([]byte(nil), upd...)
+	long[4] |= record.InfoLength // length 127, beyond the read
+	for name, broken := range map[string][]byte{"zero length": zero, "beyond the read": long} {
+		t.Run(name, func(t *testing.T) {
+			k := New(Config{})
+			evs := ingestOnce(t, k, "client-1", upd, broken, upd)
+			if len(evs) != 2 || evs[0].Subtype != event.KeyUpdated {
+				t.Fatalf("%d events, want the update and a loss:%s", len(evs), dump(evs))
+			}
+			l := evs[1]
+			if l.Loss == nil || l.Loss.Known() || l.Source != event.SourceKey || l.Owner != "client-1" || l.Time.IsZero() {
+				t.Errorf("loss = %s", l.JSON())
+			}
+			if h := k.Health(); h.Losses != 1 || k.Skipped() != 1 {
+				t.Errorf("health counts %d losses, %d skipped; want 1, 1", h.Losses, k.Skipped())
+			}
+		})
+	}
+}

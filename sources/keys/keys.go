@@ -16,8 +16,14 @@
 // published as Source key, Subtype "removal", with Key.ID the key serial
 // and StateRemove set, and the source forgets the watch. Loss records
 // (queue overflow) become loss events for source key with an unknown
-// count. On a kernel without watch_queue Run returns an error matching
-// watchqueue.ErrNotSupported and Health says why (ENOPKG).
+// count. Key events carry the key's KEYCTL_DESCRIBE answer (owner,
+// permissions), which the policy reads; it is cached per key and
+// refreshed by SETATTR and INSTANTIATED records, which the kernel filter
+// (SetKernelFilter) therefore always lets through, and the whole cache is
+// dropped after any gap in the records (a loss record, a broken read, a
+// restart, a client queue's end). On a kernel without watch_queue Run
+// returns an error matching watchqueue.ErrNotSupported and Health says why
+// (ENOPKG).
 //
 // The daemon's queue runs under the kernel-reader skeleton
 // (sources/internal/reopen): reopened with back-off after a failure, its
@@ -70,12 +76,19 @@ type Keys struct {
 
 	health *reopen.Health
 
+	// setMu serialises what is set on the daemon's queue — its kernel
+	// filter and its watches — with its (re)opening, so that a Watch or
+	// SetKernelFilter made while the queue restarts is neither applied to
+	// the old queue only nor overwritten by the old setting.
+	setMu sync.Mutex
+
 	mu       sync.Mutex
 	sink     sources.Sink
 	ctx      context.Context
 	main     *watchqueue.Queue
 	filter   []watchqueue.FilterEntry
-	watches  map[uint8]watch // tag -> configured watch on the main queue
+	watches  map[uint8]watch // tag -> watch on the main queue (configured or added by Watch)
+	added    map[uint8]int32 // tag -> key of the watches added by Watch, set again after a restart
 	problems []string        // what the last watchConfigured could not watch
 	clients  map[string]*client
 	wg       sync.WaitGroup
@@ -111,6 +124,7 @@ func New(cfg Config) *Keys {
 		cfg:     cfg,
 		health:  reopen.NewHealth("keys", event.SourceKey),
 		watches: map[uint8]watch{},
+		added:   map[uint8]int32{},
 		clients: map[string]*client{},
 	}
 }
@@ -202,17 +216,20 @@ func (k *Keys) openMain(sink sources.Sink, seed bool) (*watchqueue.Queue, error)
 	if err != nil {
 		return nil, err
 	}
+	k.setMu.Lock()
 	k.mu.Lock()
 	k.main = q
 	f := k.filter
 	k.mu.Unlock()
 	if len(f) > 0 {
 		if err := q.SetFilter(f); err != nil {
+			k.setMu.Unlock()
 			k.closeMain(q)
 			return nil, err
 		}
 	}
 	problems := k.watchConfigured(q)
+	k.setMu.Unlock()
 	k.mu.Lock()
 	k.problems = problems
 	k.mu.Unlock()
@@ -220,7 +237,9 @@ func (k *Keys) openMain(sink sources.Sink, seed bool) (*watchqueue.Queue, error)
 		k.seed(sink)
 	} else {
 		// Records posted between the old queue's failure and the new
-		// watches are gone.
+		// watches are gone, and with them perhaps a SETATTR that a
+		// cached description should have seen.
+		k.descs.reset()
 		l := event.NewLoss(event.SourceKey, event.OriginWatchQueue, event.CountUnknown, "key queue restarted")
 		k.health.Losses.Add(1)
 		sink.Publish(l)

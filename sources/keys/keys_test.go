@@ -465,3 +465,270 @@ func TestIntegrationRemovalOnGC(t *testing.T) {
 		t.Fatalf("no revoked event: %s", dump(evs))
 	}
 }
+
+// passes says whether the kernel would let a record with header h through
+// the filter entries (filter_watch_notification, kernel/watch_queue.c,
+// v6.1): no filter passes everything; else some entry for h's type must
+// have h's subtype bit and match the info bits.
+func passes(entries []watchqueue.FilterEntry, h record.Header) bool {
+	if len(entries) == 0 {
+		return true
+	}
+	for _, e := range entries {
+		if e.Type == h.Type && e.Subtypes[h.Subtype/32]&(1<<(h.Subtype%32)) != 0 && h.Info&e.InfoMask == e.InfoFilter {
+			return true
+		}
+	}
+	return false
+}
+
+// TestSetKernelFilterKeepsOwnNeeds: whatever the subscribers' union
+// filter, the filter the source keeps for its queue lets SETATTR and
+// INSTANTIATED key records through for every tag (they refresh the
+// descriptions the policy reads), and still passes everything the
+// subscribers asked for.
+func TestSetKernelFilterKeepsOwnNeeds(t *testing.T) {
+	meta := watchqueue.FilterEntry{Type: record.TypeMeta, Subtypes: watchqueue.AllSubtypes}
+	updated := watchqueue.FilterEntry{Type: record.TypeKey}
+	updated.Subtypes[0] = 1 << record.KeyUpdated
+	tagged := func(tag uint8, sub record.KeySubtype) watchqueue.FilterEntry {
+		e := watchqueue.FilterEntry{Type: record.TypeKey, InfoFilter: uint32(tag) << record.InfoIDShift, InfoMask: record.InfoID}
+		e.Subtypes[0] = 1 << sub
+		return e
+	}
+	full := []watchqueue.FilterEntry{meta}
+	for tag := uint8(1); len(full) < watchqueue.MaxFilters; tag++ {
+		full = append(full, tagged(tag, record.KeyLinked))
+	}
+	for name, in := range map[string][]watchqueue.FilterEntry{
+		"meta only":       {meta},
+		"updated":         {meta, updated},
+		"tagged":          {meta, tagged(2, record.KeyRevoked)},
+		"updated, tagged": {meta, tagged(2, record.KeyRevoked), updated},
+		"full":            full,
+	} {
+		t.Run(name, func(t *testing.T) {
+			orig := append([]watchqueue.FilterEntry(nil), in...)
+			k := New(Config{})
+			if err := k.SetKernelFilter(in); err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(in, orig) {
+				t.Errorf("the caller's entries were changed")
+			}
+			got := k.filter
+			if len(got) > watchqueue.MaxFilters {
+				t.Fatalf("%d entries", len(got))
+			}
+			for tag := 0; tag <= 255; tag++ {
+				for sub := 0; sub < record.NumKeySubtypes; sub++ {
+					h := record.Header{Type: record.TypeKey, Subtype: uint8(sub), Info: uint32(tag)<<record.InfoIDShift | 16}
+					own := record.KeySubtype(sub) == record.KeySetattr || record.KeySubtype(sub) == record.KeyInstantiated
+					switch p := passes(got, h); {
+					case !p && (own || passes(in, h)):
+						t.Fatalf("tag %d subtype %d dropped", tag, sub)
+					case p && !own && !passes(in, h) && name != "full":
+						// Only a full filter may be widened beyond
+						// the source's own needs (entries merged).
+						t.Fatalf("tag %d subtype %d let through", tag, sub)
+					}
+				}
+			}
+			if lh := (record.Header{Type: record.TypeMeta, Subtype: uint8(record.MetaLoss), Info: 8}); !passes(got, lh) {
+				t.Errorf("loss records dropped")
+			}
+		})
+	}
+	k := New(Config{})
+	if err := k.SetKernelFilter(nil); err != nil || k.filter != nil && len(k.filter) != 0 {
+		t.Errorf("empty filter: %v, kept %v", err, k.filter)
+	}
+}
+
+// restartMain makes the daemon's queue fail and restart, and runs gap
+// while no queue watches anything: the old queue is closed (its watches
+// gone) and the new one cannot be opened until gap returns, because the
+// supervisor's close hook waits for k.mu, which this holds. It returns
+// once the new queue is live.
+func restartMain(t *testing.T, k *Keys, gap func()) {
+	t.Helper()
+	before := k.health.Restarts.Load()
+	k.mu.Lock()
+	q := k.main
+	if q == nil {
+		k.mu.Unlock()
+		t.Fatal("no daemon queue")
+	}
+	q.Close()
+	gap()
+	k.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for k.health.Restarts.Load() == before || k.Health().State == event.HealthDegraded {
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not restarted: %+v", k.Health())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// updated waits for the next updated event of key id from owner after
+// index from, and returns it and its index.
+func updated(t *testing.T, s *sinktest.Sink, from int, id int32, owner string) (*event.Event, int) {
+	t.Helper()
+	e, i := s.Wait(t, from, 10*time.Second, fmt.Sprintf("updated event of key %d for %q", id, owner), keyEvent(event.KeyUpdated, id, 0, owner))
+	if e.Key == nil || !e.Key.Described {
+		t.Fatalf("updated event without description: %s", e.JSON())
+	}
+	return e, i + 1
+}
+
+// TestIntegrationWatchAfterRestart: a watch added with Watch is set again,
+// with its tag, when the daemon's queue restarts.
+func TestIntegrationWatchAfterRestart(t *testing.T) {
+	need(t)
+	k, s := start(t, Config{})
+	id := addKey(t, "user", "watch-after-restart", []byte("a"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	tag, err := k.Watch(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addKey(t, "user", "watch-after-restart", []byte("b"), unix.KEY_SPEC_PROCESS_KEYRING)
+	_, next := updated(t, s, 0, id, "")
+	restartMain(t, k, func() {})
+	addKey(t, "user", "watch-after-restart", []byte("c"), unix.KEY_SPEC_PROCESS_KEYRING)
+	if e, _ := updated(t, s, next, id, ""); e.Tag != int(tag) {
+		t.Errorf("after the restart the watch has tag %d, want %d", e.Tag, tag)
+	}
+}
+
+// TestIntegrationRestartDropsDescriptions: a SETATTR posted while the
+// daemon's queue restarts is lost with the gap; the key's next event must
+// carry its permissions as they are, not as they were cached.
+func TestIntegrationRestartDropsDescriptions(t *testing.T) {
+	need(t)
+	id := addKey(t, "user", "restart-descriptions", []byte("a"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	k, s := start(t, Config{Watch: []string{strconv.Itoa(int(id))}})
+	addKey(t, "user", "restart-descriptions", []byte("b"), unix.KEY_SPEC_PROCESS_KEYRING)
+	e, next := updated(t, s, 0, id, "")
+	perm := e.Key.Perm
+	restartMain(t, k, func() { keyctl(t, unix.KEYCTL_SETPERM, int(id), int(perm^0x00000001)) })
+	addKey(t, "user", "restart-descriptions", []byte("c"), unix.KEY_SPEC_PROCESS_KEYRING)
+	if e, _ := updated(t, s, next, id, ""); e.Key.Perm != perm^0x00000001 {
+		t.Errorf("after the restart the key's permissions are %#x, want %#x", e.Key.Perm, perm^0x00000001)
+	}
+}
+
+// TestIntegrationKernelFilterKeepsSetattr: a subscribers' kernel filter
+// that wants only updates must not hide from the source the SETATTR
+// records that keep its descriptions true.
+func TestIntegrationKernelFilterKeepsSetattr(t *testing.T) {
+	need(t)
+	id := addKey(t, "user", "filter-setattr", []byte("a"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	k, s := start(t, Config{Watch: []string{strconv.Itoa(int(id))}})
+	meta := watchqueue.FilterEntry{Type: record.TypeMeta, Subtypes: watchqueue.AllSubtypes}
+	upd := watchqueue.FilterEntry{Type: record.TypeKey}
+	upd.Subtypes[0] = 1 << record.KeyUpdated
+	if err := k.SetKernelFilter([]watchqueue.FilterEntry{meta, upd}); err != nil {
+		t.Fatal(err)
+	}
+	addKey(t, "user", "filter-setattr", []byte("b"), unix.KEY_SPEC_PROCESS_KEYRING)
+	e, next := updated(t, s, 0, id, "")
+	perm := e.Key.Perm
+	keyctl(t, unix.KEYCTL_SETPERM, int(id), int(perm^0x00000001))
+	addKey(t, "user", "filter-setattr", []byte("c"), unix.KEY_SPEC_PROCESS_KEYRING)
+	if e, _ := updated(t, s, next, id, ""); e.Key.Perm != perm^0x00000001 {
+		t.Errorf("after setperm under a kernel filter the key's permissions are %#x, want %#x", e.Key.Perm, perm^0x00000001)
+	}
+}
+
+// TestIntegrationDetachDropsDescriptions: a key described for one
+// client's watch, changed while nobody watches it, and watched again by
+// another client, is described as it is now.
+func TestIntegrationDetachDropsDescriptions(t *testing.T) {
+	need(t)
+	id := addKey(t, "user", "detach-descriptions", []byte("a"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	k, s := start(t, Config{})
+	watchAs := func(owner string) func() {
+		wr, detach, err := k.AttachClient(owner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer wr.Close()
+		if err := watchqueue.WatchKeyFD(int(wr.Fd()), id, 1); err != nil {
+			detach()
+			t.Fatal(err)
+		}
+		return detach
+	}
+	detach := watchAs("client-1")
+	addKey(t, "user", "detach-descriptions", []byte("b"), unix.KEY_SPEC_PROCESS_KEYRING)
+	e, next := updated(t, s, 0, id, "client-1")
+	perm := e.Key.Perm
+	detach()
+	keyctl(t, unix.KEYCTL_SETPERM, int(id), int(perm^0x00000001)) // nobody watches: no record
+	detach = watchAs("client-2")
+	defer detach()
+	addKey(t, "user", "detach-descriptions", []byte("c"), unix.KEY_SPEC_PROCESS_KEYRING)
+	if e, _ := updated(t, s, next, id, "client-2"); e.Key.Perm != perm^0x00000001 {
+		t.Errorf("for the second client the key's permissions are %#x, want %#x", e.Key.Perm, perm^0x00000001)
+	}
+}
+
+// TestIntegrationAttachClientWhileStopping: once Run's context has ended,
+// AttachClient refuses: Run may already have closed the client queues it
+// knew of and be waiting for their readers, and a queue attached then
+// would be left open, its reader not waited for.
+func TestIntegrationAttachClientWhileStopping(t *testing.T) {
+	need(t)
+	k := New(Config{})
+	s := &sinktest.Sink{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- k.Run(ctx, s) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for k.Health().State == event.HealthStarting {
+		if time.Now().After(deadline) {
+			t.Fatal("source did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	wr, detach, err := k.AttachClient("late")
+	if err == nil {
+		wr.Close()
+		detach()
+		t.Errorf("AttachClient succeeded after Run's context ended")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+}
+
+// TestIntegrationClientQueueFails: a client queue whose read fails (here:
+// a read deadline in the past) is not restarted; its owner gets a loss
+// event, counted in the health.
+func TestIntegrationClientQueueFails(t *testing.T) {
+	need(t)
+	k, s := start(t, Config{})
+	wr, detach, err := k.AttachClient("failing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer detach()
+	defer wr.Close()
+	k.mu.Lock()
+	q := k.clients["failing"].q
+	k.mu.Unlock()
+	q.SetReadDeadline(time.Unix(1, 0))
+	l, _ := s.Wait(t, 0, 10*time.Second, "the client's loss event", func(e *event.Event) bool { return e.Loss != nil })
+	if l.Owner != "failing" || l.Source != event.SourceKey || l.Loss.Known() {
+		t.Errorf("loss = %s", l.JSON())
+	}
+	if h := k.Health(); h.Losses != 1 {
+		t.Errorf("health counts %d losses, want 1", h.Losses)
+	}
+}

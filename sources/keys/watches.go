@@ -3,12 +3,14 @@ package keys
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/watchqueue"
 )
 
@@ -32,8 +34,10 @@ func ParseKey(s string) (int32, error) {
 	return int32(v), nil
 }
 
-// watchConfigured adds the configured watches with tags 1, 2, ... and
-// returns what failed.
+// watchConfigured adds the configured watches with tags 1, 2, ..., then
+// those added by Watch with their own tags, and returns what failed. A
+// watch added by Watch that cannot be set again is forgotten (its key is
+// gone, or no longer visible). The caller holds setMu.
 func (k *Keys) watchConfigured(q *watchqueue.Queue) []string {
 	var problems []string
 	k.mu.Lock()
@@ -84,6 +88,28 @@ func (k *Keys) watchConfigured(q *watchqueue.Queue) []string {
 			add(fmt.Sprintf("persistent:%d", uid), int32(id))
 		}
 	}
+	k.mu.Lock()
+	added := maps.Clone(k.added)
+	k.mu.Unlock()
+	for tag, key := range added {
+		k.mu.Lock()
+		_, taken := k.watches[tag]
+		k.mu.Unlock()
+		var err error
+		if taken {
+			err = fmt.Errorf("watch key %d: tag %d now taken by the configuration", key, tag)
+		} else {
+			err = q.WatchKey(key, tag)
+		}
+		k.mu.Lock()
+		if err != nil {
+			problems = append(problems, err.Error())
+			delete(k.added, tag)
+		} else {
+			k.watches[tag] = watch{name: strconv.Itoa(int(key)), serial: key}
+		}
+		k.mu.Unlock()
+	}
 	return problems
 }
 
@@ -130,8 +156,12 @@ func passwdUIDs(path string) ([]uint32, error) {
 
 // Watch adds a watch on key to the daemon's queue while the source runs,
 // with the next free tag, and returns the tag. Its records are published
-// to everyone the policy allows, like those of configured watches.
+// to everyone the policy allows, like those of configured watches, and
+// like them it is set again, with the same tag, after the queue restarts,
+// until the kernel removes it (a removal record).
 func (k *Keys) Watch(key int32) (uint8, error) {
+	k.setMu.Lock()
+	defer k.setMu.Unlock()
 	k.mu.Lock()
 	q := k.main
 	tag := -1
@@ -141,9 +171,6 @@ func (k *Keys) Watch(key int32) (uint8, error) {
 			break
 		}
 	}
-	if tag > 0 {
-		k.watches[uint8(tag)] = watch{name: strconv.Itoa(int(key)), serial: key}
-	}
 	k.mu.Unlock()
 	if q == nil {
 		return 0, fmt.Errorf("watch key %d: keys source not running", key)
@@ -151,19 +178,24 @@ func (k *Keys) Watch(key int32) (uint8, error) {
 	if tag < 0 {
 		return 0, fmt.Errorf("watch key %d: all 255 tags in use", key)
 	}
-	if err := q.WatchKey(resolve(key), uint8(tag)); err != nil {
-		k.mu.Lock()
-		delete(k.watches, uint8(tag))
-		k.mu.Unlock()
+	resolved := resolve(key)
+	if err := q.WatchKey(resolved, uint8(tag)); err != nil {
 		return 0, err
 	}
+	k.mu.Lock()
+	k.watches[uint8(tag)] = watch{name: strconv.Itoa(int(key)), serial: resolved}
+	k.added[uint8(tag)] = resolved
+	k.mu.Unlock()
 	return uint8(tag), nil
 }
 
 // SetKernelFilter installs the union of the subscribers' kernel filters
 // on the daemon's queue (client queues stay unfiltered: their records go
 // to one client only). It is kept and re-applied after a restart. An empty
-// list removes the filter.
+// list removes the filter. The filter installed also lets through the
+// key records the source needs for itself whatever the subscribers want
+// (SETATTR and INSTANTIATED, which refresh the key descriptions the policy
+// reads): see withOwnNeeds.
 func (k *Keys) SetKernelFilter(entries []watchqueue.FilterEntry) error {
 	for i, e := range entries {
 		if err := e.Validate(); err != nil {
@@ -173,6 +205,9 @@ func (k *Keys) SetKernelFilter(entries []watchqueue.FilterEntry) error {
 	if len(entries) > watchqueue.MaxFilters {
 		return fmt.Errorf("set kernel filter: %d entries, at most %d", len(entries), watchqueue.MaxFilters)
 	}
+	entries = withOwnNeeds(entries)
+	k.setMu.Lock()
+	defer k.setMu.Unlock()
 	k.mu.Lock()
 	k.filter = append([]watchqueue.FilterEntry(nil), entries...)
 	q := k.main
@@ -184,4 +219,49 @@ func (k *Keys) SetKernelFilter(entries []watchqueue.FilterEntry) error {
 		return fmt.Errorf("set kernel filter: %w", err)
 	}
 	return nil
+}
+
+// ownNeeds are the key subtypes the source reads for itself: a SETATTR
+// (chown, setperm) or INSTANTIATED record refreshes the cached description
+// whose uid, gid and permissions decide who may see the key's events. A
+// kernel filter that dropped them would leave that description stale, and
+// the key's later events judged by permissions it no longer has.
+const ownNeeds = 1<<record.KeySetattr | 1<<record.KeyInstantiated
+
+// withOwnNeeds widens a non-empty kernel filter so that key records of the
+// ownNeeds subtypes pass for every watch tag: their bits are added to an
+// entry for key records that looks at no info bits, or such an entry is
+// added; with no room left (MaxFilters entries) every key entry is merged
+// into one such entry, the union of their subtypes. Widening only ever
+// lets more records through, which the subscribers' own filters judge
+// again. entries is not modified.
+func withOwnNeeds(entries []watchqueue.FilterEntry) []watchqueue.FilterEntry {
+	if len(entries) == 0 {
+		return entries
+	}
+	out := append([]watchqueue.FilterEntry(nil), entries...)
+	for i := range out {
+		if out[i].Type == record.TypeKey && out[i].InfoMask == 0 {
+			out[i].Subtypes[0] |= ownNeeds
+			return out
+		}
+	}
+	if len(out) < watchqueue.MaxFilters {
+		e := watchqueue.FilterEntry{Type: record.TypeKey}
+		e.Subtypes[0] = ownNeeds
+		return append(out, e)
+	}
+	merged := watchqueue.FilterEntry{Type: record.TypeKey}
+	kept := out[:0]
+	for _, e := range out {
+		if e.Type != record.TypeKey {
+			kept = append(kept, e)
+			continue
+		}
+		for j := range merged.Subtypes {
+			merged.Subtypes[j] |= e.Subtypes[j]
+		}
+	}
+	merged.Subtypes[0] |= ownNeeds
+	return append(kept, merged)
 }

@@ -44,8 +44,11 @@ func Parse(b []byte) (*Record, error) {
 	if len(fields) < 4 {
 		return nil, fmt.Errorf("parse kmsg: prefix %q has %d fields, want at least 4", trunc(prefix), len(fields))
 	}
+	// The kernel prints (facility << 3) | level with an 8-bit facility
+	// (struct printk_info), and keeps the facility a writer asks for
+	// (LOG_FACILITY(v) = v >> 3 & 0xff): up to 2047.
 	prio, err := strconv.ParseUint(string(fields[0]), 10, 32)
-	if err != nil || prio > 1<<10 {
+	if err != nil || prio > 0xff<<3|7 {
 		return nil, fmt.Errorf("parse kmsg: bad priority %q", trunc(fields[0]))
 	}
 	seq, err := strconv.ParseUint(string(fields[1]), 10, 64)

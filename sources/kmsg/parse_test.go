@@ -101,6 +101,7 @@ var badRecords = []string{
 	"6,-1,2,-;bad seq\n",
 	"6,1,y,-;bad time\n",
 	"99999999999,1,2,-;huge prio\n",
+	"2048,1,2,-;prio above the 8-bit facility\n",
 	"6,1,2,-;text\nnot a continuation\n",
 	"6,1,2,-;text\n =novalue\n",
 	"6,1,2,-;text\n NOEQUALS\n",

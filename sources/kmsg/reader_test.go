@@ -270,3 +270,48 @@ func TestIntegrationReplay(t *testing.T) {
 		t.Errorf("first replayed record %d %q, oldest kernel record %d %q", it.V.Seq, it.V.Text, oldest.Seq, oldest.Text)
 	}
 }
+
+// TestHighUserFacilityIsNotALoss feeds the reader records as this kernel
+// (6.18) printed them after `<2047>` and `<1030>` were written to
+// /dev/kmsg: the kernel keeps a writer's facility up to 255
+// (LOG_FACILITY(v) = v >> 3 & 0xff, kernel/printk/printk.c), so the
+// prefix goes up to 2047. Such a record is a user record, counted and
+// ignored; it must neither count as invalid nor open a gap in the
+// sequence that is reported as overwritten kernel records.
+func TestHighUserFacilityIsNotALoss(t *testing.T) {
+	r := New(Config{})
+	sub := r.Subscribe(nil)
+	defer sub.Close()
+	st := state{r: r}
+	st.init()
+	for _, rec := range []string{
+		"6,74057,33313018000,-;kernel before\n",
+		"2047,74058,33313018979,-;usb 1-1: reset high-speed USB device number 2 using xhci_hcd\n",
+		"1030,74059,33313018987,-;I/O error, dev sda, sector 4660\n",
+		"6,74060,33313019000,-;kernel after\n",
+	} {
+		if err := st.record([]byte(rec)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // Next returns what is queued and never waits
+	var got []string
+	for {
+		it, err := sub.Next(ctx)
+		if err != nil {
+			break
+		}
+		if it.Loss != nil {
+			got = append(got, fmt.Sprintf("loss(%d: %s)", it.Loss.Count, it.Loss.Reason))
+			continue
+		}
+		got = append(got, it.V.Text)
+	}
+	if g := strings.Join(got, " | "); g != "kernel before | kernel after" {
+		t.Errorf("subscriber got %s, want the two kernel records and no loss", g)
+	}
+	if s := r.Stats(); s.User != 2 || s.Invalid != 0 || s.Lost != 0 {
+		t.Errorf("stats %+v, want User 2, Invalid 0, Lost 0", s)
+	}
+}

@@ -75,6 +75,10 @@ type Config struct {
 	// hold, when set, is waited on before each fanotify read; tests use
 	// it to let the kernel queue overflow.
 	hold <-chan struct{}
+	// looked, when set, is called by the poll's rescan (fanotify mode)
+	// after it looked mount id up with statmount and before it applies
+	// what it saw; tests use it to change the mount in between.
+	looked func(id uint64)
 }
 
 // Stats are the source's counters.
@@ -152,29 +156,33 @@ func (s *Source) Stats() Stats {
 		Unannounced: s.unannounced.Load(), Resyncs: s.resyncs.Load()}
 }
 
-// Table returns the mounts in the table now.
+// Table returns the mounts in the table now, each with the private area
+// it lies in (UID, Private) as its events carry it.
 func (s *Source) Table() []event.MountFields {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	cur := make([]event.MountFields, 0, len(s.table))
-	for _, m := range s.table {
-		cur = append(cur, *m.fields())
-	}
-	return cur
+	return s.rows()
 }
 
-// Subscribe returns the mounts in the table now and a queue of every mount
-// event published from then on (new-mount, unmount, moves, attribute
-// changes, and losses), for sources that follow the mount table
+// Subscribe returns the mounts in the table now (as Table) and a queue of
+// every mount event published from then on (new-mount, unmount, moves,
+// attribute changes, and losses), for sources that follow the mount table
 // (sources/superblock). Close the subscription when done.
 func (s *Source) Subscribe() ([]event.MountFields, *relay.Sub[*event.Event]) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.rows(), s.hub.Subscribe(nil, s.cfg.QueueLen)
+}
+
+// rows is the table as event fields. Called with s.mu held.
+func (s *Source) rows() []event.MountFields {
 	cur := make([]event.MountFields, 0, len(s.table))
 	for _, m := range s.table {
-		cur = append(cur, *m.fields())
+		f := m.fields()
+		f.UID, f.Private = s.own.privateTo(m.Point)
+		cur = append(cur, *f)
 	}
-	return cur, s.hub.Subscribe(nil, s.cfg.QueueLen)
+	return cur
 }
 
 const (
@@ -502,21 +510,33 @@ func (w *watcher) rescan() {
 	}
 	s.mu.Unlock()
 	for _, id := range ids {
-		cur, err := statmount(id, &w.statBuf)
-		if err != nil {
-			continue // gone: its detach is queued
-		}
-		s.mu.Lock()
-		old, ok := s.table[id]
-		if ok {
-			if sub := attrChange(old, cur); sub != "" {
-				upd := old
-				upd.ReadOnly, upd.Options, upd.SuperOptions, upd.Propagation = cur.ReadOnly, cur.Options, cur.SuperOptions, cur.Propagation
-				s.table[id] = upd
-				s.publishChange(change{sub: sub, m: upd, old: old}, event.OriginMountinfo, 0)
-			}
-		}
-		s.mu.Unlock()
+		w.look(id)
+	}
+}
+
+// look compares mount id with its row in the table. The lookup is made
+// with s.mu held, as the fanotify reader's are: a row is only ever
+// replaced by a newer look, never by one the other goroutine overtook.
+func (w *watcher) look(id uint64) {
+	s := w.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.table[id]
+	if !ok {
+		return // detached meanwhile
+	}
+	cur, err := statmount(id, &w.statBuf)
+	if err != nil {
+		return // gone: its detach is queued
+	}
+	if s.cfg.looked != nil {
+		s.cfg.looked(id)
+	}
+	if sub := attrChange(old, cur); sub != "" {
+		upd := old
+		upd.ReadOnly, upd.Options, upd.SuperOptions, upd.Propagation = cur.ReadOnly, cur.Options, cur.SuperOptions, cur.Propagation
+		s.table[id] = upd
+		s.publishChange(change{sub: sub, m: upd, old: old}, event.OriginMountinfo, 0)
 	}
 }
 

@@ -136,20 +136,19 @@ func (r *reader) handle(e *fanotify.Event) {
 	}
 }
 
+// attach publishes a mount attached, as statmount(2) shows it. The
+// lookups of attach, move and resync are made with s.mu held, as the
+// mountinfo poll's rescan makes its own: the two goroutines apply their
+// looks at a mount to the table in the order they were made, so that
+// neither replaces a newer row with an older one.
 func (r *reader) attach(id uint64, pid int32) {
 	s := r.s
 	s.mu.Lock()
-	_, known := s.table[id]
-	s.mu.Unlock()
-	if known {
+	defer s.mu.Unlock()
+	if _, known := s.table[id]; known {
 		return // read with the table already
 	}
 	m, err := statmount(id, &r.statBuf)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, known := s.table[id]; known {
-		return
-	}
 	if err != nil {
 		// Gone already (a mount storm): announce what the kernel told.
 		s.vanished.Add(1)
@@ -177,6 +176,11 @@ func (r *reader) detach(id uint64, pid int32) {
 		m = Mount{ID: id}
 	default:
 		s.unannounced.Add(1)
+		if r.pending {
+			// Its attach was dropped in the gap and nothing is published
+			// for it: the resync counts it lost, not seen.
+			delete(r.seen, id)
+		}
 		return
 	}
 	s.publishChange(change{sub: event.MountUnmount, m: m}, event.OriginFanotify, pid)
@@ -184,14 +188,19 @@ func (r *reader) detach(id uint64, pid int32) {
 
 func (r *reader) move(id uint64, pid int32) {
 	s := r.s
-	cur, err := statmount(id, &r.statBuf)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	cur, err := statmount(id, &r.statBuf)
 	old, ok := s.table[id]
 	if err != nil {
-		if ok {
+		switch {
+		case ok:
 			// Moved, then detached before the lookup: the detach follows.
 			s.publishChange(change{sub: event.MountMoveFrom, m: old}, event.OriginFanotify, pid)
+		case r.pending && !s.ghosts[id]:
+			// Never announced, and gone: its attach was dropped in the
+			// gap, and nothing is published for it (as in detach).
+			delete(r.seen, id)
 		}
 		return
 	}
@@ -202,11 +211,17 @@ func (r *reader) move(id uint64, pid int32) {
 		return
 	}
 	s.table[id] = cur
-	if old.Point == cur.Point && old.ParentID == cur.ParentID {
-		return // the table was read after the move
+	if old.Point != cur.Point || old.ParentID != cur.ParentID { // else the table was read after the move
+		s.publishChange(change{sub: event.MountMoveFrom, m: old}, event.OriginFanotify, pid)
+		s.publishChange(change{sub: event.MountMoveTo, m: cur, old: old}, event.OriginFanotify, pid)
 	}
-	s.publishChange(change{sub: event.MountMoveFrom, m: old}, event.OriginFanotify, pid)
-	s.publishChange(change{sub: event.MountMoveTo, m: cur, old: old}, event.OriginFanotify, pid)
+	// The lookup may also see a remount made since the table was read:
+	// the table now has it, so the mountinfo poll's rescan will not. It
+	// is published here, after the move as the mountinfo diff orders
+	// them, with the origin of what found it (statmount).
+	if sub := attrChange(old, cur); sub != "" {
+		s.publishChange(change{sub: sub, m: cur, old: old}, event.OriginStatmount, 0)
+	}
 }
 
 // resync reads the table again with listmount/statmount after a gap,
@@ -217,11 +232,11 @@ func (r *reader) move(id uint64, pid int32) {
 // count is an estimate (at least one event was lost).
 func (r *reader) resync() {
 	s := r.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	ids, err := listmount()
 	if err != nil {
-		s.mu.Lock()
 		r.reportLoss(event.CountUnknown)
-		s.mu.Unlock()
 		return
 	}
 	cur := make(map[uint64]Mount, len(ids))
@@ -232,8 +247,6 @@ func (r *reader) resync() {
 		}
 	}
 	counter, cerr := idCounter()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.resyncs.Add(1)
 	top := s.maxID
 	for id := range cur {

@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"errors"
 	"os/user"
 	"strconv"
 	"strings"
@@ -15,7 +16,10 @@ import (
 type owners struct {
 	mu     sync.Mutex
 	byName map[string]nameUID
-	lookup func(name string) (uint32, bool)
+	// lookup returns a user's uid, an error matching
+	// user.UnknownUserError when there is no such user, or another error
+	// when the user database could not say (an NSS service down).
+	lookup func(name string) (uint32, error)
 }
 
 type nameUID struct {
@@ -29,16 +33,16 @@ func newOwners() *owners {
 	return &owners{byName: map[string]nameUID{}, lookup: lookupUser}
 }
 
-func lookupUser(name string) (uint32, bool) {
+func lookupUser(name string) (uint32, error) {
 	u, err := user.Lookup(name)
 	if err != nil {
-		return 0, false
+		return 0, err
 	}
 	n, err := strconv.ParseUint(u.Uid, 10, 32)
 	if err != nil {
-		return 0, false
+		return 0, user.UnknownUserError(name) // no numeric uid: no user to keep it for
 	}
-	return uint32(n), true
+	return uint32(n), nil
 }
 
 // of returns the uid whose private area path is in.
@@ -71,12 +75,18 @@ func (o *owners) user(name string) (uint32, bool) {
 	if v, ok := o.byName[name]; ok {
 		return v.uid, v.ok
 	}
-	uid, ok := o.lookup(name)
+	uid, err := o.lookup(name)
+	var unknown user.UnknownUserError
+	if err != nil && !errors.As(err, &unknown) {
+		// The user database could not say: the area may be a user's, so
+		// it is kept to administrators (uid ^0), and asked again next time.
+		return ^uint32(0), true
+	}
 	if len(o.byName) >= maxOwnerCache {
 		clear(o.byName)
 	}
-	o.byName[name] = nameUID{uid, ok}
-	return uid, ok
+	o.byName[name] = nameUID{uid, err == nil}
+	return uid, err == nil
 }
 
 // privateTo says whose private area an event about these paths concerns:
@@ -96,4 +106,12 @@ func (o *owners) privateTo(paths ...string) (uid uint32, private bool) {
 		uid, private = u, true
 	}
 	return uid, private
+}
+
+// PrivateTo says whose private area (docs/policy.md) a mount point is in,
+// as the source's events say it (event.MountFields UID and Private), for
+// readers of the mount table that run without the source
+// (sources/superblock reading /proc/self/mountinfo once).
+func PrivateTo(point string) (uid uint32, private bool) {
+	return newOwners().privateTo(point)
 }

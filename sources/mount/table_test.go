@@ -2,7 +2,9 @@ package mount
 
 import (
 	"encoding/binary"
+	"errors"
 	"os"
+	"os/user"
 	"strings"
 	"testing"
 
@@ -171,11 +173,11 @@ func TestDiff(t *testing.T) {
 
 func TestOwners(t *testing.T) {
 	o := newOwners()
-	o.lookup = func(name string) (uint32, bool) {
+	o.lookup = func(name string) (uint32, error) {
 		if name == "alice" {
-			return 1001, true
+			return 1001, nil
 		}
-		return 0, false
+		return 0, user.UnknownUserError(name)
 	}
 	for _, c := range []struct {
 		paths []string
@@ -229,5 +231,52 @@ func TestDiffReusedID(t *testing.T) {
 	}
 	if strings.Join(s, "|") != "move-from /x|move-to /y" {
 		t.Errorf("move: %s", strings.Join(s, "|"))
+	}
+}
+
+// TestTablePrivate: the table a follower of the mount source reads
+// (Table, Subscribe) says which mounts lie in a user's private area, as
+// the events do, so that it does not pass their points on to everyone.
+func TestTablePrivate(t *testing.T) {
+	s := New(Config{})
+	s.table[1] = row(1, 0, "/run/user/4242/doc")
+	s.table[2] = row(2, 0, "/srv")
+	rows, sub := s.Subscribe()
+	sub.Close()
+	for _, got := range [][]event.MountFields{rows, s.Table()} {
+		if len(got) != 2 {
+			t.Fatalf("rows %+v", got)
+		}
+		for _, f := range got {
+			want := f.Point == "/run/user/4242/doc"
+			if f.Private != want || (want && f.UID != 4242) {
+				t.Errorf("row %s: private %v uid %d, want private %v uid 4242", f.Point, f.Private, f.UID, want)
+			}
+		}
+	}
+	if uid, ok := PrivateTo("/run/user/4242/x"); !ok || uid != 4242 {
+		t.Errorf("PrivateTo = %d %v", uid, ok)
+	}
+}
+
+// TestOwnersLookupFails: when the user database cannot answer (an NSS
+// service down), a mount under /home/<name> may be that user's: it is
+// kept to administrators, not published to everyone, and the answer is
+// not cached, so that the next event asks again.
+func TestOwnersLookupFails(t *testing.T) {
+	o := newOwners()
+	down := true
+	o.lookup = func(name string) (uint32, error) {
+		if down {
+			return 0, errors.New("user: lookup username alice: connection refused")
+		}
+		return 1001, nil
+	}
+	if uid, ok := o.privateTo("/home/alice/mnt"); !ok || uid != ^uint32(0) {
+		t.Errorf("user database down: private %v uid %d, want administrators only", ok, uid)
+	}
+	down = false
+	if uid, ok := o.privateTo("/home/alice/mnt"); !ok || uid != 1001 {
+		t.Errorf("user database back: private %v uid %d, want alice's (1001)", ok, uid)
 	}
 }

@@ -81,7 +81,7 @@ type Stats struct {
 type fs struct {
 	major, minor uint32
 	fstype       string
-	point        string
+	point        string // a mount point outside users' private areas, "" when none
 	mounts       int
 	marked       bool
 	reports      bool // posts FAN_FS_ERROR (ext4, or seen doing so)
@@ -271,7 +271,9 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 	} else if b, err := os.ReadFile(s.cfg.mountinfo); err == nil {
 		if rows, err := mount.ParseMountinfo(b); err == nil {
 			for _, r := range rows {
-				s.addMount(&event.MountFields{Major: r.Major, Minor: r.Minor, FSType: r.FSType, Point: r.Point})
+				uid, private := mount.PrivateTo(r.Point)
+				s.addMount(&event.MountFields{Major: r.Major, Minor: r.Minor, FSType: r.FSType, Point: r.Point,
+					UID: uid, Private: private})
 			}
 		}
 	}
@@ -354,8 +356,14 @@ func (s *Source) addMount(m *event.MountFields) {
 	defer s.mu.Unlock()
 	f := s.fss[key]
 	if f == nil {
-		f = &fs{major: m.Major, minor: m.Minor, fstype: m.FSType, point: m.Point, reports: reportsFSError[m.FSType]}
+		f = &fs{major: m.Major, minor: m.Minor, fstype: m.FSType, reports: reportsFSError[m.FSType]}
 		s.fss[key] = f
+	}
+	if f.point == "" && !m.Private {
+		// Superblock events go to every local user (docs/policy.md): a
+		// mount point in a user's private area, which that user's mount
+		// events keep to them, is not one to name.
+		f.point = m.Point
 	}
 	f.mounts++
 	if f.marked || s.fans == nil || !wantMark(m) {
@@ -386,14 +394,19 @@ func (s *Source) mark(point string, major, minor uint32) ([2]int32, error) {
 		return [2]int32{}, fmt.Errorf("open %s: %w", point, err)
 	}
 	defer unix.Close(fd)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	// What is mounted there may be a user's FUSE filesystem covering the
+	// point: nothing may ask its server (it need never answer, and s.mu
+	// is held), so the device and type are those the kernel has cached
+	// (AT_STATX_DONT_SYNC), and only the expected filesystem is asked
+	// more (statfs).
+	var st unix.Statx_t
+	if err := unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_STATX_DONT_SYNC, unix.STATX_TYPE, &st); err != nil {
 		return [2]int32{}, fmt.Errorf("stat %s: %w", point, err)
 	}
-	if unix.Major(st.Dev) != major || unix.Minor(st.Dev) != minor {
+	if st.Dev_major != major || st.Dev_minor != minor {
 		return [2]int32{}, fmt.Errorf("mark %s: %w", point, unix.EXDEV) // covered by another mount
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+	if st.Mask&unix.STATX_TYPE == 0 || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		// fanotify_mark takes an O_PATH descriptor only as the directory
 		// of a relative path: a file bind-mounted somewhere is left to
 		// the filesystem's other mounts.
@@ -517,10 +530,20 @@ func (s *Source) FromKmsg(r *kmsg.Record) *event.Event {
 	}
 	if n, ok := Suppressed(r.Text); ok {
 		s.suppressed.Add(n)
+		// The line names no filesystem: FAN_FS_ERROR counted the errors
+		// only if every ext4 filesystem known has a live mark.
 		s.mu.Lock()
-		fanLive := s.fans != nil && s.fanErr == nil
+		counted := s.fans != nil && s.fanErr == nil
+		ext4 := 0
+		for _, f := range s.fss {
+			if f.fstype == "ext4" {
+				ext4++
+				counted = counted && f.marked
+			}
+		}
+		counted = counted && ext4 > 0
 		s.mu.Unlock()
-		if !fanLive && n > 0 {
+		if !counted && n > 0 {
 			ev := event.NewLoss(event.SourceSuperblock, event.OriginKmsg, n,
 				fmt.Sprintf("kernel rate limit suppressed %d ext4 error lines (%s)", n, r.Text))
 			s.publish(ev)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/sources/internal/fanotify"
 	"github.com/notifyd/notifyd/sources/kmsg"
 )
 
@@ -99,5 +100,53 @@ func TestHealthNoMarks(t *testing.T) {
 	s.fss[[2]uint32{8, 1}].marked = true
 	if h := s.Health(); h.State == event.HealthUnavailable || len(h.Origins) == 0 || h.Origins[0] != event.OriginFanotify {
 		t.Errorf("one mark: %+v", h)
+	}
+}
+
+// TestPrivatePointNotNamed: superblock events go to every local user,
+// while a mount in a user's private area (/media/<user>/…) is kept to
+// that user: an error of a filesystem mounted only there names no mount
+// point, and one mounted elsewhere too names the other point.
+func TestPrivatePointNotNamed(t *testing.T) {
+	s := New(Config{SysRoot: fakeSys(t)})
+	s.sink, s.running, s.fanErr = &sinktest.Sink{}, true, nil
+	s.addMount(&event.MountFields{Major: 8, Minor: 1, FSType: "ext4", Point: "/media/alice/STICK", Private: true, UID: 1000})
+	line := &kmsg.Record{Level: 2, Seq: 1, Text: "EXT4-fs error (device sda1): ext4_lookup:1789: inode #12: comm cat: deleted inode referenced: 13"}
+	ev := s.FromKmsg(line)
+	if ev == nil || ev.Superblock.Major != 8 || ev.Superblock.Point != "" || ev.Props["MOUNT_POINT"] != "" {
+		t.Fatalf("error of a filesystem mounted in alice's area: %+v", ev)
+	}
+	s.addMount(&event.MountFields{Major: 8, Minor: 1, FSType: "ext4", Point: "/srv/stick"})
+	if ev := s.FromKmsg(line); ev == nil || ev.Superblock.Point != "/srv/stick" || ev.Props["MOUNT_POINT"] != "/srv/stick" {
+		t.Fatalf("error of a filesystem also mounted at /srv/stick: %+v", ev)
+	}
+}
+
+// TestSuppressedWithoutMarks: fanotify opened but the ext4 filesystem
+// could not be marked (EPERM without CAP_SYS_ADMIN): the health says
+// errors come from the log only, so lines the log's rate limit dropped
+// are lost, and reported, not taken as counted by FAN_FS_ERROR.
+func TestSuppressedWithoutMarks(t *testing.T) {
+	s := New(Config{SysRoot: fakeSys(t), Kmsg: nil})
+	sink := &sinktest.Sink{}
+	s.sink, s.running, s.fanErr = sink, true, nil
+	s.fans = &fanotify.Group{} // open, but no mark
+	s.fss[[2]uint32{8, 1}] = &fs{major: 8, minor: 1, fstype: "ext4", point: "/data", mounts: 1, reports: true}
+	s.markErrs["EPERM"] = 1
+	s.FromKmsg(&kmsg.Record{Level: 4, Seq: 2, Text: "EXT4-fs error: 7 callbacks suppressed"})
+	var lost uint64
+	for _, ev := range sink.Published() {
+		if ev.Loss != nil {
+			lost += ev.Loss.Count
+		}
+	}
+	if lost != 7 {
+		t.Errorf("7 suppressed lines of an unmarked ext4 filesystem: %d reported lost (health %+v)", lost, s.Health())
+	}
+	// Marked: FAN_FS_ERROR counts the errors the log left out.
+	s.fss[[2]uint32{8, 1}].marked = true
+	s.FromKmsg(&kmsg.Record{Level: 4, Seq: 3, Text: "EXT4-fs error: 5 callbacks suppressed"})
+	if n := len(sink.Published()); n != 1 {
+		t.Errorf("suppressed lines of a marked filesystem reported lost: %d events", n)
 	}
 }

@@ -29,6 +29,12 @@ const (
 	libudevHeaderSize = 40
 )
 
+// maxLibudevProps bounds the properties of one udevd message. udevd sets
+// no bound of its own (rules and the hwdb add what they add; sd-device's
+// device_new_from_nulstr takes them all); a property takes at least 3
+// bytes ("K=\0"), so a datagram that fits the read buffer holds fewer.
+const maxLibudevProps = readBuf / 3
+
 // UdevGroup is the NETLINK_KOBJECT_UEVENT multicast group udevd sends
 // its processed events to (MONITOR_GROUP_UDEV); the kernel's is group 1.
 const UdevGroup = 2
@@ -62,8 +68,8 @@ func ParseLibudev(b []byte) (*Uevent, error) {
 		if !ok || len(k) == 0 {
 			return nil, fmt.Errorf("parse libudev message: field without key=value %q", truncate(f))
 		}
-		if len(u.Props) >= maxProps {
-			return nil, fmt.Errorf("parse libudev message: more than %d properties", maxProps)
+		if len(u.Props) >= maxLibudevProps {
+			return nil, fmt.Errorf("parse libudev message: more than %d properties", maxLibudevProps)
 		}
 		u.Props[string(k)] = string(v)
 	}

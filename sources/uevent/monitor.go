@@ -6,12 +6,15 @@
 // consumer: every subscriber has a bounded queue, and what does not fit is
 // dropped and reported to that subscriber as a loss with the exact count.
 //
-// Only datagrams sent by the kernel (sender nl_pid 0) are accepted; any
-// other sender is forging uevents and its datagrams are counted and
-// dropped. With the udev view on (Config.Udev) the Monitor also reads
-// udevd's group and hands on udevd's copy of each uevent, with the
-// properties its rules added, in the kernel's order and never twice
-// (udev.go). The receive buffer is raised with SO_RCVBUFFORCE (SO_RCVBUF
+// Only uevents the kernel made are accepted: sender nl_pid 0, and
+// credentials (SO_PASSCRED) with pid 0. A process sending to group 1
+// has its own nl_pid; one with CAP_SYS_ADMIN may also send a uevent to
+// the kernel, which re-broadcasts it with nl_pid 0 but the sender's
+// credentials (lib/kobject_uevent.c, uevent_net_rcv_skb). Both are
+// forging uevents: their datagrams are counted and dropped. With the udev
+// view on (Config.Udev) the Monitor also reads udevd's group and hands on
+// udevd's copy of each uevent, with the properties its rules added, in the
+// kernel's order and never twice (udev.go). The receive buffer is raised with SO_RCVBUFFORCE (SO_RCVBUF
 // when that is not permitted). When the kernel still overruns it, recvmsg
 // fails with ENOBUFS: that is loss, not an error, and subscribers get a loss
 // item whose count is estimated from the gaps in the kernel's SEQNUM
@@ -281,6 +284,10 @@ func (m *Monitor) open() (*reopen.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
 	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set SO_PASSCRED: %w", err)
+	}
 	forced := true
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, m.cfg.RcvBuf); err != nil {
 		forced = false
@@ -297,7 +304,7 @@ func (m *Monitor) open() (*reopen.Conn, error) {
 	m.mu.Lock()
 	m.rcvbuf, m.forced = rb, forced
 	m.mu.Unlock()
-	return newSocket(fd, "uevent-netlink", 0)
+	return newSocket(fd, "uevent-netlink", unix.CmsgSpace(unix.SizeofUcred))
 }
 
 // newSocket puts a netlink socket on the runtime poller, read with
@@ -394,8 +401,7 @@ func (r *reader) overrun(err error) bool {
 
 func (r *reader) handle(b []byte, msg reopen.Msg) {
 	m := r.m
-	nl, ok := msg.From.(*unix.SockaddrNetlink)
-	if !ok || nl.Pid != 0 {
+	if !kernelSender(msg.From, msg.Oob) {
 		m.forged.Add(1)
 		return
 	}
@@ -418,4 +424,27 @@ func (r *reader) handle(b []byte, msg reopen.Msg) {
 	}
 	m.health.Events.Add(1)
 	m.deliver(u)
+}
+
+// kernelSender reports whether a group-1 datagram is a uevent the kernel
+// made: sent from nl_pid 0 with credentials of pid 0. The kernel's own
+// uevents carry pid 0 (alloc_uevent_skb sets only uid and gid); one a
+// process had the kernel re-broadcast (uevent_net_rcv_skb) carries that
+// process's pid, and a process cannot claim pid 0 in SCM_CREDENTIALS
+// (__scm_send: find_get_pid(0) fails).
+func kernelSender(from unix.Sockaddr, oob []byte) bool {
+	nl, ok := from.(*unix.SockaddrNetlink)
+	if !ok || nl.Pid != 0 {
+		return false
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return false
+	}
+	for i := range msgs {
+		if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+			return cred.Pid == 0
+		}
+	}
+	return false
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -136,6 +137,56 @@ func TestIntegrationForgedRejected(t *testing.T) {
 	}
 	if st := m.Stats(); st.Forged == 0 {
 		t.Errorf("forged datagram not counted: %+v", st)
+	}
+}
+
+// TestIntegrationInjectedRejected has the kernel itself re-broadcast a
+// uevent-shaped message: a process with CAP_SYS_ADMIN over the network
+// namespace may send one to the kernel's uevent socket (port 0), and
+// lib/kobject_uevent.c (uevent_net_rcv_skb, uevent_net_broadcast) appends
+// a SEQNUM and multicasts it on group 1 with nl_pid 0, the sender's
+// credentials kept. A uevent the kernel made has credentials with pid 0;
+// this one has the sender's pid, and must be counted and dropped, while a
+// kernel uevent sent after it arrives.
+func TestIntegrationInjectedRejected(t *testing.T) {
+	testenv.Root(t, "sending a uevent to the kernel for re-broadcast needs CAP_SYS_ADMIN")
+	m := uevent.New(uevent.Config{})
+	sub := m.Subscribe(nil)
+	defer sub.Close()
+	start(t, m)
+
+	injectedID, realID := uuid(), uuid()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		t.Fatal(err)
+	}
+	body := "change@/devices/virtual/mem/null\x00ACTION=change\x00DEVPATH=/devices/virtual/mem/null\x00" +
+		"SUBSYSTEM=mem\x00MAJOR=1\x00MINOR=3\x00DEVNAME=null\x00SYNTH_UUID=" + injectedID + "\x00"
+	msg := make([]byte, unix.NLMSG_HDRLEN+len(body))
+	*(*unix.NlMsghdr)(unsafe.Pointer(&msg[0])) = unix.NlMsghdr{Len: uint32(len(msg)), Type: unix.NLMSG_MIN_TYPE, Flags: unix.NLM_F_REQUEST, Seq: 1}
+	copy(msg[unix.NLMSG_HDRLEN:], body)
+	if err := unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		t.Fatalf("send uevent to the kernel: %v", err)
+	}
+	synth(t, realID)
+	for {
+		it := next(t, sub, 5*time.Second)
+		if it.Loss != nil {
+			continue // another test's burst; not what this test is about
+		}
+		if it.V.Get("SYNTH_UUID") == injectedID {
+			t.Fatalf("uevent injected through the kernel delivered: %+v", it.V)
+		}
+		if it.V.Get("SYNTH_UUID") == realID {
+			break
+		}
+	}
+	if st := m.Stats(); st.Forged == 0 {
+		t.Errorf("injected uevent not counted: %+v", st)
 	}
 }
 

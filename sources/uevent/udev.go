@@ -53,6 +53,13 @@ const DefaultUdevControl = "/run/udev/control"
 // handed on as the kernel's at once.
 const maxHeld = 65536
 
+// reorderWindow is how far below the highest SEQNUM seen a uevent may
+// still arrive. The kernel takes a uevent's SEQNUM (atomic64_inc_return
+// in lib/kobject_uevent.c) before, and outside any lock held across, its
+// broadcast, so uevents raised at once on several CPUs can come in
+// another order; by at most one per concurrent sender, far below this.
+const reorderWindow = 1024
+
 // merger pairs kernel uevents with udevd's copies.
 type merger struct {
 	wait     time.Duration
@@ -63,6 +70,7 @@ type merger struct {
 	held    []*heldUevent // in kernel order
 	bySeq   map[uint64]*heldUevent
 	early   map[uint64]*Uevent // udev copies whose kernel uevent has not come yet
+	seen    map[uint64]bool    // SEQNUMs of the kernel uevents that came (at least those within reorderWindow of maxSeen)
 	maxSeen uint64
 	timer   *time.Timer
 	armed   time.Time
@@ -78,7 +86,8 @@ type heldUevent struct {
 }
 
 func newMerger(wait time.Duration, send func(*Uevent), sendLoss func(relay.Loss)) *merger {
-	return &merger{wait: wait, send: send, sendLoss: sendLoss, bySeq: make(map[uint64]*heldUevent), early: make(map[uint64]*Uevent)}
+	return &merger{wait: wait, send: send, sendLoss: sendLoss, bySeq: make(map[uint64]*heldUevent),
+		early: make(map[uint64]*Uevent), seen: make(map[uint64]bool)}
 }
 
 // kernelLoss takes a loss noticed on the kernel's group: it goes on after
@@ -110,15 +119,13 @@ func (g *merger) kernel(u *Uevent) {
 			delete(g.early, u.Seqnum)
 		}
 		if u.Seqnum > g.maxSeen {
-			// Early copies below this one lost their kernel uevent
-			// (an overrun, reported as a loss): drop them.
-			for s := range g.early {
-				if s < u.Seqnum {
-					delete(g.early, s)
-					g.orphan++
-				}
-			}
 			g.maxSeen = u.Seqnum
+			if len(g.early)+len(g.seen) > 2*reorderWindow {
+				g.prune() // now and then: a sweep costs a window
+			}
+		}
+		if g.recent(u.Seqnum) {
+			g.seen[u.Seqnum] = true
 		}
 		g.bySeq[u.Seqnum] = h
 	} else {
@@ -144,11 +151,34 @@ func (g *merger) udev(u *Uevent) {
 		g.release(time.Now())
 		return
 	}
-	if u.Seqnum > g.maxSeen && len(g.early) < maxHeld {
-		g.early[u.Seqnum] = u
+	if !g.seen[u.Seqnum] && g.recent(u.Seqnum) && len(g.early) < maxHeld {
+		g.early[u.Seqnum] = u // its kernel uevent has not come yet
 		return
 	}
 	g.late++ // its kernel uevent went on without it
+}
+
+// prune forgets what is too far below maxSeen to come: early copies whose
+// kernel uevent was lost (an overrun, reported as a loss) and the SEQNUMs
+// of kernel uevents that came.
+func (g *merger) prune() {
+	for s := range g.early {
+		if !g.recent(s) {
+			delete(g.early, s)
+			g.orphan++
+		}
+	}
+	for s := range g.seen {
+		if !g.recent(s) {
+			delete(g.seen, s)
+		}
+	}
+}
+
+// recent reports whether a uevent numbered s may still come: it is above
+// the highest SEQNUM seen, or within reorderWindow below it.
+func (g *merger) recent(s uint64) bool {
+	return s+reorderWindow > g.maxSeen
 }
 
 // release hands on the uevents at the head that are complete or waited
@@ -228,12 +258,16 @@ func (g *merger) close() {
 			g.send(h.k)
 		}
 	}
-	g.held, g.bySeq, g.early = nil, nil, nil
+	g.orphan += uint64(len(g.early))
+	g.held, g.bySeq, g.early, g.seen = nil, nil, nil, nil
 }
 
 func (g *merger) stats() (merged, timedOut, late uint64) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if !g.closed {
+		g.prune()
+	}
 	return g.merged, g.timedOut, g.late + g.orphan
 }
 

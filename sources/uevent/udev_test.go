@@ -313,3 +313,64 @@ func TestUdevAutoWithoutUdevd(t *testing.T) {
 		t.Errorf("default: %v %q", on, why)
 	}
 }
+
+// TestMergerOutOfOrder: lib/kobject_uevent.c takes a uevent's SEQNUM
+// (atomic64_inc_return(&uevent_seqnum)) before, and outside any lock
+// held across, its broadcast, so two uevents
+// raised at once on two CPUs can arrive in the other order. udevd's copy
+// of the lower one may then come before either kernel uevent: it must
+// still be matched, not dropped as an orphan, and the lower uevent must
+// not wait UdevWait for a copy that was already there (holding back
+// everything behind it).
+func TestMergerOutOfOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var out []sent
+		send, sendLoss := collect(&out)
+		g := newMerger(time.Second, send, sendLoss)
+		g.udev(ud(10)) // udevd already answered for 10
+		g.kernel(k(11))
+		g.kernel(k(10))
+		g.udev(ud(11))
+		g.kernel(k(9)) // arrives later still; its copy after it
+		g.udev(ud(9))
+		if want := []sent{{seq: 11, via: ViaUdev}, {seq: 10, via: ViaUdev}, {seq: 9, via: ViaUdev}}; fmt.Sprint(out) != fmt.Sprint(want) {
+			t.Errorf("handed on %v before any wait\nwant       %v", out, want)
+		}
+		g.udev(ud(10)) // a duplicate now: 10 went on
+		g.udev(ud(20)) // its kernel uevent will be lost
+		g.kernel(k(20 + reorderWindow))
+		if _, _, late := g.stats(); late != 2 {
+			t.Errorf("late %d, want 2: the duplicate, and the copy whose kernel uevent cannot come any more", late)
+		}
+		g.close()
+		merged, timedOut, late := g.stats()
+		if merged != 3 || timedOut != 0 || late != 2 {
+			t.Errorf("merged %d timed out %d late %d, want 3 0 2", merged, timedOut, late)
+		}
+	})
+}
+
+// TestParseLibudevManyProperties: udevd's copy carries what its rules and
+// the hwdb added, without a bound on the count (sd-device's
+// device_new_from_nulstr takes them all): a keyboard's hwdb entry alone
+// can add a KEYBOARD_KEY_xx per remapped key. Such a copy must be taken,
+// not refused: a refused copy holds its uevent, and every uevent behind
+// it, for UdevWait.
+func TestParseLibudevManyProperties(t *testing.T) {
+	props := map[string]string{"ACTION": "add", "DEVPATH": "/devices/platform/i8042/serio0/input/input3/event3",
+		"SUBSYSTEM": "input", "DEVNAME": "/dev/input/event3", "SEQNUM": "77", "ID_INPUT": "1", "ID_INPUT_KEYBOARD": "1"}
+	for i := range 200 {
+		props[fmt.Sprintf("KEYBOARD_KEY_%02x", i)] = "prog1"
+	}
+	b := encodeLibudev(props)
+	if len(b) > readBuf {
+		t.Fatalf("test message of %d bytes does not fit the read buffer", len(b))
+	}
+	u, err := ParseLibudev(b)
+	if err != nil {
+		t.Fatalf("ParseLibudev: %v", err)
+	}
+	if len(u.Props) != len(props) || u.Seqnum != 77 {
+		t.Errorf("got %d properties, SEQNUM %d; want %d, 77", len(u.Props), u.Seqnum, len(props))
+	}
+}

@@ -6,8 +6,9 @@
 //
 // Its one job is everything such a source does that is not about its
 // devices: it subscribes to both inputs before taking the snapshot (so
-// nothing falls between them), drains each input on a goroutine of its
-// own, turns the inputs' losses into loss events of the source, passes
+// nothing falls between them), seeds the snapshot before publishing
+// anything (so that a seed never overwrites a later change), drains each
+// input on a goroutine of its own, turns the inputs' losses into loss events of the source, passes
 // every event and loss through one coalescer (which orders the two
 // inputs' output and folds storms when configured), gives each event the
 // record it stands for (Raw, via eventrec.FromEvent), counts events and
@@ -198,19 +199,29 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 		Object:   s.spec.Object,
 		Publish:  func(ev *event.Event) { s.Publish(sink, ev) },
 	})
-	// Subscribe before the snapshot, so that nothing falls between them.
-	var wg sync.WaitGroup
+	// Subscribe before the snapshot, so that nothing falls between them,
+	// and publish only after it: what happened after the listing must
+	// come after the listing's seeds, or the seed of an object removed
+	// meanwhile would bring it back into the current-state table (the
+	// queues hold what comes in while seeding; an overflow is a loss).
+	var uev *relay.Sub[*uevent.Uevent]
+	var krec *relay.Sub[*kmsg.Record]
 	if s.spec.Uevents != nil {
-		sub := s.spec.Uevents.Subscribe(s.spec.MatchUevent)
-		defer sub.Close()
-		wg.Go(func() { pump(ctx, s, sub, s.spec.FromUevent, co) })
+		uev = s.spec.Uevents.Subscribe(s.spec.MatchUevent)
+		defer uev.Close()
 	}
 	if s.spec.Kmsg != nil {
-		sub := s.spec.Kmsg.Subscribe(s.spec.MatchKmsg)
-		defer sub.Close()
-		wg.Go(func() { pump(ctx, s, sub, s.spec.FromKmsg, co) })
+		krec = s.spec.Kmsg.Subscribe(s.spec.MatchKmsg)
+		defer krec.Close()
 	}
 	s.Seed(sink) // its error is shown in Health
+	var wg sync.WaitGroup
+	if uev != nil {
+		wg.Go(func() { pump(ctx, s, uev, s.spec.FromUevent, co) })
+	}
+	if krec != nil {
+		wg.Go(func() { pump(ctx, s, krec, s.spec.FromKmsg, co) })
+	}
 	wg.Wait()
 	co.Close()
 	return nil

@@ -3,11 +3,14 @@ package derived
 import (
 	"context"
 	"errors"
+	"fmt"
 	"iter"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +28,8 @@ import (
 )
 
 func TestMain(m *testing.M) { sinktest.MainNoLeaks(m) }
+
+const nullUevent = "/sys/class/mem/null/uevent"
 
 func TestCombine(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
@@ -243,5 +248,96 @@ func TestIntegrationRun(t *testing.T) {
 	}
 	if h := src.Health(); h.State != event.HealthDerived || h.Reason != "healthy; noted" || h.Events < 4 || len(h.Origins) != 2 {
 		t.Errorf("health %+v", h)
+	}
+}
+
+// opSink records Seed and Publish in one order, as the hub's
+// current-state table sees them: a Seed after a Publish of the same
+// StateKey overwrites it.
+type opSink struct {
+	mu  sync.Mutex
+	ops []string // "seed key" or "publish key"
+}
+
+func (s *opSink) Seed(ev *event.Event)    { s.add("seed " + ev.StateKey) }
+func (s *opSink) Publish(ev *event.Event) { s.add("publish " + ev.StateKey) }
+func (s *opSink) add(op string) {
+	s.mu.Lock()
+	s.ops = append(s.ops, op)
+	s.mu.Unlock()
+}
+
+func (s *opSink) has(op string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Contains(s.ops, op)
+}
+
+// TestIntegrationSeedBeforeLive: an object removed after Present listed
+// it, but before the listing was seeded, must end up removed. The remove
+// arrives while Present runs (here: Present makes it, and gives the
+// source time to publish it); were it published at once, the seeding
+// after it would bring the object back into the current-state table for
+// good (fanout.Hub.Seed overwrites), a device that is gone shown as
+// present to every later snapshot.
+func TestIntegrationSeedBeforeLive(t *testing.T) {
+	testenv.Root(t, "writes "+nullUevent+" and binds NETLINK_KOBJECT_UEVENT")
+	const key = "test:null"
+	uuid := fmt.Sprintf("6e6f7469-6679-6400-0000-%012d", time.Now().UnixNano()%1e12)
+	mon, km := uevent.New(uevent.Config{}), kmsg.New(kmsg.Config{})
+	sink := &opSink{}
+	src := New(Spec{
+		Name: "test", Source: event.SourceBlock, Reason: "healthy", Short: "short",
+		Uevents: mon, Kmsg: km,
+		MatchUevent: func(u *uevent.Uevent) bool { return u.Get("SYNTH_UUID") == uuid },
+		MatchKmsg:   func(*kmsg.Record) bool { return false },
+		FromUevent: func(u *uevent.Uevent) *event.Event {
+			// The object is gone: a remove.
+			return &event.Event{Source: event.SourceBlock, Subtype: event.BlockRemove, Tag: event.NoTag, Origin: event.OriginUevent,
+				Block: &event.BlockFields{Major: 1, Minor: 3, Device: "null"}, StateKey: key, StateRemove: true}
+		},
+		FromKmsg: func(*kmsg.Record) *event.Event { return nil },
+		Present: func() (iter.Seq[*event.Event], error) {
+			return func(yield func(*event.Event) bool) {
+				// Listed as present; removed before it is seeded.
+				if err := os.WriteFile(nullUevent, []byte("change "+uuid), 0); err != nil {
+					t.Errorf("synthesize uevent: %v", err)
+				}
+				for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline) && !sink.has("publish "+key); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				yield(&event.Event{StateKey: key, Block: &event.BlockFields{Major: 1, Minor: 3, Device: "null"}})
+			}, nil
+		},
+	})
+	// The inputs first, live before Present runs: the uevent it makes
+	// must be read.
+	ctx, cancel := context.WithCancel(context.Background())
+	errs := make(chan error, 2)
+	go func() { errs <- mon.Run(ctx) }()
+	go func() { errs <- km.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			if err := <-errs; err != nil {
+				t.Errorf("run input: %v", err)
+			}
+		}
+	})
+	for deadline := time.Now().Add(derivedtest.StartTimeout); mon.Health().State != event.HealthLive || km.Health().State != event.HealthLive; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("inputs not live: %+v %+v", mon.Health(), km.Health())
+		}
+	}
+	derivedtest.Run(t, src, sink)
+	for deadline := time.Now().Add(10 * time.Second); !sink.has("publish "+key) || !sink.has("seed "+key); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the listing was not seeded or the remove not published")
+		}
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	if last := sink.ops[len(sink.ops)-1]; last != "publish "+key {
+		t.Errorf("operations %v: the seed of the removed object came last", sink.ops)
 	}
 }

@@ -5,7 +5,8 @@
 // Backpressure is chosen on purpose: the reader never blocks. Each
 // subscriber has a fixed-size queue; when it is full the item is dropped and
 // counted, and the subscriber receives a loss item with the exact count (or
-// the merged upstream loss) as soon as it takes the next item. Loss items
+// the merged upstream loss) in its place: after what was queued before the
+// drop, before what was queued after it. Loss items
 // sent by the reader (the kernel dropped something) go to every subscriber,
 // since any of them could have wanted what was lost.
 package relay
@@ -134,26 +135,41 @@ type Sub[T any] struct {
 	done  chan struct{}
 	once  sync.Once
 
-	mu      sync.Mutex
-	pending *Loss
+	// queued counts the items put in ch; only the hub's senders, under
+	// the hub's lock, touch it.
+	queued uint64
+
+	mu sync.Mutex
+	// pending are the losses that did not fit in ch, in order, each at
+	// its place: after the first `at` items ever put in ch. Losses at
+	// one place are merged, so there is at most one per queued item.
+	pending []pendingLoss
+	taken   uint64 // items taken from ch
+}
+
+type pendingLoss struct {
+	at uint64
+	l  Loss
 }
 
 func (s *Sub[T]) offer(it Item[T]) bool {
 	select {
 	case s.ch <- it:
+		s.queued++
 		return true
 	default:
 		return false
 	}
 }
 
+// addPending records l at the current end of the queue. Called under
+// the hub's lock.
 func (s *Sub[T]) addPending(l Loss) {
 	s.mu.Lock()
-	if s.pending == nil {
-		s.pending = &Loss{}
-		*s.pending = l
+	if n := len(s.pending); n > 0 && s.pending[n-1].at == s.queued {
+		s.pending[n-1].l.merge(l)
 	} else {
-		s.pending.merge(l)
+		s.pending = append(s.pending, pendingLoss{at: s.queued, l: l})
 	}
 	s.mu.Unlock()
 	select {
@@ -162,31 +178,48 @@ func (s *Sub[T]) addPending(l Loss) {
 	}
 }
 
-func (s *Sub[T]) takePending() *Loss {
+// takeDue returns the pending loss whose place has come: every item
+// queued before it has been taken.
+func (s *Sub[T]) takeDue() *Loss {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p := s.pending
-	s.pending = nil
-	return p
+	if len(s.pending) == 0 || s.pending[0].at > s.taken {
+		return nil
+	}
+	p := s.pending[0].l
+	s.pending[0] = pendingLoss{}
+	s.pending = s.pending[1:]
+	if len(s.pending) == 0 {
+		s.pending = nil
+	}
+	return &p
+}
+
+// took counts an item taken from ch.
+func (s *Sub[T]) took(it Item[T]) (Item[T], error) {
+	s.mu.Lock()
+	s.taken++
+	s.mu.Unlock()
+	return it, nil
 }
 
 // Next returns the next item: a value, or a loss covering what this
 // subscriber missed. It blocks until there is one, ctx ends (ctx.Err()) or
-// the subscription is closed (ErrClosed). Queued values come first, then a
-// pending loss, so a loss is reported after the values queued before it.
+// the subscription is closed (ErrClosed). A loss keeps its place: it comes
+// after the items queued before it and before those queued after it.
 func (s *Sub[T]) Next(ctx context.Context) (Item[T], error) {
 	for {
-		select {
-		case it := <-s.ch:
-			return it, nil
-		default:
-		}
-		if p := s.takePending(); p != nil {
+		if p := s.takeDue(); p != nil {
 			return Item[T]{Loss: p}, nil
 		}
 		select {
 		case it := <-s.ch:
-			return it, nil
+			return s.took(it)
+		default:
+		}
+		select {
+		case it := <-s.ch:
+			return s.took(it)
 		case <-s.wake:
 		case <-ctx.Done():
 			return Item[T]{}, ctx.Err()

@@ -3,6 +3,9 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +115,45 @@ func BenchmarkSend(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		h.Send(i)
+	}
+}
+
+// TestLossKeepsItsPlace: a loss is reported where it happened, after the
+// values queued before the drop and before those queued after it, even
+// when the consumer has made room meanwhile (docs/sources.md, "Loss
+// accounting": the loss comes "once it has taken what was queued before
+// the drop"). A second drop after more values were queued is a second
+// loss in its own place.
+func TestLossKeepsItsPlace(t *testing.T) {
+	var h Hub[int]
+	h.Origin = event.OriginUevent
+	s := h.Subscribe(nil, 2)
+	// A cancelled context: Next returns what is there and never waits.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	next := func() string {
+		t.Helper()
+		it, err := s.Next(ctx)
+		if err != nil {
+			return "none"
+		}
+		if it.Loss != nil {
+			return fmt.Sprintf("loss(%d)", it.Loss.Count)
+		}
+		return strconv.Itoa(it.V)
+	}
+	var got []string
+	h.Send(1)
+	h.Send(2)
+	h.Send(3) // dropped: the queue holds 1 and 2
+	got = append(got, next())
+	h.Send(4) // queued after the drop
+	h.Send(5) // dropped
+	got = append(got, next(), next(), next(), next())
+	h.Send(6)
+	got = append(got, next())
+	want := "1 2 loss(1) 4 loss(1) 6"
+	if g := strings.Join(got, " "); g != want {
+		t.Fatalf("got %s, want %s", g, want)
 	}
 }
