@@ -292,7 +292,7 @@ func (s *Source) FromKmsg(r *kmsg.Record) (*event.Event, bool) {
 	}
 	ev := &event.Event{
 		Time: time.Now(), Source: event.SourceBlock, Subtype: l.Subtype, Tag: event.NoTag, Origin: event.OriginKmsg,
-		Block: &event.BlockFields{Major: ma, Minor: mi, Device: l.Dev, Sector: l.Sector, HasSector: true},
+		Block: &event.BlockFields{Major: ma, Minor: mi, Device: sysfs.KernelName(l.Dev), Sector: l.Sector, HasSector: true},
 		Props: props,
 	}
 	// No StateKey: an I/O error is not a change of the disk's state, so

@@ -45,7 +45,7 @@ func (s *Source) handleKmsg(sink *sinktest.Sink, r *kmsg.Record) {
 }
 
 func TestFromKmsg(t *testing.T) {
-	s := New(Config{SysRoot: fakeSys(t, map[string]string{"sda": "8:0", "loop1": "7:1"})})
+	s := New(Config{SysRoot: fakeSys(t, map[string]string{"sda": "8:0", "loop1": "7:1", "cciss!c0d0": "104:0"})})
 	sink := &sinktest.Sink{}
 	for _, c := range []struct {
 		rec      kmsg.Record
@@ -73,6 +73,12 @@ func TestFromKmsg(t *testing.T) {
 		if b.Subtype().String() != c.sub || b.Major() != c.maj || b.Minor() != c.min || b.Sector != c.sector {
 			t.Errorf("%q: raw record %+v", c.rec.Text, b)
 		}
+	}
+	// A disk whose name the log prints with '/': resolved, and named as
+	// its uevents and sysfs name it.
+	s.handleKmsg(sink, &kmsg.Record{Level: 3, Seq: 13, Text: "I/O error, dev cciss/c0d0, sector 8 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0"})
+	if p := sink.Published(); len(p) == 0 || p[len(p)-1].Block == nil || p[len(p)-1].Block.Device != "cciss!c0d0" || p[len(p)-1].Block.Major != 104 {
+		t.Errorf("cciss/c0d0: got %+v", p[len(p)-1].Block)
 	}
 	// Written by a process (facility 1): never an event.
 	n := len(sink.Published())

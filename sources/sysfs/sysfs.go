@@ -44,10 +44,16 @@ func validName(name string) bool {
 	return name != "" && name != "." && name != ".." && !strings.ContainsAny(name, "/\x00")
 }
 
+// KernelName is the sysfs (kobject) form of a disk name as the kernel log
+// prints it: a gendisk's name may hold '/' ("cciss/c0d0"), which sysfs,
+// DEVPATH and so every uevent spell '!' (kobject_set_name_vargs).
+func KernelName(name string) string { return strings.ReplaceAll(name, "/", "!") }
+
 // ResolveBlock returns the device number of block device name (as printed
-// in kernel log lines, e.g. "sda" or "loop1"), from
-// <root>/class/block/<name>/dev.
+// in kernel log lines, e.g. "sda", "loop1" or "cciss/c0d0"), from
+// <root>/class/block/<KernelName(name)>/dev.
 func ResolveBlock(root, name string) (major, minor uint32, err error) {
+	name = KernelName(name)
 	if !validName(name) {
 		return 0, 0, fmt.Errorf("resolve block device %q: bad name", name)
 	}

@@ -28,6 +28,26 @@ func TestResolveBlockRejectsPaths(t *testing.T) {
 	}
 }
 
+// TestResolveBlockKernelName resolves a disk whose name the kernel log
+// prints with '/' through its sysfs name, spelled with '!'.
+func TestResolveBlockKernelName(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "class/block/cciss!c0d0")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dev"), []byte("104:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ma, mi, err := ResolveBlock(root, "cciss/c0d0")
+	if err != nil || ma != 104 || mi != 0 {
+		t.Fatalf("ResolveBlock(cciss/c0d0) = %d:%d, %v; want 104:0", ma, mi, err)
+	}
+	if got := KernelName("cciss/c0d0"); got != "cciss!c0d0" {
+		t.Errorf("KernelName = %q", got)
+	}
+}
+
 // TestHostBlockDevices compares the enumeration with the host's /sys.
 func TestHostBlockDevices(t *testing.T) {
 	devs, err := BlockDevices(Root)

@@ -8,11 +8,12 @@
 // devices: it subscribes to both inputs before taking the snapshot (so
 // nothing falls between them), seeds the snapshot before publishing
 // anything (so that a seed never overwrites a later change), drains each
-// input on a goroutine of its own, turns the inputs' losses into loss events of the source, passes
-// every event and loss through one coalescer (which orders the two
-// inputs' output and folds storms when configured), gives each event the
-// record it stands for (Raw, via eventrec.FromEvent), counts events and
-// losses, and combines its health from the inputs'. A source supplies a
+// input on a goroutine of its own, turns the inputs' losses into loss
+// events of the source, passes every event and loss through one
+// coalescer (which orders the two inputs' output and folds storms when
+// configured), gives each event the record it stands for (Raw, via
+// eventrec.FromEvent), counts events and losses, and combines its health
+// from the inputs'. A source supplies a
 // Spec: what to match and how to map it, what is present, how to
 // complete an event (its identity) and what may be folded.
 package derived
