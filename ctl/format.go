@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -72,7 +74,7 @@ func FormatEvent(ev *event.Event) string {
 			fmt.Fprintf(&b, " (seq %d-%d)", l.FromSeq, l.ToSeq)
 		}
 		if l.Reason != "" {
-			b.WriteString(": " + l.Reason)
+			b.WriteString(": " + text(l.Reason))
 		}
 		if ev.Seq != 0 {
 			fmt.Fprintf(&b, "  #%d", ev.Seq)
@@ -86,13 +88,16 @@ func FormatEvent(ev *event.Event) string {
 	fmt.Fprintf(&b, "%-6s %-14s", ev.Source, sub)
 	var f []string
 	add := func(k, v string) { f = append(f, k+"="+v) }
+	// word adds a value printed as it is unless it holds what a
+	// terminal would act on, or a space (see shown).
+	word := func(k, v string) { add(k, shown(v)) }
 	if k := ev.Key; k != nil {
 		add("key", strconv.FormatInt(int64(k.ID), 10))
 		if k.Aux != 0 {
 			add("aux", strconv.FormatInt(int64(k.Aux), 10))
 		}
 		if k.Type != "" {
-			add("keytype", k.Type)
+			word("keytype", k.Type)
 		}
 		if k.Description != "" {
 			add("desc", strconv.Quote(k.Description))
@@ -103,7 +108,7 @@ func FormatEvent(ev *event.Event) string {
 	}
 	if d := ev.Block; d != nil {
 		if d.Device != "" {
-			add("dev", d.Device)
+			word("dev", d.Device)
 		}
 		add("devnum", fmt.Sprintf("%d:%d", d.Major, d.Minor))
 		if d.HasSector {
@@ -117,7 +122,7 @@ func FormatEvent(ev *event.Event) string {
 			add("size", strings.ReplaceAll(event.FormatSize(d.Size), " ", ""))
 		}
 		if d.Parent != "" {
-			add("parent", d.Parent)
+			word("parent", d.Parent)
 		}
 		if d.Removable {
 			add("removable", "yes")
@@ -132,11 +137,11 @@ func FormatEvent(ev *event.Event) string {
 			add("label", strconv.Quote(d.Label))
 		}
 		if d.FSType != "" {
-			add("fs", d.FSType)
+			word("fs", d.FSType)
 		}
 	}
 	if u := ev.USB; u != nil {
-		add("usb", u.Name)
+		word("usb", u.Name)
 		if u.Busnum != 0 || u.Devnum != 0 {
 			add("bus", fmt.Sprintf("%03d/%03d", u.Busnum, u.Devnum))
 		}
@@ -144,13 +149,13 @@ func FormatEvent(ev *event.Event) string {
 			add("id", fmt.Sprintf("%04x:%04x", u.VendorID, u.ProductID))
 		}
 		if u.Speed != "" {
-			add("speed", u.Speed)
+			word("speed", u.Speed)
 		}
 		if u.Error != 0 {
 			add("error", strconv.FormatUint(uint64(u.Error), 10))
 		}
 		if u.Class != "" {
-			add("class", u.Class)
+			word("class", u.Class)
 		}
 		if u.Port != 0 {
 			add("port", strconv.Itoa(int(u.Port)))
@@ -180,22 +185,22 @@ func FormatEvent(ev *event.Event) string {
 			add("src", strconv.Quote(m.Source))
 		}
 		if m.FSType != "" {
-			add("fs", m.FSType)
+			word("fs", m.FSType)
 		}
 		if m.Options != "" {
-			add("opts", m.Options)
+			word("opts", m.Options)
 		}
 		if m.OldOptions != "" && m.OldOptions != m.Options {
-			add("was", m.OldOptions)
+			word("was", m.OldOptions)
 		}
 		add("mnt", strconv.FormatUint(m.ID, 10))
 	}
 	if sb := ev.Superblock; sb != nil {
 		if sb.Device != "" {
-			add("dev", sb.Device)
+			word("dev", sb.Device)
 		}
 		if sb.FSType != "" {
-			add("fs", sb.FSType)
+			word("fs", sb.FSType)
 		}
 		if sb.Point != "" {
 			add("at", strconv.Quote(sb.Point))
@@ -211,10 +216,10 @@ func FormatEvent(ev *event.Event) string {
 		add("tag", strconv.Itoa(ev.Tag))
 	}
 	if ev.Origin != "" && ev.Origin != event.OriginWatchQueue {
-		add("origin", string(ev.Origin))
+		word("origin", string(ev.Origin))
 	}
 	if ev.Via != "" && ev.Via != string(ev.Origin) {
-		add("via", ev.Via)
+		word("via", ev.Via)
 	}
 	if m, ok := ev.Props["MESSAGE"]; ok {
 		add("msg", strconv.Quote(m))
@@ -224,6 +229,34 @@ func FormatEvent(ev *event.Event) string {
 		fmt.Fprintf(&b, "  #%d", ev.Seq)
 	}
 	return strings.TrimRight(b.String(), " ")
+}
+
+// shown is v as an unquoted field value when it is plain text, and
+// quoted (strconv.Quote) when it holds a space, which would split the
+// field, or anything a terminal would act on: control characters (an
+// escape sequence), other non-printing runes, invalid UTF-8. Some values
+// are another local user's choice: a FUSE mount's file system type is
+// "fuse." and whatever its user gave fusermount as subtype=, which
+// /proc/self/mountinfo passes on with only space, tab, newline and
+// backslash escaped.
+func shown(v string) string {
+	if strings.ContainsRune(v, ' ') || !printable(v) {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+// text is free text (a loss's reason) as it is, or quoted when it holds
+// anything a terminal would act on.
+func text(v string) string {
+	if !printable(v) {
+		return strconv.Quote(v)
+	}
+	return v
+}
+
+func printable(v string) bool {
+	return utf8.ValidString(v) && strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) }) < 0
 }
 
 func (p *printer) event(ev *event.Event) {

@@ -18,6 +18,7 @@ const (
 	ifaceProperties    = "org.freedesktop.DBus.Properties"
 	ifaceIntrospect    = "org.freedesktop.DBus.Introspectable"
 	busName            = "org.freedesktop.DBus"
+	busPath            = dbus.ObjectPath("/org/freedesktop/DBus")
 	errUnknownObject   = "org.freedesktop.DBus.Error.UnknownObject"
 	errUnknownIface    = "org.freedesktop.DBus.Error.UnknownInterface"
 	errUnknownProperty = "org.freedesktop.DBus.Error.UnknownProperty"
@@ -136,6 +137,12 @@ func (sess *session) intercept(msg *dbus.Message) {
 		want, ok = manualReply[member]
 	case api.DBusObjectManagerInterface:
 		want, ok = "", member == api.DBusMethodGetManagedObjects
+	case "":
+		// The interface is optional; godbus then finds the method by
+		// member, among every interface of the path.
+		if want, ok = manualReply[member]; !ok {
+			want, ok = "", member == api.DBusMethodGetManagedObjects
+		}
 	}
 	sig, _ := msg.Headers[dbus.FieldSignature].Value().(dbus.Signature)
 	if !ok || sig.String() != want {
@@ -227,9 +234,14 @@ func (sess *session) shutdown() {
 
 // signalLoop watches NameOwnerChanged for departing clients. The channel
 // is closed when the connection closes.
+//
+// Only the bus itself says who left: any peer may send us a unicast
+// signal (the system bus policy allows signals, and a unicast signal
+// bypasses match rules), so one dressed as NameOwnerChanged from another
+// sender would otherwise end a victim's subscriptions.
 func (sess *session) signalLoop() {
 	for sig := range sess.sigs {
-		if sig.Name != busName+".NameOwnerChanged" || len(sig.Body) != 3 {
+		if sig.Sender != busName || sig.Path != busPath || sig.Name != busName+".NameOwnerChanged" || len(sig.Body) != 3 {
 			continue
 		}
 		name, _ := sig.Body[0].(string)

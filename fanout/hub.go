@@ -342,15 +342,17 @@ func (h *Hub) snapshotLocked(s *Subscription) []*event.Event {
 }
 
 // snapshotCopy copies ev's exported fields (not its JSON cache) and marks
-// the copy as a snapshot item.
+// the copy as a snapshot item. TestSnapshotCopyFields keeps it in step
+// with event.Event.
 func snapshotCopy(ev *event.Event) *event.Event {
 	return &event.Event{
 		Epoch: ev.Epoch, Seq: ev.Seq, Time: ev.Time,
 		Source: ev.Source, Subtype: ev.Subtype, Tag: ev.Tag, Origin: ev.Origin,
 		Key: ev.Key, Block: ev.Block, USB: ev.USB, Mount: ev.Mount, Superblock: ev.Superblock,
+		Via: ev.Via, Coalesced: ev.Coalesced,
 		Props: ev.Props, Raw: ev.Raw, Loss: ev.Loss, Owner: ev.Owner,
 		StateKey: ev.StateKey, StateRemove: ev.StateRemove,
-		Snapshot: true,
+		Snapshot: true, Host: ev.Host,
 	}
 }
 
@@ -514,11 +516,29 @@ func (h *Hub) Subscribers() []SubStats {
 // history are included when m says they could have matched. Events older
 // than HubStats.HistoryLow are gone; compare after+1 with it to know.
 func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, owner string, max int) []*event.Event {
+	evs, _ := h.HistoryWindow(after, m, allow, owner, max)
+	return evs
+}
+
+// Window is where the hub stood when a history page was read: its epoch,
+// its last seq, and Low, the oldest seq its history held (Seq+1 when it
+// held nothing), all read under the lock the page was read under.
+type Window struct {
+	Epoch, Seq, Low uint64
+}
+
+// HistoryWindow is History that also returns the Window it read in. A
+// caller that reports what the history no longer holds (seqs after+1 ..
+// Low-1, for a resume) must take Low from here: a HubStats read before or
+// after the page can be off by whatever was evicted in between, and those
+// events would be neither returned nor reported.
+func (h *Hub) HistoryWindow(after uint64, m Matcher, allow func(*event.Event) bool, owner string, max int) ([]*event.Event, Window) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	w := Window{Epoch: h.epoch, Seq: h.seq, Low: h.histLow()}
 	from := after + 1
-	if low := h.histLow(); from < low {
-		from = low
+	if from < w.Low {
+		from = w.Low
 	}
 	var out []*event.Event
 	for seq := from; seq <= h.seq; seq++ {
@@ -529,7 +549,7 @@ func (h *Hub) History(after uint64, m Matcher, allow func(*event.Event) bool, ow
 			out = append(out, h.histAt(seq).ev)
 		}
 	}
-	return out
+	return out, w
 }
 
 // lets reports whether a history reader with matcher m, hook allow and

@@ -25,6 +25,8 @@ type Cred struct {
 	PID      int32
 	PidFD    int    // pidfd of PID, -1 when none; owned by the Cred (see Close)
 	Label    string // LSM security label (SO_PEERSEC), "" when there is none
+
+	everyone bool // the Everyone subject (see Everyone)
 }
 
 // Close releases the pidfd. It is safe to call more than once.
@@ -151,9 +153,10 @@ func peerCred(fd int) (*Cred, error) {
 // CredFromPID builds credentials for a D-Bus peer from what the bus
 // daemon reports (GetConnectionCredentials: UnixUserID, ProcessID,
 // UnixGroupIDs, LinuxSecurityLabel). It opens a pidfd and checks that pid
-// still names the same, live process; the gid is the process's effective
-// gid, read while the pidfd pins it, and when gids is nil the groups are
-// read the same way.
+// still names the same, live process, and that the process runs as uid
+// (a pid reused by another user's process is refused); the gid is the
+// process's effective gid, read while the pidfd pins it, and when gids is
+// nil the groups are read the same way.
 func CredFromPID(pid int32, uid uint32, gids []uint32, label string) (*Cred, error) {
 	if pid <= 0 {
 		return nil, fmt.Errorf("credentials of pid %d: invalid pid", pid)
@@ -168,12 +171,71 @@ func CredFromPID(pid int32, uid uint32, gids []uint32, label string) (*Cred, err
 		c.Close()
 		return nil, fmt.Errorf("credentials of pid %d: %w", pid, err)
 	}
+	// The bus reports the uid the connection was made with and the pid
+	// it had then; if that process exited while the connection lived on
+	// (inherited or passed to another process), the pid may now name
+	// another user's process, which the start-time check cannot see. Its
+	// gid, groups, lifetime and polkit subject would be taken for the
+	// caller's: refuse a process that does not run as the caller.
+	if st.uid != uid {
+		c.Close()
+		return nil, fmt.Errorf("credentials of pid %d: the process runs as uid %d, the connection as uid %d (pid reused?): %w",
+			pid, st.uid, uid, unix.ESRCH)
+	}
 	c.GID = st.gid
 	c.Groups = gids
 	if gids == nil {
 		c.Groups = st.groups
 	}
 	return c, nil
+}
+
+// CredFromPidFD builds credentials for a D-Bus peer whose bus passed the
+// caller's pidfd (GetConnectionCredentials ProcessFD: dbus-broker >= 34,
+// dbus >= 1.15) with its uid, groups and label. It takes ownership of
+// pidfd (closed on error). The bus reports only the supplementary groups
+// (SO_PEERGROUPS, which need not hold the primary gid), so the gid is the
+// process's effective gid, read from /proc/PID/status while the pidfd
+// pins it; when gids is nil the groups are read the same way.
+func CredFromPidFD(pidfd int, pid int32, uid uint32, gids []uint32, label string) (*Cred, error) {
+	c := &Cred{UID: uid, PID: pid, PidFD: pidfd, Label: strings.TrimRight(label, "\x00")}
+	if got, err := pidfdPID(pidfd); err != nil || got != pid {
+		c.Close()
+		if err == nil {
+			err = fmt.Errorf("the pidfd names pid %d: %w", got, unix.ESRCH)
+		}
+		return nil, fmt.Errorf("credentials of pid %d: %w", pid, err)
+	}
+	st, err := pinnedStatus(pid, pidfd)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("credentials of pid %d: %w", pid, err)
+	}
+	c.GID = st.gid
+	c.Groups = gids
+	if gids == nil {
+		c.Groups = st.groups
+	}
+	return c, nil
+}
+
+// pidfdPID returns the pid a pidfd refers to in our pid namespace (the
+// "Pid:" line of its fdinfo; -1 once the process has exited).
+func pidfdPID(pidfd int) (int32, error) {
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pidfd))
+	if err != nil {
+		return 0, fmt.Errorf("read pidfd info: %w", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Pid:"); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 32)
+			if err != nil {
+				return 0, fmt.Errorf("parse pidfd info: %w", err)
+			}
+			return int32(n), nil
+		}
+	}
+	return 0, fmt.Errorf("fd %d is not a pidfd", pidfd)
 }
 
 // openPidFD opens a pidfd for pid and checks that it refers to the
@@ -249,8 +311,8 @@ func checkAlive(pidfd int, pid int32) error {
 }
 
 type procStatus struct {
-	gid    uint32
-	groups []uint32
+	uid, gid uint32 // effective
+	groups   []uint32
 }
 
 // pinnedStatus reads /proc/PID/status and then checks that the pidfd's
@@ -263,24 +325,28 @@ func pinnedStatus(pid int32, pidfd int) (*procStatus, error) {
 	defer f.Close()
 	st := &procStatus{groups: []uint32{}}
 	sc := bufio.NewScanner(f)
-	var haveGid, haveGroups bool
+	var haveUid, haveGid, haveGroups bool
 	for sc.Scan() {
 		k, v, ok := strings.Cut(sc.Text(), ":")
 		if !ok {
 			continue
 		}
 		switch k {
-		case "Gid":
+		case "Uid", "Gid":
 			// real, effective, saved, filesystem
 			fs := strings.Fields(v)
 			if len(fs) < 2 {
-				return nil, fmt.Errorf("parse /proc/%d/status Gid: %q", pid, v)
+				return nil, fmt.Errorf("parse /proc/%d/status %s: %q", pid, k, v)
 			}
-			g, err := strconv.ParseUint(fs[1], 10, 32)
+			id, err := strconv.ParseUint(fs[1], 10, 32)
 			if err != nil {
-				return nil, fmt.Errorf("parse /proc/%d/status Gid: %w", pid, err)
+				return nil, fmt.Errorf("parse /proc/%d/status %s: %w", pid, k, err)
 			}
-			st.gid, haveGid = uint32(g), true
+			if k == "Uid" {
+				st.uid, haveUid = uint32(id), true
+			} else {
+				st.gid, haveGid = uint32(id), true
+			}
 		case "Groups":
 			for _, s := range strings.Fields(v) {
 				g, err := strconv.ParseUint(s, 10, 32)
@@ -295,8 +361,8 @@ func pinnedStatus(pid int32, pidfd int) (*procStatus, error) {
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read process status: %w", err)
 	}
-	if !haveGid || !haveGroups {
-		return nil, fmt.Errorf("parse /proc/%d/status: no Gid or Groups line", pid)
+	if !haveUid || !haveGid || !haveGroups {
+		return nil, fmt.Errorf("parse /proc/%d/status: no Uid, Gid or Groups line", pid)
 	}
 	if err := checkAlive(pidfd, pid); err != nil {
 		return nil, err

@@ -8,7 +8,8 @@
 //
 // Subjects are identified by Cred: uid, gid, supplementary groups, pid
 // pinned by a pidfd, and the LSM security label, taken from a unix
-// socket (PeerCred) or from what the D-Bus daemon reports (CredFromPID).
+// socket (PeerCred) or from what the D-Bus daemon reports (CredFromPID,
+// or CredFromPidFD when the bus passes the caller's pidfd).
 // Decisions are never cached by bare pid; an ExitWatcher tells when the
 // process behind a pidfd has gone.
 //

@@ -3,6 +3,7 @@ package lsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/notifyd/notifyd/event"
@@ -121,6 +122,51 @@ func (e *Engine) Watch(subj *Cred, t Target) error {
 		return e.denyErr(iNoCred, "no credentials")
 	}
 	p := e.pol.Load()
+	err := e.watch(p, subj, t)
+	if err == nil && !t.Admin {
+		e.primePolkit(p, subj, t)
+	}
+	return err
+}
+
+// primePolkit asks polkit, for a subject Watch admitted, every question
+// Post may have for it about t's source: Post only reads decisions
+// cached here, so a "polkit" rule that Watch skips (one with subtype=, or
+// hook=post) or never reaches (an earlier rule decided), and the
+// defaults' subscribe-private question behind such a rule, would
+// otherwise never allow.
+func (e *Engine) primePolkit(p *Policy, subj *Cred, t Target) {
+	pk := e.pk.Load()
+	if pk == nil || subj.PidFD < 0 {
+		return
+	}
+	src := t.Source
+	if src == "" && t.Key != 0 {
+		src = event.SourceKey
+	}
+	for _, r := range p.rules {
+		if r.polkit == "" || r.hooks&hookPost == 0 || !r.matchSubject(subj) {
+			continue
+		}
+		if src != "" && r.sources != nil && !slices.Contains(r.sources, src) {
+			continue
+		}
+		pk.Allowed(subj, r.polkit)
+	}
+	if p.isAdmin(subj) {
+		return
+	}
+	switch src {
+	case event.SourceMeta, "":
+		pk.Allowed(subj, ActionSubscribePrivate)
+	case event.SourceBlock, event.SourceUSB, event.SourceSuperblock:
+		if p.devicesAdmin {
+			pk.Allowed(subj, ActionSubscribePrivate)
+		}
+	}
+}
+
+func (e *Engine) watch(p *Policy, subj *Cred, t Target) error {
 	admin := p.isAdmin(subj)
 	if t.Admin {
 		if admin || e.polkitAllows(subj, ActionAdmin) {

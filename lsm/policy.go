@@ -289,8 +289,13 @@ func lookupGroup(s string) (uint32, string) {
 }
 
 // matchSubject reports whether the rule's user, group and label selectors
-// all hold for c.
+// all hold for c. For Everyone, which stands for every local user, a rule
+// naming some subjects holds when it denies (some users are refused) and
+// not when it allows (the others are not).
 func (r *rule) matchSubject(c *Cred) bool {
+	if c.everyone && (r.uids != nil || r.gids != nil || r.labels != nil) {
+		return !r.allow
+	}
 	if r.uids != nil && !containsID(r.uids, c.UID) {
 		return false
 	}

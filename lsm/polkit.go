@@ -19,6 +19,9 @@ const (
 	polkitName      = "org.freedesktop.PolicyKit1"
 	polkitPath      = "/org/freedesktop/PolicyKit1/Authority"
 	polkitInterface = "org.freedesktop.PolicyKit1.Authority"
+
+	busDriver     = "org.freedesktop.DBus"
+	busDriverPath = dbus.ObjectPath("/org/freedesktop/DBus")
 )
 
 // notifyd's polkit actions (dist/polkit-1/actions/org.notifyd.policy).
@@ -108,7 +111,10 @@ func PolkitAddress() string {
 // starts it when the bus activates it). An error means polkit is not
 // available: the caller keeps the built-in policy. Close releases it.
 func NewPolkit(addr string) (*Polkit, error) {
-	conn, err := dbus.Connect(addr)
+	// Sequential: polkitd's Changed must not overtake the bus's news of
+	// a new polkitd (NameOwnerChanged), and a flood of unicast signals
+	// must not become a goroutine each (godbus's default handler).
+	conn, err := dbus.Connect(addr, dbus.WithSignalHandler(dbus.NewSequentialSignalHandler()))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}
@@ -126,15 +132,26 @@ func NewPolkit(addr string) (*Polkit, error) {
 	}
 	sigs := make(chan *dbus.Signal, 16)
 	conn.Signal(sigs)
-	if err := conn.AddMatchSignal(dbus.WithMatchInterface(polkitInterface), dbus.WithMatchMember("Changed"),
-		dbus.WithMatchObjectPath(polkitPath)); err != nil {
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(busDriver), dbus.WithMatchInterface(busDriver),
+		dbus.WithMatchMember("NameOwnerChanged"), dbus.WithMatchArg(0, polkitName)); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("watch the owner of %s: %w", polkitName, err)
+	}
+	if err := conn.AddMatchSignal(dbus.WithMatchSender(polkitName), dbus.WithMatchInterface(polkitInterface),
+		dbus.WithMatchMember("Changed"), dbus.WithMatchObjectPath(polkitPath)); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("watch polkit Changed: %w", err)
+	}
+	// After the matches, so that a new owner from now on is seen.
+	var owner string
+	if err := conn.BusObject().Call(busDriver+".GetNameOwner", 0, polkitName).Store(&owner); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("ask the owner of %s: %w", polkitName, err)
 	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.loop(sigs)
+		p.loop(sigs, owner)
 	}()
 	return p, nil
 }
@@ -180,8 +197,14 @@ func (p *Polkit) Stats() PolkitStats {
 	return PolkitStats{Backend: p.backend, Checks: p.checks.Load(), Changes: p.changes.Load(), Refreshed: p.refreshed.Load(), Subjects: n}
 }
 
-// loop follows Changed and refreshes the cache.
-func (p *Polkit) loop(sigs chan *dbus.Signal) {
+// loop follows Changed and refreshes the cache. owner is polkitd's
+// unique name, kept up to date from the bus's NameOwnerChanged: only a
+// Changed signal from it counts. Any peer may send us a unicast signal
+// (the system bus policy allows signals, and a unicast signal bypasses
+// match rules); a forged Changed would make us ask polkitd again about
+// every cached subject, on every forgery. A new polkitd (restarted,
+// re-activated) counts as a change too: its answers may differ.
+func (p *Polkit) loop(sigs chan *dbus.Signal, owner string) {
 	t := time.NewTicker(PolkitRefresh)
 	defer t.Stop()
 	for {
@@ -192,10 +215,22 @@ func (p *Polkit) loop(sigs chan *dbus.Signal) {
 			if !ok {
 				return
 			}
-			if s.Name != polkitInterface+".Changed" {
+			switch {
+			case s.Sender == busDriver && s.Path == busDriverPath && s.Name == busDriver+".NameOwnerChanged" &&
+				len(s.Body) == 3 && s.Body[0] == polkitName:
+				now, _ := s.Body[2].(string)
+				if now == owner {
+					continue
+				}
+				owner = now
+				if owner == "" {
+					continue // gone: calls fail (a no) until one is back
+				}
+			case owner != "" && s.Sender == owner && s.Path == polkitPath && s.Name == polkitInterface+".Changed":
+				p.changes.Add(1)
+			default:
 				continue
 			}
-			p.changes.Add(1)
 			p.gen.Add(1)
 		case <-t.C:
 			p.gen.Add(1)
@@ -287,6 +322,13 @@ func (p *Polkit) decide(e *pkEntry, action string) (bool, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	old := e.dec.Load()
+	if old != nil {
+		// A refresh after a later Changed answered while this call was
+		// in flight: its answer is the newer one, which Post reads.
+		if cur, ok := old.allowed[action]; ok && cur.gen > gen {
+			return cur.ok, nil
+		}
+	}
 	next := &pkDecisions{allowed: map[string]pkDecision{}}
 	if old != nil {
 		for k, v := range old.allowed {

@@ -67,7 +67,7 @@ type Core struct {
 	mu       sync.Mutex
 	closed   bool
 	users    map[uint32]*account
-	anon     account // connections whose user is not known (non-local TCP)
+	anon     *account // connections whose user is not known (non-local TCP)
 	conns    int
 	subCount int
 	open     map[*Conn]struct{}
@@ -89,6 +89,16 @@ type Core struct {
 type account struct {
 	conns, subs int
 	budget      *fanout.Budget
+	// history is held (1-buffered) while one of the user's history
+	// requests reads the hub: a page of Limits.MaxHistory events holds
+	// the hub's lock and allocates tens of MiB, so a user's requests
+	// run one at a time, and what one user asks for at once cannot
+	// multiply what publishers wait for or the daemon allocates.
+	history chan struct{}
+}
+
+func newAccount(maxBytes int64) *account {
+	return &account{budget: fanout.NewBudget(maxBytes), history: make(chan struct{}, 1)}
 }
 
 type refuseKey struct {
@@ -129,6 +139,9 @@ func New(cfg Config) *Core {
 	} else {
 		c.lim = c.lim.Resolve(uint64(c.lim.MaxConnections)*FDsPerConn + FDReserve)
 	}
+	// Clients of unknown users are one account (limits.*_per_user):
+	// their subscriptions share one byte budget too.
+	c.anon = newAccount(c.lim.MaxQueueBytesPerUser)
 	c.push.init(c)
 	return c
 }
@@ -206,7 +219,7 @@ func (c *Core) isAdmin(cr *lsm.Cred) bool {
 func (c *Core) accountLocked(uid uint32) *account {
 	a := c.users[uid]
 	if a == nil {
-		a = &account{budget: fanout.NewBudget(c.lim.MaxQueueBytesPerUser)}
+		a = newAccount(c.lim.MaxQueueBytesPerUser)
 		c.users[uid] = a
 	}
 	return a
@@ -316,7 +329,7 @@ func (c *Core) admitConnLocked(acct Account, admin bool) *admitErr {
 	}
 	var a *account
 	if acct.Anonymous {
-		a = &c.anon
+		a = c.anon
 	} else {
 		a = c.accountLocked(acct.UID)
 	}

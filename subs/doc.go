@@ -43,7 +43,8 @@
 // refused ones are listed in Sub.Denied so that the transport can say so.
 // It then counts the subscription against the limits (per user, total
 // with the admin reserve, and a per-user budget of queued bytes shared by
-// all of the user's subscriptions) and registers it with the hub.
+// all of the user's subscriptions; clients of unknown users are one such
+// user) and registers it with the hub.
 //
 // # Kernel pushdown
 //
@@ -53,13 +54,23 @@
 // after one has left, and "everything" whenever any subscription could
 // match everything. Ranges of sequence numbers during which the kernel
 // filter was narrower than a resuming (or snapshot) subscriber's filter
-// are handed to the hub as explicit loss events, so that a record the
-// kernel did not deliver is never silently owed to anyone.
+// are handed to the hub as explicit loss events (to subscribers the policy
+// lets see key losses), so that a record the kernel did not deliver is
+// never silently owed to anyone. The seqs published while the kernel
+// filter changes count as covered only by what both filters let through.
+// A subscription the kernel filter cannot be widened for (KernelFilter
+// fails) and that the filter in force does not cover is refused with
+// CodeInternal rather than silently owed less.
 //
 // # History and key watches
 //
 // Conn.History and Conn.AttachKeyWatch serve every transport that offers
-// them, with the same Watch decision and the same limits.
+// them, with the same Watch decision and the same limits. A history page
+// (up to Limits.MaxHistory events) is read under the hub's lock and
+// allocates the events it returns, so a non-admin user's requests read
+// the hub one at a time (across all of the user's connections; clients of
+// unknown users share one turn): a user asking on many connections at
+// once makes the others wait, not the publishers and not other users.
 //
 // Peer exits are watched by one lsm.ExitWatcher per core: one epoll
 // instance on the runtime poller and one goroutine for all connections,

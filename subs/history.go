@@ -2,6 +2,7 @@ package subs
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/fanout"
@@ -66,6 +67,13 @@ func (cn *Conn) History(r HistoryRequest) (HistoryResult, error) {
 	if max <= 0 || max > c.lim.MaxHistory {
 		max = c.lim.MaxHistory
 	}
+	if !cn.admin {
+		release, err := cn.historySlot()
+		if err != nil {
+			return HistoryResult{}, err
+		}
+		defer release()
+	}
 	hub := c.cfg.Hub
 	st := hub.Stats()
 	res := HistoryResult{Epoch: st.Epoch, Seq: st.Seq, Recovered: true, Low: st.HistoryLow}
@@ -87,41 +95,48 @@ func (cn *Conn) History(r HistoryRequest) (HistoryResult, error) {
 			from = evs[0].Seq
 		}
 		if c.push.enabled() {
-			evs = c.push.mergeGaps(f, evs, from-1, min(r.Before-1, st.Seq))
+			// The page may hold events published after st was read.
+			evs = c.push.mergeGaps(f, allow, evs, from-1, min(r.Before-1, hub.Seq()))
 		}
 		res.Events = evs
 		return res, nil
 	}
 	after := r.After
-	var head *event.Event
+	restart := "" // the resume point cannot be continued from: why
 	if p := r.Since; p != nil {
 		after = p.Seq
-		switch {
-		case p.Epoch != st.Epoch || p.Seq > st.Seq:
-			reason := "epoch changed: the daemon restarted since the resume point"
+		if p.Epoch != st.Epoch || p.Seq > st.Seq {
+			restart = "epoch changed: the daemon restarted since the resume point"
 			if p.Epoch == st.Epoch {
-				reason = "resume point is ahead of the hub"
+				restart = "resume point is ahead of the hub"
 			}
-			head = historyLoss(1, res.Low-1, reason)
 			after = 0
-		case p.Seq+1 < res.Low:
-			head = historyLoss(p.Seq+1, res.Low-1, fmt.Sprintf("history no longer holds seq %d..%d", p.Seq+1, res.Low-1))
 		}
 	}
-	evs := hub.History(after, m, allow, owner, max+1)
+	// What the history no longer holds is judged by the Low the page was
+	// read at: one read before could miss events evicted meanwhile.
+	evs, w := hub.HistoryWindow(after, m, allow, owner, max+1)
+	res.Epoch, res.Seq, res.Low = w.Epoch, w.Seq, w.Low
+	var head *event.Event
+	switch {
+	case restart != "":
+		head = historyLoss(1, w.Low-1, restart)
+	case r.Since != nil && r.Since.Seq+1 < w.Low:
+		head = historyLoss(r.Since.Seq+1, w.Low-1, fmt.Sprintf("history no longer holds seq %d..%d", r.Since.Seq+1, w.Low-1))
+	}
 	if len(evs) > max {
 		evs, res.More = evs[:max], true
 	}
 	if c.push.enabled() {
-		to := st.Seq
+		to := w.Seq
 		if res.More && len(evs) > 0 {
 			to = evs[len(evs)-1].Seq
 		}
-		evs = c.push.mergeGaps(f, evs, after, to)
+		evs = c.push.mergeGaps(f, allow, evs, after, to)
 	}
 	if head != nil {
 		res.Recovered = false
-		head.Epoch = st.Epoch
+		head.Epoch = w.Epoch
 		evs = append([]*event.Event{head}, evs...)
 	}
 	for _, ev := range evs {
@@ -132,6 +147,31 @@ func (cn *Conn) History(r HistoryRequest) (HistoryResult, error) {
 	res.Events = evs
 	return res, nil
 }
+
+// historySlot waits until no other history request of the connection's
+// account reads the hub (see account.history) and returns the function
+// that lets the next one in.
+func (cn *Conn) historySlot() (release func(), err error) {
+	c := cn.core
+	c.mu.Lock()
+	a := c.anon
+	if !cn.acct.Anonymous {
+		a = c.users[cn.acct.UID]
+	}
+	c.mu.Unlock()
+	if a == nil { // the connection was closed: nothing counts it any more
+		return nil, errorf(CodeClosed, ErrClosed, "connection closed")
+	}
+	a.history <- struct{}{}
+	if historyRead != nil {
+		historyRead()
+	}
+	return func() { <-a.history }, nil
+}
+
+// historyRead, when set (tests), is called when a history request holds
+// its account's slot, before it reads the hub.
+var historyRead func()
 
 // historyLoss is the loss event for seqs the history cannot give back;
 // its count is unknown (nobody knows how many would have matched).
@@ -144,11 +184,13 @@ func historyLoss(from, to uint64, reason string) *event.Event {
 }
 
 // mergeGaps inserts, in seq order, a loss event for every range after
-// after (up to seq) in which the kernel filter did not cover f.
-func (p *pushdown) mergeGaps(f *filter.Filter, evs []*event.Event, after, seq uint64) []*event.Event {
+// after (up to seq) in which the kernel filter did not cover f, when
+// allow lets the reader see such a (key) loss.
+func (p *pushdown) mergeGaps(f *filter.Filter, allow func(*event.Event) bool, evs []*event.Event, after, seq uint64) []*event.Event {
 	p.mu.Lock()
 	gaps := p.gapsLocked(f, after+1, seq)
 	p.mu.Unlock()
+	gaps = slices.DeleteFunc(gaps, func(l *event.Event) bool { return !allow(l) })
 	if len(gaps) == 0 {
 		return evs
 	}

@@ -51,16 +51,28 @@ func (p *pushdown) enabled() bool { return p.c.cfg.KernelFilter != nil }
 
 // join adds s and widens the kernel filter; it returns the loss events
 // for s's resume or snapshot (when history is wanted) over the ranges
-// that did not cover s's filter.
-func (p *pushdown) join(s *Sub, history bool) []*event.Event {
+// that did not cover s's filter. When the filter cannot be widened and
+// the one the kernel keeps does not cover s's filter, s is not added and
+// the error says why: the kernel would drop records s is owed, and
+// nothing would tell it.
+func (p *pushdown) join(s *Sub, history bool) ([]*event.Event, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.live[s] = s.Filter
-	p.applyLocked()
-	if !history {
-		return nil
+	if err := p.applyLocked(); err != nil && p.applied != nil {
+		need := coverage(filter.Kernel([]*filter.Filter{s.Filter}))
+		have := coverage(p.applied)
+		for t := range need {
+			if need[t]&^have[t] != 0 {
+				delete(p.live, s)
+				return nil, err
+			}
+		}
 	}
-	return p.gapsLocked(s.Filter, 1, p.c.cfg.Hub.Seq())
+	if !history {
+		return nil, nil
+	}
+	return p.gapsLocked(s.Filter, 1, p.c.cfg.Hub.Seq()), nil
 }
 
 // gapsLocked returns a loss event for every remembered range overlapping
@@ -96,52 +108,83 @@ func (p *pushdown) leave(s *Sub) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	delete(p.live, s)
-	p.applyLocked()
+	_ = p.applyLocked() // a failed narrowing leaves a wider filter: nobody is owed less
 }
 
 // applyLocked computes the union of the live filters and hands it to
-// KernelFilter when it changed. With no subscription at all the kernel
-// filter passes only meta records: nobody is owed key records then, and a
-// later resume over that range is told by a loss event.
-func (p *pushdown) applyLocked() {
+// KernelFilter when it changed, and returns KernelFilter's error. With no
+// subscription at all the kernel filter passes only meta records: nobody
+// is owed key records then, and a later resume over that range is told by
+// a loss event.
+func (p *pushdown) applyLocked() error {
 	fs := make([]*filter.Filter, 0, len(p.live))
 	for _, f := range p.live {
 		fs = append(fs, f)
 	}
 	entries := filter.Kernel(fs)
 	if p.applied != nil && slices.Equal(entries, p.applied) {
-		return
+		return nil
 	}
+	// Records the source publishes while KernelFilter runs may have been
+	// posted before the change took effect or after it: over their seqs
+	// only what both filters let through is certain.
+	before := p.c.cfg.Hub.Seq()
 	if err := p.c.cfg.KernelFilter(entries); err != nil {
 		if p.err == nil || p.err.Error() != err.Error() {
 			p.c.log.Warn("set the key queue's kernel filter", "err", err)
 		}
 		p.err = err
-		// The kernel kept its previous filter: if that one is narrower
-		// than what is wanted now, live subscribers could miss records.
-		// Say so to each of them is not possible from here; keep
-		// recording coverage as what was last applied.
-		return
+		// The kernel kept its previous filter, and coverage is still
+		// recorded as what was last applied. Live subscriptions are
+		// covered by it (join refuses one that is not; a failed
+		// narrowing leaves a wider filter).
+		return err
 	}
 	p.err = nil
-	seq := p.c.cfg.Hub.Seq()
+	after := p.c.cfg.Hub.Seq()
+	old := everything()
 	if p.narrow {
-		r := narrowRange{from: p.since, to: seq, have: coverage(p.applied)}
-		if r.to >= r.from {
-			p.ranges = append(p.ranges, r)
-		}
-		if len(p.ranges) > maxRanges {
-			a, b := p.ranges[0], p.ranges[1]
-			m := narrowRange{from: a.from, to: b.to}
-			for t := range m.have {
-				m.have[t] = a.have[t] & b.have[t]
-			}
-			p.ranges = append([]narrowRange{m}, p.ranges[2:]...)
-		}
+		old = coverage(p.applied)
+		p.addRangeLocked(narrowRange{from: p.since, to: before, have: old})
+	}
+	now := coverage(entries)
+	during := narrowRange{from: before + 1, to: after}
+	for t := range during.have {
+		during.have[t] = old[t] & now[t]
+	}
+	if !covers(during.have) {
+		p.addRangeLocked(during)
 	}
 	p.applied = entries
-	p.narrow = !full(entries)
-	p.since = seq + 1
+	p.narrow = !covers(now)
+	p.since = after + 1
+	return nil
+}
+
+// addRangeLocked remembers the closed narrow range r (if it holds any
+// seq), merging the two oldest when there are more than maxRanges.
+func (p *pushdown) addRangeLocked(r narrowRange) {
+	if r.to < r.from {
+		return
+	}
+	p.ranges = append(p.ranges, r)
+	if len(p.ranges) > maxRanges {
+		a, b := p.ranges[0], p.ranges[1]
+		m := narrowRange{from: a.from, to: b.to}
+		for t := range m.have {
+			m.have[t] = a.have[t] & b.have[t]
+		}
+		p.ranges = append([]narrowRange{m}, p.ranges[2:]...)
+	}
+}
+
+// everything is the coverage of no kernel filter at all.
+func everything() [256]uint32 {
+	var have [256]uint32
+	for t := range have {
+		have[t] = ^uint32(0)
+	}
+	return have
 }
 
 // coverage returns, per watch tag, the key subtypes entries let through.
@@ -160,8 +203,8 @@ func coverage(entries []filter.KernelEntry) [256]uint32 {
 	return have
 }
 
-func full(entries []filter.KernelEntry) bool {
-	have := coverage(entries)
+// covers reports whether have lets every key record through.
+func covers(have [256]uint32) bool {
 	for _, m := range have {
 		if m != ^uint32(0) {
 			return false

@@ -3,6 +3,7 @@ package subs
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -156,7 +157,7 @@ func (cn *Conn) Subscribe(r Request) (*Sub, error) {
 	l := &c.lim
 	var a *account
 	if cn.acct.Anonymous {
-		a = &c.anon
+		a = c.anon
 	} else {
 		a = c.accountLocked(cn.acct.UID)
 	}
@@ -192,13 +193,22 @@ func (cn *Conn) Subscribe(r Request) (*Sub, error) {
 	cn.mu.Unlock()
 	cn.hold()
 
+	allow := cn.allow(allowed)
 	var missing []*event.Event
 	if c.push.enabled() {
+		missing, err = c.push.join(s, r.Resume != nil || r.Snapshot)
+		if err != nil {
+			c.unadmitSub(cn)
+			cn.armIdle()
+			return nil, errorf(CodeInternal, err, "set the key queue's kernel filter for this subscription: %v", err)
+		}
 		s.pushed = true
-		missing = c.push.join(s, r.Resume != nil || r.Snapshot)
+		// A kernel-filter gap is a key loss: it follows the policy like
+		// any loss of its source (docs/policy.md).
+		missing = slices.DeleteFunc(missing, func(l *event.Event) bool { return !allow(l) })
 	}
 	opts := fanout.Options{
-		Allow:         cn.allow(allowed),
+		Allow:         allow,
 		Owner:         owner,
 		Policy:        r.Policy,
 		QueueLen:      qlen,

@@ -290,7 +290,8 @@ func (c *conn) readLoop(subscribed, v11 bool) {
 			if errors.As(err, &de) {
 				code, msg = de.Code, de.Msg
 			}
-			if !c.answer(&api.Error{Type: api.TypeError, Code: code, Message: msg}) {
+			id, sub := refusedIDs(b)
+			if !c.answer(&api.Error{Type: api.TypeError, ID: id, Sub: sub, Code: code, Message: msg}) {
 				return
 			}
 			continue
@@ -349,6 +350,27 @@ func (c *conn) readLoop(subscribed, v11 bool) {
 			return
 		}
 	}
+}
+
+// refusedIDs reads the id and sub of a message DecodeClientMessage
+// refused, so that its error answer names the request as every other
+// error does (a 1.1 client waits for the answer to its id). Members
+// that are missing or not strings, a sub longer than a name may be, and
+// bytes that are not JSON, give "".
+func refusedIDs(b []byte) (id, sub string) {
+	var ids struct {
+		ID  json.RawMessage `json:"id"`
+		Sub json.RawMessage `json:"sub"`
+	}
+	if json.Unmarshal(b, &ids) != nil {
+		return "", ""
+	}
+	json.Unmarshal(ids.ID, &id)
+	json.Unmarshal(ids.Sub, &sub)
+	if len(sub) > api.MaxSubName {
+		sub = "" // refused for its length: not a name to answer with
+	}
+	return id, sub
 }
 
 // history answers a 1.1 history request through the core.
@@ -658,6 +680,23 @@ func (w *writer) update(m *api.ClientMessage) bool {
 	pos := api.Position{Epoch: w.epoch, Seq: old.last}
 	req.Since = &pos
 	st, err := c.subscribe(req, m.Sub, m.ID)
+	if subs.CodeOf(err) == subs.CodeLimit {
+		// The new subscription replaces the old one, so it may take the
+		// old one's place under a subscription limit: end the old one
+		// first (its events after pos are replayed under the new filter,
+		// as always) and ask again. Whatever else refused the first try
+		// (filter, policy) was judged before the limit.
+		old.sub.Close()
+		if st, err = c.subscribe(req, m.Sub, m.ID); err != nil {
+			// Another subscription of the user took the freed place
+			// meanwhile: the old one is gone, and the client is told so,
+			// with its resume position and final counts.
+			if !c.write(coreErrFrame(m, err)) {
+				return false
+			}
+			return w.end(i, "", api.ByeClosed, "the filter change found no free subscription (limits); subscribe again with since set to the position")
+		}
+	}
 	if err != nil {
 		return c.write(coreErrFrame(m, err))
 	}

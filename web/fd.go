@@ -83,6 +83,11 @@ func (s *Server) serveDetach(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveHistory(w http.ResponseWriter, r *http.Request) {
+	if !s.enter() { // it takes the connection over (sendFD): Close waits for it
+		s.httpError(w, http.StatusServiceUnavailable, api.CodeInternal, "shutting down", nil)
+		return
+	}
+	defer s.wg.Done()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", "POST")
 		s.httpError(w, http.StatusMethodNotAllowed, api.CodeBadRequest, "use POST", nil)
