@@ -79,6 +79,9 @@ type Config struct {
 	// after it looked mount id up with statmount and before it applies
 	// what it saw; tests use it to change the mount in between.
 	looked func(id uint64)
+	// seedErr, when set, makes the listmount/statmount seed fail with
+	// it; tests use it to see what each interface setting does then.
+	seedErr error
 }
 
 // Stats are the source's counters.
@@ -235,11 +238,22 @@ func (s *Source) Run(ctx context.Context, sink sources.Sink) error {
 
 	fan := grp != nil
 	if fan {
-		if err := s.seedStatmount(); err != nil {
+		err := s.cfg.seedErr
+		if err == nil {
+			err = s.seedStatmount()
+		}
+		if err != nil {
 			// listmount/statmount predate FAN_REPORT_MNT; this is not
-			// expected, but the fallback still works.
+			// expected. With auto the fallback still works; with
+			// fanotify asked for by name, the fallback is not what was
+			// configured.
 			grp.Close()
 			grp, fan, why = nil, false, fmt.Errorf("read the table with listmount/statmount: %w", err)
+			if s.cfg.Interface == InterfaceFanotify {
+				mi.Close()
+				s.setHealth(event.HealthUnavailable, "fanotify mount notifications: "+why.Error(), why)
+				return fmt.Errorf("start mount source: %w", why)
+			}
 		}
 	}
 	if !fan {

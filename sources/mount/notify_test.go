@@ -1,6 +1,8 @@
 package mount
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -189,5 +191,31 @@ func TestIntegrationRescanRace(t *testing.T) {
 		if ev.Subtype == event.MountReadonly && !ev.Mount.ReadOnly {
 			t.Errorf("a switch back to read-write was published; events %q", got)
 		}
+	}
+}
+
+// TestIntegrationFanotifySeedFails: when the listmount/statmount seed
+// fails, the source set to "auto" goes on from mountinfo and says so
+// (derived), while one set to "fanotify" by name does not quietly do
+// something else: it is unavailable and Run says why.
+func TestIntegrationFanotifySeedFails(t *testing.T) {
+	needFanotify(t)
+	boom := errors.New("listmount refused (test)")
+
+	s := New(Config{Interface: InterfaceFanotify, seedErr: boom})
+	// A source that went on anyway would run until ctx ends.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.Run(ctx, &sinktest.Sink{})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Run with interface fanotify = %v, want the seed's error", err)
+	}
+	if h := s.Health(); h.State != event.HealthUnavailable || !strings.Contains(h.Reason, "listmount refused") {
+		t.Errorf("health = %s %q, want unavailable naming the seed's error", h.State, h.Reason)
+	}
+
+	a, _ := run(t, Config{Interface: InterfaceAuto, seedErr: boom})
+	if h := a.Health(); h.State != event.HealthDerived || !strings.Contains(h.Reason, "listmount refused") {
+		t.Errorf("auto: health = %s %q, want derived naming the seed's error", h.State, h.Reason)
 	}
 }
