@@ -19,21 +19,33 @@ import (
 	"github.com/notifyd/notifyd/sources/internal/fanotify"
 )
 
+// moveDirs enters a private mount namespace (ok false: the test was
+// skipped) and returns two directories, a with a tmpfs named source
+// mounted on it and b empty, to move it to.
+func moveDirs(t *testing.T, source string) (a, b string, ok bool) {
+	t.Helper()
+	if !mountns.Enter(t) {
+		return "", "", false
+	}
+	needFanotify(t)
+	dir := mountDir(t)
+	a, b = filepath.Join(dir, "a"), filepath.Join(dir, "b")
+	os.Mkdir(a, 0o755)
+	os.Mkdir(b, 0o755)
+	mountSys(t, "mount", "-t", "tmpfs", source, a)
+	return a, b, true
+}
+
 // TestIntegrationMoveThenReadonly: a mount moved and then made read-only
 // before the reader reads the move (the reader is held, and the mountinfo
 // poll's rescan throttled past the test) gives its read-only switch too:
 // the move's statmount(2) sees the new flags, and they are published as a
 // readonly event, not folded silently into the move.
 func TestIntegrationMoveThenReadonly(t *testing.T) {
-	if !mountns.Enter(t) {
+	a, b, ok := moveDirs(t, "movero")
+	if !ok {
 		return
 	}
-	needFanotify(t)
-	dir := mountDir(t)
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	os.Mkdir(a, 0o755)
-	os.Mkdir(b, 0o755)
-	mountSys(t, "mount", "-t", "tmpfs", "movero", a)
 	hold := make(chan struct{})
 	s, sink := run(t, Config{Interface: InterfaceFanotify, hold: hold, MinRescan: time.Hour})
 	// The poll's first look is done: the next rescan waits an hour.
@@ -130,15 +142,10 @@ func TestIntegrationGapUnannouncedDetach(t *testing.T) {
 // every subscriber's state) read-write while the kernel's mount is
 // read-only, until some later change.
 func TestIntegrationRescanRace(t *testing.T) {
-	if !mountns.Enter(t) {
+	a, b, ok := moveDirs(t, "racy")
+	if !ok {
 		return
 	}
-	needFanotify(t)
-	dir := mountDir(t)
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	os.Mkdir(a, 0o755)
-	os.Mkdir(b, 0o755)
-	mountSys(t, "mount", "-t", "tmpfs", "racy", a)
 	s := New(Config{Interface: InterfaceFanotify})
 	sink := &sinktest.Sink{}
 	s.sink = sink

@@ -96,6 +96,21 @@ func TestIntegrationSyntheticChange(t *testing.T) {
 	}
 }
 
+// senderSocket opens a NETLINK_KOBJECT_UEVENT socket to send from, closed
+// when the test ends.
+func senderSocket(t *testing.T) int {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		t.Fatal(err)
+	}
+	return fd
+}
+
 // TestIntegrationForgedRejected sends a uevent-shaped datagram from a user
 // process to multicast group 1 (root may) and checks that the monitor
 // drops and counts it, while a kernel uevent sent after it arrives.
@@ -107,14 +122,7 @@ func TestIntegrationForgedRejected(t *testing.T) {
 	start(t, m)
 
 	forgedID, realID := uuid(), uuid()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatal(err)
-	}
+	fd := senderSocket(t)
 	msg := "change@/devices/virtual/block/sda\x00ACTION=change\x00DEVPATH=/devices/virtual/block/sda\x00" +
 		"SUBSYSTEM=block\x00MAJOR=8\x00MINOR=0\x00DEVNAME=sda\x00DISK_MEDIA_CHANGE=1\x00SYNTH_UUID=" + forgedID + "\x00SEQNUM=999999\x00"
 	if err := unix.Sendto(fd, []byte(msg), 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
@@ -156,14 +164,7 @@ func TestIntegrationInjectedRejected(t *testing.T) {
 	start(t, m)
 
 	injectedID, realID := uuid(), uuid()
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_KOBJECT_UEVENT)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		t.Fatal(err)
-	}
+	fd := senderSocket(t)
 	body := "change@/devices/virtual/mem/null\x00ACTION=change\x00DEVPATH=/devices/virtual/mem/null\x00" +
 		"SUBSYSTEM=mem\x00MAJOR=1\x00MINOR=3\x00DEVNAME=null\x00SYNTH_UUID=" + injectedID + "\x00"
 	msg := make([]byte, unix.NLMSG_HDRLEN+len(body))

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/notifyd/notifyd/event"
 )
@@ -139,12 +140,14 @@ type Sub[T any] struct {
 	// the hub's lock, touch it.
 	queued uint64
 
+	taken    atomic.Uint64 // items taken from ch
+	npending atomic.Int64  // len(pending), read without the lock
+
 	mu sync.Mutex
 	// pending are the losses that did not fit in ch, in order, each at
 	// its place: after the first `at` items ever put in ch. Losses at
 	// one place are merged, so there is at most one per queued item.
 	pending []pendingLoss
-	taken   uint64 // items taken from ch
 }
 
 type pendingLoss struct {
@@ -170,6 +173,7 @@ func (s *Sub[T]) addPending(l Loss) {
 		s.pending[n-1].l.merge(l)
 	} else {
 		s.pending = append(s.pending, pendingLoss{at: s.queued, l: l})
+		s.npending.Store(int64(len(s.pending)))
 	}
 	s.mu.Unlock()
 	select {
@@ -181,9 +185,12 @@ func (s *Sub[T]) addPending(l Loss) {
 // takeDue returns the pending loss whose place has come: every item
 // queued before it has been taken.
 func (s *Sub[T]) takeDue() *Loss {
+	if s.npending.Load() == 0 { // the common case: no lock per item
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.pending) == 0 || s.pending[0].at > s.taken {
+	if len(s.pending) == 0 || s.pending[0].at > s.taken.Load() {
 		return nil
 	}
 	p := s.pending[0].l
@@ -192,15 +199,8 @@ func (s *Sub[T]) takeDue() *Loss {
 	if len(s.pending) == 0 {
 		s.pending = nil
 	}
+	s.npending.Store(int64(len(s.pending)))
 	return &p
-}
-
-// took counts an item taken from ch.
-func (s *Sub[T]) took(it Item[T]) (Item[T], error) {
-	s.mu.Lock()
-	s.taken++
-	s.mu.Unlock()
-	return it, nil
 }
 
 // Next returns the next item: a value, or a loss covering what this
@@ -212,14 +212,16 @@ func (s *Sub[T]) Next(ctx context.Context) (Item[T], error) {
 		if p := s.takeDue(); p != nil {
 			return Item[T]{Loss: p}, nil
 		}
-		select {
+		select { // a queued item first, before an ended ctx or Close
 		case it := <-s.ch:
-			return s.took(it)
+			s.taken.Add(1)
+			return it, nil
 		default:
 		}
 		select {
 		case it := <-s.ch:
-			return s.took(it)
+			s.taken.Add(1)
+			return it, nil
 		case <-s.wake:
 		case <-ctx.Done():
 			return Item[T]{}, ctx.Err()
