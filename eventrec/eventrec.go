@@ -170,3 +170,27 @@ func FromEvent(ev *event.Event) ([]byte, error) {
 	}
 	return nil, fmt.Errorf("event to record: no record layout for %s/%s events", ev.Source, ev.Subtype)
 }
+
+// KeyTemplate returns the template of a run of key records about one key
+// whose records have aux 0 (event.Template, fanout.Hub.PublishRecords):
+// the fields FillKey would set that every such record shares (Key = f,
+// StateKey, and Owner = owner), and a Fill that sets what each record
+// carries (Subtype by table index, Tag). The events built from it equal
+// FillKey's.
+func KeyTemplate(f *event.KeyFields, stateKey, owner string) *event.Template {
+	if stateKey == "" {
+		stateKey = KeyStateKey(f.ID)
+	}
+	return &event.Template{
+		Event: event.Event{Source: event.SourceKey, Origin: event.OriginWatchQueue, Key: f, StateKey: stateKey, Owner: owner},
+		Len:   record.SizeofKeyNotification,
+		Fill:  fillKeyRecord,
+	}
+}
+
+// fillKeyRecord is a key template's Fill: rec is a key record the source
+// has decoded once already.
+func fillKeyRecord(ev *event.Event, rec []byte) {
+	h, _ := record.ParseHeader(rec)
+	ev.Subtype, ev.Tag = record.KeySubtype(h.Subtype).String(), int(h.WatchID())
+}

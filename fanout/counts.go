@@ -41,6 +41,19 @@ func (h *Hub) countLocked(ev *event.Event) {
 	if ev.Snapshot {
 		return
 	}
+	c := h.countOf(ev)
+	c.n++
+	if l := ev.Loss; l != nil {
+		if l.Known() {
+			c.records += l.Count
+		} else {
+			c.unknown++
+		}
+	}
+}
+
+// countOf returns ev's counter. Called with h.mu held.
+func (h *Hub) countOf(ev *event.Event) *count {
 	k := countKey{source: ev.Source, name: ev.Subtype}
 	if l := ev.Loss; l != nil {
 		k.name, k.loss = string(l.Origin), true
@@ -54,14 +67,7 @@ func (h *Hub) countLocked(ev *event.Event) {
 		}
 		h.lastKey, h.lastCount = k, c
 	}
-	c.n++
-	if l := ev.Loss; l != nil {
-		if l.Known() {
-			c.records += l.Count
-		} else {
-			c.unknown++
-		}
-	}
+	return c
 }
 
 // Counts returns what the hub has published per source and subtype (and,

@@ -1,6 +1,8 @@
 package fanout
 
 import (
+	"bytes"
+	"math"
 	"time"
 	"unsafe"
 
@@ -29,33 +31,41 @@ import (
 // A rebuilt event equals the published one in every exported field; Time
 // loses its monotonic clock reading only.
 type history struct {
-	ents []histEnt // ring; capacity 0 or a power of two
-	head int
-	n    int
+	ents  []histEnt // ring; capacity 0 or a power of two
+	head  int
+	n     int // entries
+	total int // records (seqs) the entries hold
+	near  int // the entry find returned last, for sequential reads
 
 	arena arena
 
-	tmpls  []*event.Event // by index; nil when free
-	refs   []int32        // entries that use each template
-	free   []uint32       // free template indexes
-	recent [4]uint32      // templates tried first, most recent first, as index+1 (0: none)
+	tmpls   []*event.Event    // by index; nil when free
+	recs    []*event.Template // by index: the run's template when the template is a record template (PublishRecords), else nil
+	refs    []int32           // entries that use each template
+	free    []uint32          // free template indexes
+	recent  [4]uint32         // templates tried first, most recent first, as index+1 (0: none)
+	lastRec uint32            // the last record template, as index+1 (0: none)
+	epoch   uint64            // the hub's, for the events built from record entries
 }
 
-// histEnt is one remembered event. It holds no pointer.
+// histEnt is one remembered event, or n records of a run that are the
+// same bytes at the same time (a storm: PublishRecords), seqs seq..seq+n-1.
+// It holds no pointer.
 type histEnt struct {
 	seq    uint64
 	time   int64  // wall clock, ns since the Unix epoch
 	raw    uint64 // arena offset of Raw when rawLen > 0
 	rawLen uint32
-	size   int32 // eventSize, for the byte bound
+	size   int32 // eventSize (of each record), for the byte bound
 	tmpl   uint32
+	n      uint32 // seqs the entry holds, >= 1
 }
 
 // maxSharedRaw is the largest Raw kept in the arena; an event with a
 // larger one is its own template.
 const maxSharedRaw = 512
 
-func (h *history) len() int { return h.n }
+func (h *history) len() int { return h.total }
 
 func (h *history) ent(i int) *histEnt { return &h.ents[(h.head+i)&(len(h.ents)-1)] }
 
@@ -68,7 +78,7 @@ func (h *history) push(ev *event.Event, size int) {
 		h.grow()
 	}
 	e := h.ent(h.n)
-	*e = histEnt{seq: ev.Seq, size: int32(size)}
+	*e = histEnt{seq: ev.Seq, size: int32(size), n: 1}
 	if !ev.Time.IsZero() {
 		e.time = ev.Time.UnixNano()
 	}
@@ -81,15 +91,23 @@ func (h *history) push(ev *event.Event, size int) {
 		e.tmpl = h.newTemplate(ev)
 	}
 	h.n++
+	h.total++
 }
 
 // pop removes the oldest entry and returns its size.
 func (h *history) pop() int {
 	e := h.ent(0)
 	size := int(e.size)
+	h.total--
+	if e.n > 1 {
+		e.seq++
+		e.n--
+		return size
+	}
 	h.release(e.tmpl)
 	h.head = (h.head + 1) & (len(h.ents) - 1)
 	h.n--
+	h.near = max(h.near-1, 0)
 	if h.n == 0 {
 		h.arena.reset()
 	} else if e := h.ent(0); e.rawLen > 0 {
@@ -104,19 +122,51 @@ func (h *history) grow() {
 	for i := 0; i < h.n; i++ {
 		nb[i] = *h.ent(i)
 	}
-	h.ents, h.head = nb, 0
+	h.ents, h.head, h.near = nb, 0, 0
+}
+
+// find returns the entry that holds the i-th oldest record and the
+// record's seq. Sequential reads (history pages, replay, SaveHistory)
+// find it at or next to the entry found last; others search.
+func (h *history) find(i int) (*histEnt, uint64) {
+	seq := h.low() + uint64(i)
+	for _, j := range [2]int{h.near, h.near + 1} {
+		if j < h.n {
+			if e := h.ent(j); e.seq <= seq && seq < e.seq+uint64(e.n) {
+				h.near = j
+				return e, seq
+			}
+		}
+	}
+	lo, hi := 0, h.n-1 // the entry is in lo..hi
+	for lo < hi {
+		m := int(uint(lo+hi+1) >> 1)
+		if h.ent(m).seq <= seq {
+			lo = m
+		} else {
+			hi = m - 1
+		}
+	}
+	h.near = lo
+	return h.ent(lo), seq
+}
+
+// size returns the accounted size of the i-th oldest record.
+func (h *history) size(i int) int {
+	e, _ := h.find(i)
+	return int(e.size)
 }
 
 // at returns the i-th oldest event (see the type's comment), allocating
 // it unless it is its template.
 func (h *history) at(i int) *event.Event {
-	e := h.ent(i)
+	e, seq := h.find(i)
 	t := h.tmpls[e.tmpl]
-	if t.Seq == e.seq {
+	if t.Seq == seq && h.recs[e.tmpl] == nil {
 		return t
 	}
 	ev := new(event.Event)
-	h.fill(ev, e, t, true)
+	h.fill(ev, e, seq, true)
 	return ev
 }
 
@@ -124,20 +174,25 @@ func (h *history) at(i int) *event.Event {
 // Raw pointing into the arena, valid until the history changes. It is for
 // deciding whether to take the event (filters, policy), then at.
 func (h *history) view(i int, scratch *event.Event) *event.Event {
-	e := h.ent(i)
+	e, seq := h.find(i)
 	t := h.tmpls[e.tmpl]
-	if t.Seq == e.seq {
+	if t.Seq == seq && h.recs[e.tmpl] == nil {
 		return t
 	}
-	h.fill(scratch, e, t, false)
+	h.fill(scratch, e, seq, false)
 	return scratch
 }
 
-// fill writes entry e of template t into ev; copyRaw says whether Raw is a
-// copy or a view of the arena.
-func (h *history) fill(ev *event.Event, e *histEnt, t *event.Event, copyRaw bool) {
+// fill writes the record seq of entry e into ev; copyRaw says whether
+// Raw is a copy or a view of the arena.
+func (h *history) fill(ev *event.Event, e *histEnt, seq uint64, copyRaw bool) {
+	if rt := h.recs[e.tmpl]; rt != nil {
+		buildRecord(ev, rt, h.epoch, seq, e.time, h.arena.get(e.raw, e.rawLen, copyRaw))
+		return
+	}
+	t := h.tmpls[e.tmpl]
 	*ev = event.Event{
-		Epoch: t.Epoch, Seq: e.seq,
+		Epoch: t.Epoch, Seq: seq,
 		Source: t.Source, Subtype: t.Subtype, Tag: t.Tag, Origin: t.Origin,
 		Key: t.Key, Block: t.Block, USB: t.USB, Mount: t.Mount, Superblock: t.Superblock,
 		Via: t.Via, Coalesced: t.Coalesced, Owner: t.Owner,
@@ -182,7 +237,7 @@ func sameString(a, b string) bool {
 // makes ev a new one.
 func (h *history) template(ev *event.Event) uint32 {
 	if r1 := h.recent[0]; r1 != 0 { // a storm: the last template again
-		if t := h.tmpls[r1-1]; t != nil && sameShape(t, ev) {
+		if t := h.tmpls[r1-1]; t != nil && h.recs[r1-1] == nil && sameShape(t, ev) {
 			h.refs[r1-1]++
 			return r1 - 1
 		}
@@ -192,7 +247,7 @@ func (h *history) template(ev *event.Event) uint32 {
 			break
 		}
 		r := r1 - 1
-		if h.tmpls[r] == nil || !sameShape(h.tmpls[r], ev) {
+		if h.tmpls[r] == nil || h.recs[r] != nil || !sameShape(h.tmpls[r], ev) {
 			continue
 		}
 		if i > 0 {
@@ -213,19 +268,90 @@ func (h *history) newTemplate(ev *event.Event) uint32 {
 	if n := len(h.free); n > 0 {
 		r := h.free[n-1]
 		h.free = h.free[:n-1]
-		h.tmpls[r], h.refs[r] = ev, 1
+		h.tmpls[r], h.refs[r], h.recs[r] = ev, 1, nil
 		return r
 	}
 	h.tmpls = append(h.tmpls, ev)
+	h.recs = append(h.recs, nil)
 	h.refs = append(h.refs, 1)
 	return uint32(len(h.tmpls) - 1)
+}
+
+// holdRecordTemplate returns the index of t's record template, making it
+// if the last one is not t's, with one reference held for the caller
+// (release it when the run is pushed: eviction during the run must not
+// free it). epoch is the hub's.
+func (h *history) holdRecordTemplate(t *event.Template, epoch uint64) uint32 {
+	h.epoch = epoch
+	if r1 := h.lastRec; r1 != 0 && h.recs[r1-1] == t {
+		h.refs[r1-1]++
+		return r1 - 1
+	}
+	r := h.newTemplate(&t.Event)
+	h.recs[r] = t
+	h.lastRec = r + 1
+	return r
+}
+
+// pushRecords appends n records from seq first, the same bytes rec, of
+// the run whose template is ti (holdRecordTemplate): as one entry, or in
+// the newest entry when they continue it (the same template, bytes and
+// time, and the next seqs).
+func (h *history) pushRecords(ti uint32, first uint64, n int, wall int64, rec []byte, size int) {
+	if h.n > 0 {
+		e := h.ent(h.n - 1)
+		if e.tmpl == ti && e.seq+uint64(e.n) == first && e.time == wall && e.size == int32(size) &&
+			uint64(e.n)+uint64(n) <= math.MaxUint32 && bytes.Equal(h.arena.get(e.raw, e.rawLen, false), rec) {
+			e.n += uint32(n)
+			h.total += n
+			return
+		}
+	}
+	for n > 0 {
+		if h.n == len(h.ents) {
+			h.grow()
+		}
+		k := min(n, math.MaxUint32)
+		e := h.ent(h.n)
+		*e = histEnt{seq: first, time: wall, size: int32(size), tmpl: ti, raw: h.arena.put(rec), rawLen: uint32(len(rec)), n: uint32(k)}
+		h.refs[ti]++
+		h.n++
+		h.total += k
+		first += uint64(k)
+		n -= k
+	}
+}
+
+// oldestSize returns the accounted size of each record of the oldest
+// entry; the history must not be empty.
+func (h *history) oldestSize() int { return int(h.ent(0).size) }
+
+// popRecords removes up to n (>= 1) of the oldest records, all from the
+// oldest entry, and returns the size they accounted for.
+func (h *history) popRecords(n int) int {
+	e := h.ent(0)
+	if uint64(n) >= uint64(e.n) {
+		k := int(e.n)
+		size := int(e.size) * k
+		e.n = 1
+		h.total -= k - 1
+		h.pop()
+		return size
+	}
+	e.seq += uint64(n)
+	e.n -= uint32(n)
+	h.total -= n
+	return n * int(e.size)
 }
 
 func (h *history) release(r uint32) {
 	if h.refs[r]--; h.refs[r] > 0 {
 		return
 	}
-	h.tmpls[r] = nil
+	h.tmpls[r], h.recs[r] = nil, nil
+	if h.lastRec == r+1 {
+		h.lastRec = 0
+	}
 	h.free = append(h.free, r)
 }
 

@@ -37,9 +37,13 @@ type Hub struct {
 	state     map[string]*stateEntry
 	subs      []*Subscription
 	nextID    uint64
-	scratch   event.Event // histView's
-	sizes     []int       // PublishBatch's scratch: eventSize per event of the batch
-	pick      []int32     // one subscription's share of a batch, as indexes
+	scratch   event.Event                             // histView's
+	rview     event.Event                             // PublishRecords' view of each record
+	runs      []recRun                                // PublishRecords' runs of equal records
+	picks     []recRun                                // one subscription's share of them
+	made      [makerSlots]atomic.Pointer[event.Event] // events built from records, by seq (maker)
+	sizes     []int                                   // PublishBatch's scratch: eventSize per event of the batch
+	pick      []int32                                 // one subscription's share of a batch, as indexes
 	counts    map[countKey]*count
 	lastKey   countKey // the key of lastCount: a run of one source and
 	lastCount *count   // subtype is counted without a map lookup
@@ -58,6 +62,13 @@ type Hub struct {
 type stateEntry struct {
 	ev   *event.Event
 	snap *event.Event
+	// A record's entry (setStateRecordLocked) has no ev until a snapshot
+	// asks for it: its template, seq, time and bytes.
+	tmpl *event.Template
+	seq  uint64
+	time int64
+	rlen uint8
+	raw  [event.MaxTemplateRecord]byte
 }
 
 // New returns a hub. The zero Config is usable.
@@ -218,7 +229,7 @@ func (h *Hub) setStateLocked(ev *event.Event) {
 		return
 	}
 	if e := h.state[ev.StateKey]; e != nil {
-		e.ev, e.snap = ev, nil
+		*e = stateEntry{ev: ev}
 		return
 	}
 	h.state[ev.StateKey] = &stateEntry{ev: ev}
@@ -254,7 +265,7 @@ func (h *Hub) histView(seq uint64) *event.Event {
 // [histLow, h.seq].
 func (h *Hub) histAt(seq uint64) item {
 	i := int(seq - h.histLow())
-	return item{ev: h.hist.at(i), size: int(h.hist.ent(i).size)}
+	return item{ev: h.hist.at(i), size: h.hist.size(i)}
 }
 
 // Subscribe starts a subscription. It fails with ErrHubDone after Close
@@ -289,7 +300,7 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 		return nil, Hello{}, ErrHubDone
 	}
 	h.nextID++
-	s.id = h.nextID
+	s.id, s.epoch = h.nextID, h.epoch
 	hello := Hello{Epoch: h.epoch, Seq: h.seq}
 	if o.Snapshot {
 		hello.Snapshot = h.snapshotLocked(s)
@@ -331,7 +342,7 @@ func (h *Hub) snapshotLocked(s *Subscription) []*event.Event {
 	out := make([]*event.Event, 0, len(h.state))
 	for _, e := range h.state {
 		if e.snap == nil {
-			e.snap = snapshotCopy(e.ev)
+			e.snap = snapshotCopy(e.event(h.epoch))
 		}
 		if s.wants(e.snap) && (s.opts.Allow == nil || s.opts.Allow(e.snap)) {
 			out = append(out, e.snap)

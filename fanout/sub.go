@@ -19,6 +19,7 @@ type Subscription struct {
 	hub   *Hub
 	opts  Options
 	id    uint64
+	epoch uint64 // the hub's, for the events Drain builds from records
 	since time.Time
 	ready chan struct{} // 1-buffered: "something was queued"
 	done  chan struct{} // closed when the subscription ends
@@ -32,8 +33,19 @@ type Subscription struct {
 	pend  pending // loss to hand out before the queue
 	keys  map[string]int
 	dups  int // queued events superseded by a newer queued one (Coalesce)
-	err   error
-	freed bool // Close discarded the queue
+	nrec  int // records queued in record items (Drain builds their events)
+	// queued counts the events queued: a record item counts its n.
+	queued int
+	// qLoss counts the loss events queued and qLossUnits what they
+	// cover, so that Drain counts what it hands out without a walk.
+	qLoss      int
+	qLossUnits uint64
+	// spare is the ring Drain swaps in for the queue it takes; it is
+	// touched only under drainMu, which makes Drains take turns.
+	drainMu sync.Mutex
+	spare   ring
+	err     error
+	freed   bool // Close discarded the queue
 
 	owed, delivered, lost, lossEvents, coalesced, dropped uint64
 	queuedUnits                                           uint64 // units in q
@@ -238,10 +250,10 @@ func (s *Subscription) signal() {
 // the byte cap would be exceeded (a single item larger than the cap is
 // still queued into an empty queue).
 func (s *Subscription) full(it item) bool {
-	if s.q.len() >= s.opts.QueueLen {
+	if s.queued >= s.opts.QueueLen {
 		return true
 	}
-	if s.q.len() == 0 {
+	if s.queued == 0 {
 		return false
 	}
 	return (s.opts.MaxQueueBytes > 0 && s.bytes+it.size > s.opts.MaxQueueBytes) || s.opts.Budget.over(it.size)
@@ -268,11 +280,22 @@ func (s *Subscription) enqueueLocked(it item) bool {
 		s.dropOldestLocked()
 	}
 	u := units(it.ev)
+	if it.tmpl != nil {
+		s.nrec++
+	} else if it.ev.Loss != nil {
+		s.qLoss++
+		s.qLossUnits += u
+	}
 	s.owed += u
 	s.queuedUnits += u
+	s.queued++
 	s.bytes += it.size
 	s.opts.Budget.add(it.size)
-	s.q.push(it)
+	if t := s.q.tail(); it.tmpl == nil || t == nil || !t.extends(&it) {
+		s.q.push(it)
+	} else {
+		t.n++
+	}
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
 		if s.keys[it.ev.StateKey]++; s.keys[it.ev.StateKey] > 1 {
 			s.dups++
@@ -282,19 +305,34 @@ func (s *Subscription) enqueueLocked(it item) bool {
 }
 
 func (s *Subscription) dropOldestLocked() {
-	it := s.q.pop()
+	var it item
+	if h := s.q.ptr(0); h.n > 1 {
+		it = h.first()
+		h.seq++
+		h.n--
+	} else {
+		it = s.q.pop()
+	}
 	s.unqueueLocked(it)
-	s.pend.merge(it.ev, false)
+	s.pend.merge(it.ev, it.itemSeq(), false)
 	if it.ev.Loss == nil {
 		s.dropped++
 		s.hub.drops.Add(1)
 	}
 }
 
-// unqueueLocked updates the counters for an item leaving the queue without
-// being handed out.
+// unqueueLocked updates the counters for an item (one record of a run
+// item) leaving the queue without being handed out.
 func (s *Subscription) unqueueLocked(it item) {
-	s.queuedUnits -= units(it.ev)
+	u := units(it.ev)
+	s.queuedUnits -= u
+	s.queued--
+	if it.tmpl != nil {
+		s.nrec--
+	} else if it.ev.Loss != nil {
+		s.qLoss--
+		s.qLossUnits -= u
+	}
 	s.bytes -= it.size
 	s.opts.Budget.add(-it.size)
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
@@ -311,20 +349,33 @@ func (s *Subscription) unqueueLocked(it item) {
 // coalesceLocked removes every queued event that a newer queued event with
 // the same StateKey supersedes, folding them into the pending loss.
 func (s *Subscription) coalesceLocked() {
-	s.q.filter(func(_ int, it item) bool {
+	s.q.filter(func(_ int, it *item) bool {
 		k := it.ev.StateKey
 		if k == "" || it.ev.Loss != nil || s.keys[k] <= 1 {
 			return true
 		}
-		s.unqueueLocked(it)
-		s.pend.merge(it.ev, true)
+		if it.n > 1 {
+			// A run: its records up to the newest of the key are
+			// superseded, from the oldest on.
+			for it.n > 0 && s.keys[k] > 1 {
+				one := it.first()
+				it.seq++
+				it.n--
+				s.unqueueLocked(one)
+				s.pend.merge(one.ev, one.seq, true)
+				s.coalesced++
+			}
+			return it.n > 0
+		}
+		s.unqueueLocked(*it)
+		s.pend.merge(it.ev, it.itemSeq(), true)
 		s.coalesced++
 		return false
 	})
 	s.dups = 0
 }
 
-func (p *pending) merge(ev *event.Event, coalesced bool) {
+func (p *pending) merge(ev *event.Event, seq uint64, coalesced bool) {
 	p.active = true
 	p.units += units(ev)
 	if l := ev.Loss; l != nil {
@@ -336,13 +387,13 @@ func (p *pending) merge(ev *event.Event, coalesced bool) {
 		} else {
 			p.unknown = true
 		}
-		p.extend(ev.Seq)
+		p.extend(seq)
 		p.extend(l.FromSeq)
 		p.extend(l.ToSeq)
 		return
 	}
 	p.count++
-	p.extend(ev.Seq)
+	p.extend(seq)
 	p.addSource(ev.Source)
 	if coalesced {
 		p.coalesced++
@@ -408,33 +459,62 @@ func (s *Subscription) endLocked(err error) {
 // queued events and loss events. After the subscription ended with ErrSlow
 // or ErrHubDone what was queued can still be drained; after Close nothing.
 func (s *Subscription) Drain(dst []*event.Event) []*event.Event {
+	return s.drain(dst, nil)
+}
+
+// drain is Drain, building the events of records into b when it is not
+// nil (DrainBatch).
+func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
+	// The queue is taken whole under s.mu (it swaps with the spare ring)
+	// and handed out after s.mu is released: building the events of
+	// record items then never holds up a publisher, which takes s.mu.
+	s.drainMu.Lock()
+	defer s.drainMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.freed {
+		s.mu.Unlock()
 		return dst
 	}
-	var delivered uint64
 	if s.pend.active {
 		dst = append(dst, s.pend.lossEvent(s.hub))
 		s.lost += s.pend.units
 		s.lossEvents++
 		s.pend = pending{}
 	}
-	for s.q.len() > 0 {
-		it := s.q.pop()
-		dst = append(dst, it.ev)
-		if it.ev.Loss != nil {
-			s.lost += units(it.ev)
-			s.lossEvents++
-		} else {
-			delivered++
-		}
-	}
+	taken := s.q
+	s.q, s.spare = s.spare, ring{}
+	nrec := s.nrec
+	delivered := uint64(s.queued - s.qLoss)
+	s.lost += s.qLossUnits
+	s.lossEvents += uint64(s.qLoss)
 	s.delivered += delivered
 	s.hub.deliveries.Add(delivered)
 	s.opts.Budget.add(-s.bytes)
-	s.bytes, s.queuedUnits, s.dups = 0, 0, 0
+	s.bytes, s.queuedUnits, s.dups, s.nrec, s.qLoss, s.qLossUnits, s.queued = 0, 0, 0, 0, 0, 0, 0
 	clear(s.keys)
+	s.mu.Unlock()
+
+	var mk maker
+	if nrec > 0 {
+		mk = s.maker(nrec, b)
+	}
+	for i := 0; i < taken.len(); i++ {
+		it := taken.ptr(i)
+		if it.tmpl != nil {
+			one := it.first()
+			for k := uint32(0); k < it.n; k++ {
+				dst = append(dst, mk.make(&one))
+				one.seq++
+			}
+		} else {
+			dst = append(dst, it.ev)
+		}
+	}
+	if b != nil && nrec > 0 {
+		b.slab, b.raw = mk.evs, mk.raw
+	}
+	taken.reset()
+	s.spare = taken
 	return dst
 }
 
@@ -468,7 +548,7 @@ func (s *Subscription) Close() {
 	s.q.reset()
 	s.pend = pending{}
 	s.opts.Budget.add(-s.bytes)
-	s.bytes, s.queuedUnits = 0, 0
+	s.bytes, s.queuedUnits, s.nrec, s.qLoss, s.qLossUnits, s.queued = 0, 0, 0, 0, 0, 0
 	s.mu.Unlock()
 	if removed {
 		s.hub.changed()
@@ -490,7 +570,7 @@ func (s *Subscription) Stats() SubStats {
 		LossEvents: s.lossEvents,
 		Coalesced:  s.coalesced,
 		Denied:     s.denied.Load(),
-		Queued:     s.q.len(),
+		Queued:     s.queued,
 		QueueLen:   s.opts.QueueLen,
 		Since:      s.since,
 		Owed:       s.owed,

@@ -439,3 +439,27 @@ func quoteWord(s string) string {
 	}
 	return s
 }
+
+// SeqFree reports whether f's answer never depends on an event's seq (no
+// term names the field seq; nothing in a filter reads the time): records
+// that differ only in seq and time then match alike, and the hub asks f
+// once for a run of them (fanout.Hub.PublishRecords).
+func (f *Filter) SeqFree() bool {
+	if f == nil || f.root == nil {
+		return true
+	}
+	return !f.root.uses(fSeq)
+}
+
+// uses reports whether a comparison under n names field id.
+func (n *node) uses(id fieldID) bool {
+	if n.cmp != nil && n.cmp.field != nil && n.cmp.field.id == id {
+		return true
+	}
+	for _, k := range n.kids {
+		if k.uses(id) {
+			return true
+		}
+	}
+	return false
+}

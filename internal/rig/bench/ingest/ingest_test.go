@@ -3,9 +3,11 @@ package ingestbench
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"testing"
 	"time"
@@ -24,14 +26,56 @@ import (
 
 const readBuf = 4096
 
+// feedFlag picks who writes the records into the pipe. "process" (the
+// default) is a child process, this test binary run again: like the
+// kernel, which posts notifications from the context of whoever changed
+// the key, the writer then needs none of this process's Ps, and the
+// benchmark measures the reader, not how the Go scheduler shares two Ps
+// among a writer, a reader and a consumer (on a two-core machine an
+// in-process writer waits for a P after every blocking write while the
+// reader and the subscriber hold both: half the reader's time was spent
+// idle, waiting for records, in the profile). "goroutine" is the
+// in-process writer the benchmarks used before, for comparison. The
+// ceiling and the path it is compared with always use the same feeder.
+var feedFlag = flag.String("ingest.feed", "process", "who writes the records: process or goroutine")
+
+// feedEnv, when set in the environment (n:id:mixed), makes the test
+// binary a feeder: it writes n key records about key id to its stdout
+// (mixed 1: alternating watch tags, see writeRecords) and exits.
+const feedEnv = "NOTIFYD_INGEST_FEED"
+
+func TestMain(m *testing.M) {
+	if v := os.Getenv(feedEnv); v != "" {
+		var n, mixed int
+		var id int32
+		if _, err := fmt.Sscanf(v, "%d:%d:%d", &n, &id, &mixed); err != nil {
+			fmt.Fprintf(os.Stderr, "%s=%q: %v\n", feedEnv, v, err)
+			os.Exit(2)
+		}
+		if err := writeRecords(1, n, id, mixed != 0); err != nil {
+			fmt.Fprintf(os.Stderr, "feed: %v\n", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	flag.Parse()
+	os.Exit(m.Run())
+}
+
 // feed writes n key records (16 bytes each) into a blocking pipe in 4 KiB
-// writes and returns the read end. The writer goroutine ends after n
-// records and closes the write end, so the reader sees EOF.
+// writes and returns the read end. The writer ends after n records and
+// closes the write end, so the reader sees EOF.
 func feed(b *testing.B, n int) int { return feedKey(b, n, 0x1234, 0) }
 
 // feedKey is feed with records about key id, the read end opened with
 // extra flags (O_NONBLOCK to put it on the runtime poller).
 func feedKey(b *testing.B, n int, id int32, flags int) int {
+	return feedKeyMixed(b, n, id, flags, false)
+}
+
+// feedKeyMixed is feedKey with, when mixed, records that alternate
+// between two watch tags (see writeRecords).
+func feedKeyMixed(b *testing.B, n int, id int32, flags int, mixed bool) int {
 	b.Helper()
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -42,29 +86,71 @@ func feedKey(b *testing.B, n int, id int32, flags int) int {
 			b.Fatal(err)
 		}
 	}
+	switch *feedFlag {
+	case "goroutine":
+		go func() {
+			defer unix.Close(p[1])
+			_ = writeRecords(p[1], n, id, mixed)
+		}()
+	case "process":
+		w := os.NewFile(uintptr(p[1]), "feed pipe")
+		cmd := exec.Command(os.Args[0])
+		m := 0
+		if mixed {
+			m = 1
+		}
+		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d:%d:%d", feedEnv, n, id, m))
+		cmd.Stdout, cmd.Stderr = w, os.Stderr
+		err := cmd.Start()
+		w.Close()
+		if err != nil {
+			unix.Close(p[0])
+			b.Fatalf("start the feeder: %v", err)
+		}
+		b.Cleanup(func() {
+			if err := cmd.Wait(); err != nil {
+				b.Errorf("feeder: %v", err)
+			}
+		})
+	default:
+		b.Fatalf("-ingest.feed=%q: want process or goroutine", *feedFlag)
+	}
+	return p[0]
+}
+
+// writeRecords writes n key records about key id to fd in 4 KiB writes:
+// the same update under watch tag 1 (a storm on one key), or, when mixed,
+// updates that alternate between watch tags 1 and 2 (the key watched
+// twice), so that no record is the same bytes as the one before it.
+func writeRecords(fd, n int, id int32, mixed bool) error {
 	rec := record.EncodeKey(record.KeyUpdated, 1, id, 0)
+	other := rec
+	if mixed {
+		other = record.EncodeKey(record.KeyUpdated, 2, id, 0)
+	}
 	chunk := make([]byte, 0, readBuf)
-	for len(chunk)+len(rec) <= readBuf {
-		chunk = append(chunk, rec...)
+	for i := 0; len(chunk)+len(rec) <= readBuf; i++ {
+		if i%2 == 0 {
+			chunk = append(chunk, rec...)
+		} else {
+			chunk = append(chunk, other...)
+		}
 	}
 	perChunk := len(chunk) / len(rec)
-	go func() {
-		defer unix.Close(p[1])
-		for left := n; left > 0; left -= perChunk {
-			c := chunk
-			if left < perChunk {
-				c = chunk[:left*len(rec)]
-			}
-			for len(c) > 0 {
-				w, err := unix.Write(p[1], c)
-				if err != nil {
-					return
-				}
-				c = c[w:]
-			}
+	for left := n; left > 0; left -= perChunk {
+		c := chunk
+		if left < perChunk {
+			c = chunk[:left*len(rec)]
 		}
-	}()
-	return p[0]
+		for len(c) > 0 {
+			w, err := unix.Write(fd, c)
+			if err != nil {
+				return err
+			}
+			c = c[w:]
+		}
+	}
+	return nil
 }
 
 func report(b *testing.B, recs int) {
@@ -125,16 +211,42 @@ func BenchmarkQueueDecode(b *testing.B) {
 }
 
 // drainedHub returns a hub with one live subscriber that drains in
-// batches on its own goroutine; stop ends the subscriber and waits for it.
+// batches on its own goroutine into memory it owns and reuses
+// (fanout.Subscription.DrainBatch, as the WebSocket writer of a server's
+// only connection does); stop ends the subscriber, waits for it and
+// reports what it was handed and lost.
 func drainedHub(b *testing.B) (*fanout.Hub, func()) {
+	return drainedHubWith(b, func(s *fanout.Subscription) <-chan struct{} { return eventtest.DrainBatches(s, nil) })
+}
+
+// keptHub is drainedHub with a subscriber that drains with Drain, which
+// hands out events it may keep (the D-Bus and fleet transports, several
+// WebSocket connections): the events of records are built on the heap.
+func keptHub(b *testing.B) (*fanout.Hub, func()) {
+	return drainedHubWith(b, func(s *fanout.Subscription) <-chan struct{} { return eventtest.DrainAll(s, nil) })
+}
+
+func drainedHubWith(b *testing.B, consume func(*fanout.Subscription) <-chan struct{}) (*fanout.Hub, func()) {
 	b.Helper()
 	hub := fanout.New(fanout.Config{})
 	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: 1 << 16})
 	if err != nil {
 		b.Fatal(err)
 	}
-	done := eventtest.DrainAll(sub, nil)
-	return hub, func() { sub.Close(); <-done }
+	done := consume(sub)
+	return hub, func() {
+		st := sub.Stats()
+		for deadline := time.Now().Add(10 * time.Second); st.Pending > 0 && time.Now().Before(deadline); st = sub.Stats() {
+			time.Sleep(time.Millisecond) // the subscriber takes the rest
+		}
+		sub.Close()
+		<-done
+		// What the subscriber could not keep up with is a loss, not a
+		// faster ingest: say how much of the stream it was handed.
+		if st.Owed > 0 {
+			b.ReportMetric(100*float64(st.Delivered)/float64(st.Owed), "%-delivered")
+		}
+	}
 }
 
 // pipeReader gives a pipe's read end, on the runtime poller, the methods
@@ -186,17 +298,50 @@ func ceiling(b *testing.B, n int) float64 {
 }
 
 // BenchmarkIngest runs the key source's own ingest path (keys.Ingest: the
-// read, the batch slab, the describe cache, interned state keys, the
-// mapping into the slab) over a pipe of key records about a real key, and
-// publishes to a hub (stamp, history ring, state table, one live
-// subscriber that drains in batches). In the same run it measures the bare
-// pipe read of as many records (the ceiling) and reports the ratio, and
-// the heap allocations per record of the whole pipeline (the source, the
-// hub and the subscriber's drain), counted by the runtime.
+// read, the describe cache, runs of records with the key's template, or
+// events for the records that need them) over a pipe of key records about
+// a real key (a storm: the same update again and again), and publishes to
+// a hub (stamp, history ring, state table, one live subscriber that
+// drains in batches into memory it owns). The time runs until the
+// reader has read the whole pipe (records/s, ingest-ns/record; the
+// subscriber drains meanwhile, on the other core), then until the
+// subscriber has been handed everything or lost it (drained-ns/record;
+// %-delivered says how much it was handed, the rest reached it as loss
+// events). In the same run it measures the bare pipe read of as many
+// records (the ceiling) and reports the ratio, and the heap allocations
+// per record of the whole pipeline (the source, the hub and the
+// subscriber's drain), counted by the runtime.
 func BenchmarkIngest(b *testing.B) {
 	hub, stop := drainedHub(b)
 	defer hub.Close()
 	benchIngest(b, hub, hub.Seq, stop)
+}
+
+// BenchmarkIngestKept is BenchmarkIngest with a subscriber that drains
+// with Drain: the events it is handed are its to keep, so the events of
+// records are built on the heap, in slabs.
+func BenchmarkIngestKept(b *testing.B) {
+	hub, stop := keptHub(b)
+	defer hub.Close()
+	benchIngest(b, hub, hub.Seq, stop)
+}
+
+// BenchmarkIngestMixed is BenchmarkIngest over records that alternate
+// between two watch tags of the key: no record is the same bytes as the
+// one before it, so none shares a run (the hub's worst case for a storm
+// on one key).
+func BenchmarkIngestMixed(b *testing.B) {
+	hub, stop := drainedHub(b)
+	defer hub.Close()
+	benchIngestMixed(b, hub, hub.Seq, stop, true)
+}
+
+// BenchmarkIngestHub is BenchmarkIngest without a subscriber: the source
+// and the hub (history, state table, counts).
+func BenchmarkIngestHub(b *testing.B) {
+	hub := fanout.New(fanout.Config{})
+	defer hub.Close()
+	benchIngest(b, hub, hub.Seq, func() {})
 }
 
 // BenchmarkIngestMetrics is BenchmarkIngest with the hub wrapped in
@@ -239,9 +384,13 @@ func (c *countSink) Publish(*event.Event) { c.n++ }
 func (c *countSink) Seed(*event.Event)    {}
 
 func benchIngest(b *testing.B, sink sources.Sink, seq func() uint64, stop func()) {
+	benchIngestMixed(b, sink, seq, stop, false)
+}
+
+func benchIngestMixed(b *testing.B, sink sources.Sink, seq func() uint64, stop func(), mixed bool) {
 	id := realKey(b)
 	n := b.N
-	fd := feedKey(b, n, id, unix.O_NONBLOCK)
+	fd := feedKeyMixed(b, n, id, unix.O_NONBLOCK, mixed)
 	f := os.NewFile(uintptr(fd), "ingest pipe")
 	defer f.Close()
 	src := keys.New(keys.Config{})
@@ -249,18 +398,25 @@ func benchIngest(b *testing.B, sink sources.Sink, seq func() uint64, stop func()
 	runtime.GC()
 	runtime.ReadMemStats(&m0)
 	b.ResetTimer()
+	start := time.Now()
 	err := src.Ingest(context.Background(), pipeReader{f}, sink)
+	took := time.Since(start)
+	stop() // the subscriber takes what is left: its memory counts
+	all := time.Since(start)
 	b.StopTimer()
 	runtime.ReadMemStats(&m1)
-	stop()
 	if !errors.Is(err, io.ErrUnexpectedEOF) {
 		b.Fatalf("ingest ended with %v, want the end of the pipe", err)
 	}
 	if seq() != uint64(n) || src.Skipped() != 0 {
 		b.Fatalf("published %d records (%d skipped), want %d", seq(), src.Skipped(), n)
 	}
-	rate := float64(n) / b.Elapsed().Seconds()
+	rate := float64(n) / took.Seconds()
 	b.ReportMetric(rate, "records/s")
+	b.ReportMetric(float64(took.Nanoseconds())/float64(n), "ingest-ns/record")
+	if all > took+time.Millisecond {
+		b.ReportMetric(float64(all.Nanoseconds())/float64(n), "drained-ns/record")
+	}
 	b.ReportMetric(float64(m1.Mallocs-m0.Mallocs)/float64(n), "allocs/record")
 	b.ReportMetric(float64(m1.TotalAlloc-m0.TotalAlloc)/float64(n), "B/record")
 	if n >= 1000 {

@@ -1,7 +1,10 @@
 // Package eventtest holds the event helpers that codec tests share.
 package eventtest
 
-import "github.com/notifyd/notifyd/event"
+import (
+	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/fanout"
+)
 
 // Fields is what codec tests compare of an event.Event: every field a
 // record or history stream carries, with the time as Unix nanoseconds
@@ -61,6 +64,37 @@ func DrainAll(s Drainer, fn func([]*event.Event)) <-chan struct{} {
 					fn(buf)
 				}
 				clear(buf)
+			case <-s.Done():
+				return
+			}
+		}
+	}()
+	return done
+}
+
+// BatchDrainer is the consumer's side of a fanout.Subscription that drains
+// into memory it owns.
+type BatchDrainer interface {
+	Ready() <-chan struct{}
+	Done() <-chan struct{}
+	DrainBatch(b *fanout.Batch)
+}
+
+// DrainBatches is DrainAll with DrainBatch: each batch is handed to fn
+// (nil: dropped) in memory the goroutine reuses, so fn must not keep the
+// events (it may Clone them).
+func DrainBatches(s BatchDrainer, fn func([]*event.Event)) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var b fanout.Batch
+		for {
+			select {
+			case <-s.Ready():
+				s.DrainBatch(&b)
+				if fn != nil {
+					fn(b.Events)
+				}
 			case <-s.Done():
 				return
 			}

@@ -1,0 +1,530 @@
+package fanout
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/notifyd/notifyd/event"
+)
+
+// Records: the ingest lane for storms.
+//
+// A source that reads kernel records in storms (the key source) publishes
+// a run of records that share every field but the few each record carries
+// as one PublishRecords call with an event.Template, instead of one event
+// per record. The hub then builds no event on the publish path:
+//
+//   - the history keeps the record's bytes in its arena, the template as
+//     the entry's template, and builds the event when a reader asks;
+//   - a subscription queues a record item (the template, seq, time and
+//     the record's bytes inline), and Drain builds its event;
+//   - the current-state table keeps the last record of an object the same
+//     way and builds its event for a snapshot.
+//
+// Owner, Match and Allow are asked on a view (the template's fields with
+// the record filled in), as for any event, when the record is posted.
+// Every subscriber that drains a record gets the same event: Drain puts
+// what it builds in a small table indexed by seq (the hub's maker slots),
+// so that the encodings cached on it are shared, as for a published event.
+
+// PublishRecords publishes the records in recs, whole records of t.Len
+// bytes each, in order, as PublishBatch would publish their events: each
+// is stamped with the next seq and with at (zero: the hub reads its clock
+// once), remembered, counted and queued for every subscription that is
+// owed it. The hub copies what it keeps: recs may be reused as soon as it
+// returns. t must not change once published. Trailing bytes short of a
+// record are ignored. It panics on a template without Fill or with a
+// record length outside 1..event.MaxTemplateRecord, a programming error.
+//
+// Records that are the same bytes as the one before them (a storm: the
+// same change to the same object) are taken as one run: Fill, the count,
+// the history entry, the owner check, a Match that does not read the seq
+// (filter.Filter.SeqFree) and an Allow that allows are done once for the
+// run, and a subscription queues it as one item. Every record of a run
+// still has its own seq, is owed to each subscriber on its own, and is
+// dropped, coalesced and counted on its own.
+func (h *Hub) PublishRecords(t *event.Template, recs []byte, at time.Time) {
+	if t == nil || t.Fill == nil || t.Len <= 0 || t.Len > event.MaxTemplateRecord {
+		panic(fmt.Sprintf("fanout: PublishRecords with an invalid template (%v)", t))
+	}
+	n := len(recs) / t.Len
+	if n == 0 {
+		return
+	}
+	recs = recs[:n*t.Len]
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	if at.IsZero() {
+		at = h.now()
+	}
+	wall := at.UnixNano()
+	v := &h.rview
+	setFields(v, &t.Event)
+	v.Epoch, v.Time = h.epoch, at
+	runs := h.runs[:0] // no pointer: nothing kept alive, no write barrier
+	ti := h.hist.holdRecordTemplate(t, h.epoch)
+	for off := 0; off < len(recs); {
+		rec := recs[off : off+t.Len : off+t.Len]
+		k := 1
+		for e := off + t.Len; e < len(recs) && bytes.Equal(recs[e:e+t.Len], rec); e += t.Len {
+			k++
+		}
+		first := h.seq + 1
+		h.seq += uint64(k)
+		v.Seq, v.Raw = first, rec
+		t.Fill(v, rec)
+		size := eventSize(v)
+		if !v.Snapshot {
+			h.countOf(v).n += uint64(k)
+		}
+		h.hist.pushRecords(ti, first, k, wall, rec, size)
+		h.histBytes += k * size
+		h.evictLocked()
+		runs = append(runs, recRun{first: first, n: k, off: off, size: size})
+		off += k * t.Len
+	}
+	h.hist.release(ti)
+	h.runs = runs
+	h.published += uint64(n)
+	if t.Event.StateKey != "" && t.Event.Loss == nil {
+		h.setStateRecordLocked(t, h.seq, wall, recs[len(recs)-t.Len:])
+	}
+	ended := false
+	for _, s := range h.subs {
+		if s.offerRecords(t, v, recs, runs, wall) {
+			ended = true
+		}
+	}
+	v.Raw = nil // keep no pointer into the caller's buffer
+	if ended {
+		h.subs = slices.DeleteFunc(h.subs, func(s *Subscription) bool { return s.gone })
+	}
+	h.mu.Unlock()
+	if ended {
+		h.changed()
+	}
+}
+
+// recRun is a run of records of one PublishRecords call that are the
+// same bytes: n records from seq first, the first at offset off of the
+// call's records, each of accounted size size.
+type recRun struct {
+	first uint64
+	n     int
+	off   int
+	size  int
+}
+
+// evictLocked drops the oldest history beyond either bound, a run's
+// records at a time. Called with h.mu held.
+func (h *Hub) evictLocked() {
+	for h.hist.len() > 0 && (h.hist.len() > h.maxHist || h.histBytes > h.maxBytes) {
+		need := max(h.hist.len()-h.maxHist, 1)
+		if over := h.histBytes - h.maxBytes; over > 0 {
+			s := h.hist.oldestSize()
+			need = max(need, (over+s-1)/s)
+		}
+		h.histBytes -= h.hist.popRecords(need)
+	}
+}
+
+// seqFree reports whether m answers alike for records that differ only
+// in seq and time (see PublishRecords).
+func seqFree(m Matcher) bool {
+	if m == nil {
+		return true
+	}
+	f, ok := m.(interface{ SeqFree() bool })
+	return ok && f.SeqFree()
+}
+
+// offerRecords queues the records of the runs of a PublishRecords call
+// that s is owed, as offerBatch does for events: owner, Match and Allow
+// are asked on v, the hub's view, filled in for each run (for each record
+// when s's Match reads the seq; Allow again for each record of a run it
+// denies, so that every denial is counted), s.mu is taken once (once per
+// run for Disconnect, which may end at any record) and s signalled at
+// most once. It reports whether s ended. Called with hub.mu held.
+func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []byte, runs []recRun, wall int64) bool {
+	if t.Event.Owner != "" && t.Event.Owner != s.opts.Owner {
+		return false
+	}
+	hub := s.hub
+	picks := hub.picks[:0]
+	ask := s.opts.Match != nil || s.opts.Allow != nil
+	perRecord := !seqFree(s.opts.Match)
+	for _, r := range runs {
+		rec := recs[r.off : r.off+t.Len]
+		switch {
+		case !ask:
+			picks = append(picks, r)
+		case perRecord:
+			for i := 0; i < r.n; i++ {
+				if !s.takes(t, v, rec, r.first+uint64(i)) {
+					continue
+				}
+				if l := len(picks) - 1; l >= 0 && picks[l].off == r.off && picks[l].first+uint64(picks[l].n) == r.first+uint64(i) {
+					picks[l].n++
+				} else {
+					picks = append(picks, recRun{first: r.first + uint64(i), n: 1, off: r.off, size: r.size})
+				}
+			}
+		default:
+			v.Seq, v.Raw = r.first, rec
+			t.Fill(v, rec)
+			if s.opts.Match != nil && !s.opts.Match.Match(v) {
+				continue
+			}
+			if s.allowed(v) {
+				picks = append(picks, r)
+				continue
+			}
+			for i := 1; i < r.n; i++ { // each denial counts
+				v.Seq = r.first + uint64(i)
+				s.allowed(v)
+			}
+		}
+	}
+	hub.picks = picks
+	if len(picks) == 0 {
+		return false
+	}
+	one := item{ev: &t.Event, tmpl: t, time: wall, rlen: uint8(t.Len)}
+	signal := false
+	s.mu.Lock()
+	for i, r := range picks {
+		if s.q.len() == 0 && !s.pend.active {
+			signal = true
+		}
+		one.seq, one.size = r.first, r.size
+		copy(one.raw[:], recs[r.off:r.off+t.Len])
+		if s.enqueueRunLocked(one, r.n) {
+			s.mu.Unlock()
+			s.gone = true
+			return true
+		}
+		if s.opts.Policy == Disconnect && i < len(picks)-1 {
+			// Another publisher may not wait behind a long offer to a
+			// subscription that may end: take s.mu again per run.
+			s.mu.Unlock()
+			s.mu.Lock()
+		}
+	}
+	s.mu.Unlock()
+	if signal {
+		s.signal()
+	}
+	return false
+}
+
+// enqueueRunLocked queues n records from it.seq, the same bytes, as
+// enqueueLocked would queue each: when they all fit, at once (extending
+// the newest item when it is the same run); else one by one under the
+// policy. It reports whether s ended. Called with s.mu held.
+func (s *Subscription) enqueueRunLocked(it item, n int) bool {
+	bytes := n * it.size
+	if s.err == nil && s.opts.Policy == DropOldest && n <= s.opts.QueueLen && s.opts.MaxQueueBytes <= 0 && s.opts.Budget == nil {
+		// Only the queue length can be in the way: make room for the
+		// whole run, a run of the oldest records at a time. (Coalesce
+		// goes record by record: the run's own records may be what it
+		// folds, not the oldest.)
+		for s.queued+n > s.opts.QueueLen {
+			s.dropOldestRunLocked(s.queued + n - s.opts.QueueLen)
+		}
+	}
+	if s.err != nil || s.queued+n > s.opts.QueueLen ||
+		(s.queued > 0 && s.opts.MaxQueueBytes > 0 && s.bytes+bytes > s.opts.MaxQueueBytes) ||
+		(s.queued > 0 && s.opts.Budget.over(bytes)) {
+		it.n = 1
+		for i := 0; i < n; i++ {
+			if s.enqueueLocked(it) {
+				return true
+			}
+			it.seq++
+		}
+		return false
+	}
+	u := uint64(n)
+	s.nrec += n
+	s.owed += u
+	s.queuedUnits += u
+	s.queued += n
+	s.bytes += bytes
+	s.opts.Budget.add(bytes)
+	it.n = 1
+	if t := s.q.tail(); t != nil && t.extends(&it) {
+		t.n += uint32(n)
+	} else {
+		it.n = uint32(n)
+		s.q.push(it)
+	}
+	if k := it.ev.StateKey; s.keys != nil && k != "" {
+		before := s.keys[k]
+		s.keys[k] = before + n
+		s.dups += n - 1
+		if before > 0 {
+			s.dups++
+		}
+	}
+	return false
+}
+
+// takes fills v with record rec (seq) and asks s's filter and policy.
+func (s *Subscription) takes(t *event.Template, v *event.Event, rec []byte, seq uint64) bool {
+	v.Seq, v.Raw = seq, rec
+	t.Fill(v, rec)
+	return (s.opts.Match == nil || s.opts.Match.Match(v)) && s.allowed(v)
+}
+
+// makerSlots is the size of the table of events built from records.
+const makerSlots = 4096
+
+// makerSlab is the most events a maker allocates at once: Drain of a long
+// queue builds its events in slabs of this many, not in one large block
+// that would have to be cleared and scanned whole.
+const makerSlab = 256
+
+// maker builds the events of record items for one Drain, in slabs of
+// events and of bytes, unless the hub's maker slots already hold the
+// record's event (another subscriber drained it first). With a Batch the
+// slabs are the batch's, reused, and the slots are not used: the events
+// are the consumer's own.
+type maker struct {
+	slots *[makerSlots]atomic.Pointer[event.Event] // nil: build into batch
+	epoch uint64
+	left  int // events still to build, for sizing the next slab
+	evs   []event.Event
+	raw   []byte
+	batch *Batch
+}
+
+// maker returns a maker for n of s's record events.
+func (s *Subscription) maker(n int, b *Batch) maker {
+	m := maker{slots: &s.hub.made, epoch: s.epoch, left: n, batch: b}
+	if b != nil {
+		m.slots = nil
+		if cap(b.slab) < n {
+			b.slab = make([]event.Event, 0, n)
+			b.raw = make([]byte, 0, n*event.MaxTemplateRecord)
+			b.made = b.made[:0]
+		}
+		m.evs, m.raw = b.slab[:0], b.raw[:0]
+	}
+	return m
+}
+
+// make returns the event of record item it, whose n is 1.
+func (m *maker) make(it *item) *event.Event {
+	var slot *atomic.Pointer[event.Event]
+	if m.slots != nil {
+		slot = &m.slots[it.seq%makerSlots]
+		if ev := slot.Load(); ev != nil && ev.Seq == it.seq {
+			m.left--
+			return ev
+		}
+	}
+	if b := m.batch; b != nil {
+		if ev := b.reuse(len(m.evs), it, len(m.raw), m.epoch); ev != nil {
+			m.left--
+			m.evs = m.evs[:len(m.evs)+1]
+			m.raw = m.raw[:len(m.raw)+int(it.rlen)]
+			return ev
+		}
+	}
+	if len(m.evs) == cap(m.evs) { // only without a batch, which is sized for all
+		n := min(m.left, makerSlab)
+		m.evs, m.raw = make([]event.Event, 0, n), make([]byte, 0, n*event.MaxTemplateRecord)
+	}
+	m.left--
+	m.evs = m.evs[:len(m.evs)+1]
+	ev := &m.evs[len(m.evs)-1]
+	off := len(m.raw)
+	m.raw = append(m.raw, it.record()...)
+	buildRecord(ev, it.tmpl, m.epoch, it.seq, it.time, m.raw[off:len(m.raw):len(m.raw)])
+	if slot != nil {
+		slot.Store(ev)
+	}
+	if b := m.batch; b != nil {
+		b.built(len(m.evs)-1, it, off, m.epoch)
+	}
+	return ev
+}
+
+// Batch is memory a consumer owns and reuses for DrainBatch: the events it
+// drained last, and the slabs that events built from records live in.
+// The zero value is ready for use; a Batch must not be used by two
+// DrainBatch calls at once.
+type Batch struct {
+	// Events are what the last DrainBatch took, in order. Events built
+	// from records (PublishRecords) live in the batch and are valid only
+	// until its next DrainBatch: a consumer that keeps one beyond that
+	// must copy it (event.Event.Clone). Every other event is the shared,
+	// immutable event the hub published, as with Drain.
+	Events []*event.Event
+	slab   []event.Event
+	raw    []byte
+	// made says what each event of slab was built from, so that a storm
+	// (the same record again, under the next seqs) rewrites only its seq.
+	made []madeFrom
+}
+
+// madeFrom is what one event of a Batch's slab was built from: a record
+// item's template, time and bytes (at offset off of the batch's raw),
+// and the epoch.
+type madeFrom struct {
+	tmpl  *event.Template
+	time  int64
+	epoch uint64
+	off   int
+	rlen  uint8
+	raw   [event.MaxTemplateRecord]byte
+}
+
+// reuse returns slab event i rewritten for record item it (its seq and
+// time) when it was built from the same record (template and bytes, at
+// raw offset off), else nil. Consumers never change the events they are handed, so the
+// rest of it is still right.
+func (b *Batch) reuse(i int, it *item, off int, epoch uint64) *event.Event {
+	if i >= len(b.made) {
+		return nil
+	}
+	d := &b.made[i]
+	if d.tmpl != it.tmpl || d.epoch != epoch || d.off != off || d.rlen != it.rlen || d.raw != it.raw {
+		return nil
+	}
+	ev := &b.slab[:i+1][i]
+	ev.Seq = it.seq
+	if d.time != it.time {
+		d.time = it.time
+		ev.Time = time.Time{}
+		if it.time != 0 {
+			ev.Time = time.Unix(0, it.time)
+		}
+	}
+	ev.DropEncodings()
+	return ev
+}
+
+// built notes what slab event i was built from.
+func (b *Batch) built(i int, it *item, off int, epoch uint64) {
+	if i >= len(b.made) {
+		if i >= cap(b.made) {
+			b.made = append(b.made[:cap(b.made)], make([]madeFrom, i+1-cap(b.made))...)
+		}
+		b.made = b.made[:i+1]
+	}
+	b.made[i] = madeFrom{tmpl: it.tmpl, time: it.time, epoch: epoch, off: off, rlen: it.rlen, raw: it.raw}
+}
+
+// DrainBatch is Drain into memory the consumer owns: it replaces
+// b.Events with everything queued, and builds the events of records into
+// b's slabs instead of allocating them, so that a consumer that is done
+// with a batch before it takes the next (a writer that encodes each event
+// into a frame) drains without allocating. Such events are not shared
+// with other subscribers; their encodings are not cached for them.
+func (s *Subscription) DrainBatch(b *Batch) {
+	clear(b.Events)
+	b.Events = s.drain(b.Events[:0], b)
+}
+
+// buildRecord writes into ev the event of one record of t's run: seq,
+// wall clock time (ns) and raw, the record's bytes, which ev keeps.
+func buildRecord(ev *event.Event, t *event.Template, epoch, seq uint64, wall int64, raw []byte) {
+	setFields(ev, &t.Event)
+	ev.Epoch, ev.Seq, ev.Raw = epoch, seq, raw
+	if wall != 0 {
+		ev.Time = time.Unix(0, wall)
+	}
+	t.Fill(ev, raw)
+}
+
+// setFields copies every exported field of src into dst (not the
+// encodings cached on src). TestSetFieldsFields keeps it in step with
+// event.Event.
+func setFields(dst, src *event.Event) {
+	*dst = event.Event{
+		Epoch: src.Epoch, Seq: src.Seq, Time: src.Time,
+		Source: src.Source, Subtype: src.Subtype, Tag: src.Tag, Origin: src.Origin,
+		Key: src.Key, Block: src.Block, USB: src.USB, Mount: src.Mount, Superblock: src.Superblock,
+		Via: src.Via, Coalesced: src.Coalesced,
+		Props: src.Props, Raw: src.Raw, Loss: src.Loss, Owner: src.Owner,
+		StateKey: src.StateKey, StateRemove: src.StateRemove,
+		Snapshot: src.Snapshot, Host: src.Host,
+	}
+}
+
+// setStateRecordLocked records the last record of a run in the
+// current-state table; its event is built when a snapshot asks for it.
+func (h *Hub) setStateRecordLocked(t *event.Template, seq uint64, wall int64, rec []byte) {
+	if t.Event.StateRemove {
+		delete(h.state, t.Event.StateKey)
+		return
+	}
+	e := h.state[t.Event.StateKey]
+	if e == nil {
+		e = new(stateEntry)
+		h.state[t.Event.StateKey] = e
+	}
+	*e = stateEntry{tmpl: t, seq: seq, time: wall, rlen: uint8(len(rec))}
+	copy(e.raw[:], rec)
+}
+
+// event returns the entry's event, building it from its record first if
+// it has none. Called with h.mu held.
+func (e *stateEntry) event(epoch uint64) *event.Event {
+	if e.ev == nil {
+		ev := new(event.Event)
+		buildRecord(ev, e.tmpl, epoch, e.seq, e.time, append([]byte(nil), e.raw[:e.rlen]...))
+		e.ev = ev
+	}
+	return e.ev
+}
+
+// dropOldestRunLocked drops up to k (>= 1) of the oldest queued records,
+// as k dropOldestLocked calls would: when the oldest item is a record
+// item, up to k of its records at once. Called with s.mu held.
+func (s *Subscription) dropOldestRunLocked(k int) {
+	h := s.q.ptr(0)
+	if h.tmpl == nil || h.n <= 1 || k <= 1 {
+		s.dropOldestLocked()
+		return
+	}
+	m := min(k, int(h.n))
+	u := uint64(m)
+	s.queuedUnits -= u
+	s.queued -= m
+	s.nrec -= m
+	s.bytes -= m * h.size
+	s.opts.Budget.add(-m * h.size)
+	if key := h.ev.StateKey; s.keys != nil && key != "" {
+		c := s.keys[key]
+		s.dups -= max(c-1, 0) - max(c-m-1, 0)
+		if c <= m {
+			delete(s.keys, key)
+		} else {
+			s.keys[key] = c - m
+		}
+	}
+	p := &s.pend
+	p.active = true
+	p.units += u
+	p.count += u
+	p.dropped += u
+	p.extend(h.seq)
+	p.extend(h.seq + u - 1)
+	p.addSource(h.ev.Source)
+	s.dropped += u
+	s.hub.drops.Add(u)
+	if m == int(h.n) {
+		s.q.pop()
+		return
+	}
+	h.seq += u
+	h.n -= uint32(m)
+}
