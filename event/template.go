@@ -22,7 +22,10 @@ type Template struct {
 	Len int
 	// Fill sets on ev, a copy of Event whose Raw is rec, the fields that
 	// one record carries (for key records: Subtype and Tag). It must not
-	// keep rec, allocate, or touch any other field.
+	// keep rec, and should not allocate. It must not touch any other
+	// field: the hub reads Source, Owner, StateKey, StateRemove, Loss and
+	// Snapshot from Event, not from what Fill made, and its answer must
+	// depend on rec alone (equal records are filled once per run).
 	Fill func(ev *Event, rec []byte)
 }
 
@@ -52,6 +55,8 @@ func (e *Event) Clone() *Event {
 // may call it, and only while nobody else reads e.
 func (e *Event) DropEncodings() {
 	for i := range e.enc {
-		e.enc[i].Store(nil)
+		if e.enc[i].Load() != nil {
+			e.enc[i].Store(nil)
+		}
 	}
 }

@@ -22,6 +22,16 @@
 // update the current-state table (StateRemove deletes the entry); Seed
 // sets an entry without publishing.
 //
+// # Records
+//
+// PublishRecords publishes a run of records that share an event.Template
+// (the key source's storms) without an event per record: the history and
+// the subscription queues keep the records, runs of equal records as one
+// entry or item with a count, and the events are built when they are
+// read, by Drain (shared between subscribers) or by DrainBatch into a
+// Batch the consumer owns. Every guarantee below holds per record as per
+// event (docs/fanout.md, "The record lane").
+//
 // # Who gets what
 //
 // An event goes to a subscription when it is not restricted to another

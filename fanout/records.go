@@ -149,8 +149,10 @@ func seqFree(m Matcher) bool {
 // are asked on v, the hub's view, filled in for each run (for each record
 // when s's Match reads the seq; Allow again for each record of a run it
 // denies, so that every denial is counted), s.mu is taken once (once per
-// run for Disconnect, which may end at any record) and s signalled at
-// most once. It reports whether s ended. Called with hub.mu held.
+// run for Disconnect, which may end at any record; with an Allow hook,
+// each run or record is queued before the next is asked about, so that
+// nothing after the end is asked) and s signalled at most once. It
+// reports whether s ended. Called with hub.mu held.
 func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []byte, runs []recRun, wall int64) bool {
 	if t.Event.Owner != "" && t.Event.Owner != s.opts.Owner {
 		return false
@@ -159,6 +161,22 @@ func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []by
 	picks := hub.picks[:0]
 	ask := s.opts.Match != nil || s.opts.Allow != nil
 	perRecord := !seqFree(s.opts.Match)
+	// A Disconnect subscription may end at any record, and then nothing
+	// after that record may be asked of the Allow hook, whose denials the
+	// policy engine counts (as offerEach does for events): with a hook,
+	// what is picked is queued before the next record is asked about.
+	eager := s.opts.Policy == Disconnect && s.opts.Allow != nil
+	signal := false
+	// queueNow queues what is picked so far (eager) and reports whether s
+	// ended.
+	queueNow := func() bool {
+		ended := s.queuePicks(t, recs, picks, wall, &signal)
+		picks = picks[:0]
+		if ended {
+			hub.picks = picks
+		}
+		return ended
+	}
 	for _, r := range runs {
 		rec := recs[r.off : r.off+t.Len]
 		switch {
@@ -174,7 +192,11 @@ func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []by
 				} else {
 					picks = append(picks, recRun{first: r.first + uint64(i), n: 1, off: r.off, size: r.size})
 				}
+				if eager && queueNow() {
+					return true
+				}
 			}
+			continue
 		default:
 			v.Seq, v.Raw = r.first, rec
 			t.Fill(v, rec)
@@ -183,24 +205,39 @@ func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []by
 			}
 			if s.allowed(v) {
 				picks = append(picks, r)
-				continue
+				break
 			}
 			for i := 1; i < r.n; i++ { // each denial counts
 				v.Seq = r.first + uint64(i)
 				s.allowed(v)
 			}
+			continue
+		}
+		// A run allowed as a whole may end the subscription at any of
+		// its records, but no record of it is asked about again.
+		if eager && queueNow() {
+			return true
 		}
 	}
 	hub.picks = picks
-	if len(picks) == 0 {
-		return false
+	if len(picks) > 0 && s.queuePicks(t, recs, picks, wall, &signal) {
+		return true
 	}
+	if signal {
+		s.signal()
+	}
+	return false
+}
+
+// queuePicks queues picks, runs of the records recs of template t, under
+// s.mu, and sets *signal when one went into an empty queue. It reports
+// whether s ended (then s is gone). Called with hub.mu held.
+func (s *Subscription) queuePicks(t *event.Template, recs []byte, picks []recRun, wall int64, signal *bool) bool {
 	one := item{ev: &t.Event, tmpl: t, time: wall, rlen: uint8(t.Len)}
-	signal := false
 	s.mu.Lock()
 	for i, r := range picks {
 		if s.q.len() == 0 && !s.pend.active {
-			signal = true
+			*signal = true
 		}
 		one.seq, one.size = r.first, r.size
 		copy(one.raw[:], recs[r.off:r.off+t.Len])
@@ -217,9 +254,6 @@ func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []by
 		}
 	}
 	s.mu.Unlock()
-	if signal {
-		s.signal()
-	}
 	return false
 }
 
@@ -238,9 +272,14 @@ func (s *Subscription) enqueueRunLocked(it item, n int) bool {
 			s.dropOldestRunLocked(s.queued + n - s.opts.QueueLen)
 		}
 	}
+	// The run fits at once iff its last record would (full is monotone
+	// in what is queued): a record into an empty queue always fits, any
+	// other must keep the bytes within the cap and the budget. (A run
+	// into an empty queue is not one record: its second record on is
+	// checked.)
 	if s.err != nil || s.queued+n > s.opts.QueueLen ||
-		(s.queued > 0 && s.opts.MaxQueueBytes > 0 && s.bytes+bytes > s.opts.MaxQueueBytes) ||
-		(s.queued > 0 && s.opts.Budget.over(bytes)) {
+		(s.queued+n > 1 && s.opts.MaxQueueBytes > 0 && s.bytes+bytes > s.opts.MaxQueueBytes) ||
+		(s.queued+n > 1 && s.opts.Budget.over(bytes)) {
 		it.n = 1
 		for i := 0; i < n; i++ {
 			if s.enqueueLocked(it) {
@@ -333,7 +372,12 @@ func (m *maker) make(it *item) *event.Event {
 		if ev := b.reuse(len(m.evs), it, len(m.raw), m.epoch); ev != nil {
 			m.left--
 			m.evs = m.evs[:len(m.evs)+1]
-			m.raw = m.raw[:len(m.raw)+int(it.rlen)]
+			off := len(m.raw)
+			m.raw = m.raw[:off+int(it.rlen)]
+			// ev.Raw is these bytes of the batch's raw slab, but a batch
+			// drained since ev was built may have laid records of other
+			// lengths over them: write them again.
+			copy(m.raw[off:], it.record())
 			return ev
 		}
 	}

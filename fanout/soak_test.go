@@ -85,7 +85,30 @@ type soakSession struct {
 	got      []*event.Event
 	s        *fanout.Subscription
 	endedErr error
+	// batch, when set, is what the session drains into (DrainBatch): it
+	// keeps clones, since the batch's events last until its next drain.
+	batch *fanout.Batch
+	// maxBytes is the session's byte cap (0: none).
+	maxBytes int
 }
+
+// drain takes everything queued into ss.got.
+func (ss *soakSession) drain() {
+	if ss.batch == nil {
+		ss.got = ss.s.Drain(ss.got)
+		return
+	}
+	ss.s.DrainBatch(ss.batch)
+	for _, ev := range ss.batch.Events {
+		ss.got = append(ss.got, ev.Clone())
+	}
+}
+
+// seqFreeFilter is a soakFilter that says it does not read the seq, so
+// that the hub asks it once per run of records (PublishRecords).
+type seqFreeFilter struct{ soakFilter }
+
+func (seqFreeFilter) SeqFree() bool { return true }
 
 func (ss *soakSession) owedCode(c uint16) bool {
 	if o := int(c>>ownerShift) & 3; o != 0 && o != ss.owner {
@@ -116,7 +139,9 @@ func (l *soakLog) set(seq uint64, c uint16, units uint64) {
 		l.units[seq] = units
 		l.mu.Unlock()
 	}
-	l.codes[seq].Store(uint32(c) + 1)
+	if !l.codes[seq].CompareAndSwap(0, uint32(c)+1) {
+		panic(fmt.Sprintf("soak log: seq %d published twice", seq))
+	}
 }
 
 func (l *soakLog) code(seq uint64) uint16 {
@@ -179,6 +204,7 @@ func TestSoak(t *testing.T) {
 		sessions     atomic.Int64
 		checked      atomic.Int64
 		losses       atomic.Int64
+		records      atomic.Int64 // published with PublishRecords
 		mu           sync.Mutex
 		failures     []string
 	)
@@ -239,7 +265,18 @@ func TestSoak(t *testing.T) {
 		go func() {
 			defer pubWG.Done()
 			r := rand.New(rand.NewPCG(uint64(p), 7))
-			for i := 0; i < n; i++ {
+			var lane *soakLane
+			if p < publishers/2 {
+				lane = newSoakLane(r)
+			}
+			for i := 0; i < n; {
+				if lane != nil && r.IntN(64) == 0 { // about a fifth of all seqs are records
+					k := lane.publish(r, h, log, n-i)
+					i += k
+					published.Add(int64(k))
+					records.Add(int64(k))
+					continue
+				}
 				var ev *event.Event
 				var units uint64
 				if r.IntN(2000) == 0 {
@@ -268,6 +305,7 @@ func TestSoak(t *testing.T) {
 				if i%1024 == 0 {
 					time.Sleep(50 * time.Microsecond) // let consumers run now and then
 				}
+				i++
 			}
 		}()
 	}
@@ -276,10 +314,13 @@ func TestSoak(t *testing.T) {
 	conWG.Wait()
 
 	st := h.Stats()
-	t.Logf("soak: %d events published (seq %d), %d subscription sessions checked, %d loss events delivered, %d drops, %d deliveries, %d denials",
-		published.Load(), st.Seq, checked.Load(), losses.Load(), st.Drops, st.Deliveries, st.Denials)
+	t.Logf("soak: %d events published (seq %d; %d of them as records of runs), %d subscription sessions checked, %d loss events delivered, %d drops, %d deliveries, %d denials",
+		published.Load(), st.Seq, records.Load(), checked.Load(), losses.Load(), st.Drops, st.Deliveries, st.Denials)
 	if st.Seq != uint64(total) || published.Load() != int64(total) {
 		t.Errorf("published %d, hub seq %d, want %d", published.Load(), st.Seq, total)
+	}
+	if records.Load() == 0 || records.Load() == published.Load() {
+		t.Errorf("soak did not mix records (%d) with events (%d in all)", records.Load(), published.Load())
 	}
 	if sessions.Load() < consumers || st.Drops == 0 || losses.Load() == 0 {
 		t.Errorf("soak did not exercise overflow: %d sessions, %d drops, %d losses", sessions.Load(), st.Drops, losses.Load())
@@ -306,8 +347,12 @@ func newSoakSession(r *rand.Rand, h *fanout.Hub, pos fanout.Position) *soakSessi
 	default:
 		ss.policy = fanout.Disconnect
 	}
+	var m fanout.Matcher = ss.f
+	if r.IntN(2) == 0 {
+		m = seqFreeFilter{ss.f}
+	}
 	o := fanout.Options{
-		Match:    ss.f,
+		Match:    m,
 		Allow:    ss.allow,
 		Policy:   ss.policy,
 		QueueLen: 8 << r.IntN(8),
@@ -320,6 +365,7 @@ func newSoakSession(r *rand.Rand, h *fanout.Hub, pos fanout.Position) *soakSessi
 	}
 	if r.IntN(4) == 0 {
 		o.MaxQueueBytes = 200 * (1 + r.IntN(100))
+		ss.maxBytes = o.MaxQueueBytes
 	}
 	if pos.Epoch != 0 && r.IntN(10) < 7 {
 		p := pos
@@ -327,6 +373,9 @@ func newSoakSession(r *rand.Rand, h *fanout.Hub, pos fanout.Position) *soakSessi
 			p.Epoch++ // a client from another daemon run
 		}
 		o.Resume = &p
+	}
+	if r.IntN(3) == 0 {
+		ss.batch = new(fanout.Batch)
 	}
 	s, hello, err := h.Subscribe(o)
 	if err != nil {
@@ -359,16 +408,16 @@ func runSoakSession(r *rand.Rand, ss *soakSession, stop <-chan struct{}) (final 
 	for {
 		select {
 		case <-stop:
-			ss.got = ss.s.Drain(ss.got)
+			ss.drain()
 			ss.endedErr = ss.s.Err()
 			st := ss.s.Stats()
-			checkIdentityPanic(st)
+			ss.checkStats(st)
 			ss.s.Close()
 			return true
 		case <-ss.s.Done():
-			ss.got = ss.s.Drain(ss.got)
+			ss.drain()
 			ss.endedErr = ss.s.Err()
-			checkIdentityPanic(ss.s.Stats())
+			ss.checkStats(ss.s.Stats())
 			return false
 		case <-life.C:
 			if vanish {
@@ -387,9 +436,19 @@ func runSoakSession(r *rand.Rand, ss *soakSession, stop <-chan struct{}) (final 
 					time.Sleep(time.Duration(10+r.IntN(40)) * time.Millisecond)
 				}
 			}
-			ss.got = ss.s.Drain(ss.got)
-			checkIdentityPanic(ss.s.Stats())
+			ss.checkStats(ss.s.Stats()) // a queue that filled up meanwhile
+			ss.drain()
+			ss.checkStats(ss.s.Stats())
 		}
+	}
+}
+
+// checkStats checks the identity and the byte cap: only a queue of one
+// item may hold more than the cap.
+func (ss *soakSession) checkStats(st fanout.SubStats) {
+	checkIdentityPanic(st)
+	if ss.maxBytes > 0 && st.Queued > 1 && st.QueueBytes > ss.maxBytes {
+		panic(fmt.Sprintf("byte cap %d broken: %+v", ss.maxBytes, st))
 	}
 }
 
@@ -460,6 +519,14 @@ func checkSoakSession(log *soakLog, ss *soakSession, endSeq uint64, final bool) 
 		if !ss.owedCode(log.code(ev.Seq)) {
 			return fmt.Sprintf("sub %d: got seq %d it was not owed", id, ev.Seq)
 		}
+		// It is what was published at that seq, and a record's bytes
+		// are its own (the lane's records carry their tag in byte 0).
+		if c := code(ev); c != log.code(ev.Seq) {
+			return fmt.Sprintf("sub %d: seq %d is %#x, the log says %#x was published", id, ev.Seq, c, log.code(ev.Seq))
+		}
+		if len(ev.Raw) > 0 && int(ev.Raw[0]&tagBits) != ev.Tag {
+			return fmt.Sprintf("sub %d: seq %d: tag %d but record % x", id, ev.Seq, ev.Tag, ev.Raw)
+		}
 		delivered[ev.Seq] = true
 		deliveredUnits += log.unitsAt(ev.Seq)
 	}
@@ -503,4 +570,98 @@ func checkSoakSession(log *soakLog, ss *soakSession, endSeq uint64, final bool) 
 		}
 	}
 	return ""
+}
+
+// soakLane is a publisher's share of the record lane: templates it
+// publishes runs of equal records with (PublishRecords), each used by
+// this publisher only.
+type soakLane struct {
+	tmpls []*soakTemplate
+	at    time.Time // a time some calls share, so that runs continue across calls
+}
+
+// soakTemplate is a template whose Fill also tells its publisher the seq
+// of the first record of the call in flight: PublishRecords does not
+// return the seqs it stamped, and other publishers' seqs interleave. Only
+// this publisher publishes with it, so every record of the template with
+// a seq beyond the last one of its previous call is one of the call in
+// flight, and the least such seq that Fill sees (the hub fills in a run
+// before it queues it; Drain and history readers may fill it in too) is
+// the call's first. The log then holds what the publisher knows it
+// published at each seq, independently of what the hub delivers.
+type soakTemplate struct {
+	t       event.Template
+	code    uint16        // the code of a record of tag 0
+	prevMax atomic.Uint64 // the last seq of the previous call
+	first   atomic.Uint64 // the least seq beyond prevMax filled in; 0: none yet
+}
+
+func newSoakLane(r *rand.Rand) *soakLane {
+	l := &soakLane{at: time.Unix(1_700_000_000, int64(r.IntN(1000)))}
+	for i := 0; i < 4; i++ {
+		st := new(soakTemplate)
+		src := r.IntN(3)
+		st.t.Event = event.Event{Source: soakSources[src], Subtype: "add"}
+		st.code = uint16(src) << srcShift
+		if r.IntN(3) == 0 {
+			o := 1 + r.IntN(3)
+			st.t.Event.Owner = "u" + strconv.Itoa(o)
+			st.code |= uint16(o) << ownerShift
+		}
+		if r.IntN(2) == 0 {
+			st.t.Event.StateKey = "k" + strconv.Itoa(r.IntN(16))
+		}
+		st.t.Len = 2 + r.IntN(event.MaxTemplateRecord-1)
+		st.t.Fill = func(ev *event.Event, rec []byte) {
+			ev.Tag = int(rec[0] & tagBits)
+			seq := ev.Seq
+			if seq <= st.prevMax.Load() {
+				return
+			}
+			for {
+				cur := st.first.Load()
+				if (cur != 0 && cur <= seq) || st.first.CompareAndSwap(cur, seq) {
+					return
+				}
+			}
+		}
+		l.tmpls = append(l.tmpls, st)
+	}
+	return l
+}
+
+// publish publishes at most max (> 0) records in runs with one of the
+// lane's templates, logs them, and returns how many.
+func (l *soakLane) publish(r *rand.Rand, h *fanout.Hub, log *soakLog, max int) int {
+	st := l.tmpls[r.IntN(len(l.tmpls))]
+	var recs []byte
+	var tags []uint8
+	for runs := 1 + r.IntN(4); runs > 0 && len(tags) < max; runs-- {
+		rec := make([]byte, st.t.Len)
+		rec[0] = uint8(r.IntN(8))
+		rec[1] = uint8(r.IntN(2)) // records of one tag that differ
+		k := min(1+r.IntN([]int{2, 10, 100}[r.IntN(3)]), max-len(tags))
+		for ; k > 0; k-- {
+			recs = append(recs, rec...)
+			tags = append(tags, rec[0])
+		}
+	}
+	at := time.Time{}
+	if r.IntN(2) == 0 {
+		at = l.at
+	}
+	if r.IntN(4) == 0 {
+		recs = append(recs, make([]byte, r.IntN(st.t.Len))...) // not a whole record: ignored
+	}
+	st.first.Store(0)
+	h.PublishRecords(&st.t, recs, at)
+	first := st.first.Load()
+	if first == 0 || first <= st.prevMax.Load() {
+		panic(fmt.Sprintf("soak: PublishRecords filled in no record of its call (first %d, previous call up to %d)", first, st.prevMax.Load()))
+	}
+	for i, tag := range tags {
+		log.set(first+uint64(i), st.code|uint16(tag), 0)
+	}
+	st.prevMax.Store(first + uint64(len(tags)) - 1)
+	return len(tags)
 }

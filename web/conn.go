@@ -520,7 +520,8 @@ type writer struct {
 	epoch   uint64
 	streams []*stream
 	buf     []*event.Event
-	woke    time.Time // when the writer woke for what it drains (only with Config.Trace)
+	batch   fanout.Batch // drain's, while the connection is the only one
+	woke    time.Time    // when the writer woke for what it drains (only with Config.Trace)
 }
 
 // last is the position to resume a 1.0 connection from.
@@ -610,10 +611,10 @@ func (w *writer) start(st *stream) bool {
 func (w *writer) flush() bool {
 	for i := 0; i < len(w.streams); i++ {
 		st := w.streams[i]
-		w.buf = st.sub.Drain(w.buf[:0])
-		ok := w.events(st, w.buf)
-		if tr := w.c.s.cfg.Trace; tr != nil && len(w.buf) > 0 && !w.woke.IsZero() {
-			tr(w.woke, time.Now(), w.buf)
+		evs := w.drain(st)
+		ok := w.events(st, evs)
+		if tr := w.c.s.cfg.Trace; tr != nil && len(evs) > 0 && !w.woke.IsZero() {
+			tr(w.woke, time.Now(), evs)
 		}
 		clear(w.buf)
 		if !ok {
@@ -645,6 +646,32 @@ func (w *writer) flush() bool {
 	}
 	return true
 }
+
+// drain takes what st has queued. While the connection is the server's
+// only one, its events are encoded straight into the frame and never
+// kept (events), so the events the hub builds from records (a key storm)
+// are built into memory the writer reuses (fanout.Batch); with several
+// connections they come from Drain, shared, so that each event's JSON is
+// encoded once for all of them, and the batch's memory is let go.
+func (w *writer) drain(st *stream) []*event.Event {
+	if w.c.s.shared() {
+		if cap(w.batch.Events) > 0 {
+			w.batch = fanout.Batch{}
+		}
+		w.buf = st.sub.Drain(w.buf[:0])
+		return w.buf
+	}
+	if n, c := len(w.batch.Events), cap(w.batch.Events); c > maxIdleBatch && n < c/4 {
+		// A storm is over: an idle connection keeps no storm's memory.
+		w.batch = fanout.Batch{}
+	}
+	st.sub.DrainBatch(&w.batch)
+	return w.batch.Events
+}
+
+// maxIdleBatch is the most events whose memory a writer keeps for its
+// next drain once its drains have become small.
+const maxIdleBatch = 1024
 
 // end closes stream i and says so (1.1).
 func (w *writer) end(i int, id string, reason api.ByeReason, msg string) bool {

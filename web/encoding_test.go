@@ -11,6 +11,8 @@ import (
 
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
+	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/web"
 )
 
@@ -124,4 +126,65 @@ func TestIntegrationSoleConnectionEncoding(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestIntegrationRecordStormFrames: a key storm published as records
+// (fanout.Hub.PublishRecords) reaches the server's only connection as the
+// events the hub builds from them, in memory the writer reuses from one
+// frame to the next: every event is sent once, in seq order, as the JSON
+// of the event the history holds for that seq, never an encoding left
+// over from the seq the memory held before. With a second connection,
+// both get the same bytes.
+func TestIntegrationRecordStormFrames(t *testing.T) {
+	r := newRig(t, func(c *web.Config) { c.WriteWait = 5 * time.Minute })
+	q := url.Values{"queue": {"10000"}}
+	dial := func() *websocket.Conn {
+		c, _, err := r.dialUnix(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		(&reader{t: t, c: c}).hello()
+		return c
+	}
+	key := &event.KeyFields{ID: 42, Described: true, Type: "user", Description: "storm"}
+	tmpl := eventrec.KeyTemplate(key, "", "")
+	rec := record.EncodeKey(record.KeyUpdated, 3, 42, 0)
+	storm := func(reads, per int) uint64 {
+		first := r.hub.Seq() + 1
+		for i := 0; i < reads; i++ {
+			r.hub.PublishRecords(tmpl, bytes.Repeat(rec, per), time.Time{})
+		}
+		return first
+	}
+	check := func(c *websocket.Conn, first uint64, n int) {
+		t.Helper()
+		var got [][]byte
+		for len(got) < n {
+			got = append(got, frameItems(t, c)...)
+		}
+		want := r.hub.History(first-1, nil, nil, "", n)
+		if len(got) != n || len(want) != n {
+			t.Fatalf("got %d events, history has %d, want %d", len(got), len(want), n)
+		}
+		for i, ev := range want {
+			if ev.Seq != first+uint64(i) || !bytes.Equal(got[i], ev.JSON()) {
+				t.Fatalf("event %d sent as\n%s\nwant\n%s", i, got[i], ev.JSON())
+			}
+		}
+	}
+	c1 := dial()
+	// One read at a time, each drained before the next is published,
+	// so that the writer's memory is reused for the next seqs.
+	for i := 0; i < 5; i++ {
+		check(c1, storm(1, 64), 64)
+	}
+	first := storm(10, 256)
+	check(c1, first, 2560)
+
+	c2 := dial()
+	waitFor(t, "two connections", 10*time.Second, func() bool { return r.srv.Status().Web.Connections == 2 })
+	first = storm(4, 256)
+	check(c1, first, 1024)
+	check(c2, first, 1024)
 }

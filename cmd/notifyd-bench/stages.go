@@ -64,7 +64,12 @@ var stages = []stage{
 	{Name: "queue read + decode", Pkg: ingestPkg, Bench: "BenchmarkQueueDecode", Ceiling: "BenchmarkPipeCeiling", Metric: "records/s",
 		Extra: []string{"allocs/op"}},
 	{Name: "ingest (read+decode+stamp+publish)", Pkg: ingestPkg, Bench: "BenchmarkIngest", Ceiling: "BenchmarkPipeCeiling", Metric: "records/s",
-		Target: 0.5, Extra: []string{"allocs/op"}},
+		Target: 0.5, Extra: []string{"allocs/record", "%-delivered", "drained-ns/record"},
+		Note: "a storm on one key into the hub and one subscriber that drains into memory it owns (DrainBatch)"},
+	{Name: "ingest, no two records alike", Pkg: ingestPkg, Bench: "BenchmarkIngestMixed", Ceiling: "BenchmarkPipeCeiling", Metric: "records/s",
+		Extra: []string{"allocs/record", "%-delivered"}, Note: "BenchmarkIngest with every record unlike the one before: no runs"},
+	{Name: "ingest, source and hub (no subscriber)", Pkg: ingestPkg, Bench: "BenchmarkIngestHub", Ceiling: "BenchmarkPipeCeiling", Metric: "records/s",
+		Extra: []string{"allocs/record"}},
 	{Name: "ingest, key source alone (no hub)", Pkg: ingestPkg, Bench: "BenchmarkIngestSource", Ceiling: "BenchmarkPipeCeiling", Metric: "records/s",
 		Extra: []string{"allocs/record"}, Note: "keys.Ingest into a sink that only counts: the source's share of the ingest path"},
 

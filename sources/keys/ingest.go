@@ -145,7 +145,12 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, 
 			sub := kr.Subtype()
 			if gen := k.descs.gen.Load(); !last.valid || last.id != kr.KeyID || last.gen != gen || last.entry.desc == nil ||
 				sub == record.KeySetattr || sub == record.KeyInstantiated {
-				*last = lastKey{id: kr.KeyID, gen: gen, entry: k.descs.describe(kr.KeyID, sub), valid: true}
+				e := k.descs.describe(kr.KeyID, sub)
+				tmpl := last.tmpl // still the key's while the description is the same one
+				if !last.valid || last.id != kr.KeyID || last.entry.desc != e.desc || last.entry.stateKey != e.stateKey {
+					tmpl = nil
+				}
+				*last = lastKey{id: kr.KeyID, gen: gen, entry: e, valid: true, tmpl: tmpl}
 			}
 			if p.records != nil && last.entry.desc != nil && kr.Aux == 0 {
 				// The lane: a run of records of one described key.

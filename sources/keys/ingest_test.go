@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strconv"
 	"testing"
 	"time"
@@ -15,7 +17,9 @@ import (
 
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/internal/rig/sinktest"
+	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
 	"github.com/notifyd/notifyd/record"
+	"github.com/notifyd/notifyd/sources"
 )
 
 // pipeReader gives a pipe's read end the methods Ingest reads with.
@@ -227,11 +231,104 @@ func ingestOnce(t *testing.T, k *Keys, owner string, recs ...[]byte) []*event.Ev
 	for _, r := range recs {
 		batch = append(batch, r...)
 	}
-	s := &sinktest.Sink{}
+	s := &sinktest.Records{} // the hub's record lane, as in the daemon
 	if err := k.drain(context.Background(), pipeReader{pipeOf(t, batch)}, s, owner); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Fatalf("drain = %v, want the end of the pipe", err)
 	}
 	return s.Published()
+}
+
+// TestIngestRecordLane: to a sink with the hub's record lane, runs of
+// records about a described key with aux 0 go as runs with the key's
+// template, everything else as events, in the order read; the events the
+// hub builds from them equal, field by field, those of the event path
+// (a sink without the lane), and a storm that spans reads keeps one
+// template.
+func TestIngestRecordLane(t *testing.T) {
+	id := addKey(t, "user", "record-lane", []byte("x"), unix.KEY_SPEC_PROCESS_KEYRING)
+	t.Cleanup(func() { keyctl(t, unix.KEYCTL_INVALIDATE, int(id)) })
+	upd := record.EncodeKey(record.KeyUpdated, 3, id, 0)
+	upd4 := record.EncodeKey(record.KeyUpdated, 4, id, 0)
+	link := record.EncodeKey(record.KeyLinked, 3, id, 77)
+	setattr := record.EncodeKey(record.KeySetattr, 3, id, 0)
+	removal, _ := record.Encode(&record.Removal{Hdr: record.Header{Info: 3 << record.InfoIDShift}, ID: uint64(id), HasID: true})
+	unknown, _ := record.Encode(&record.Unknown{Hdr: record.Header{Type: 2}, Body: []byte{1, 2, 3, 4}})
+	recs := [][]byte{upd, upd, upd, upd4, link, upd, upd, setattr, setattr, upd, removal, upd, unknown, upd, upd}
+	// What goes as a run (its records) or as an event (0): each SETATTR
+	// describes the key again, and a new description starts a new run
+	// (the update after the second SETATTR shares its description).
+	wantCalls := []int{4, 0, 2, 1, 2, 0, 1, 2}
+
+	run := func(s sources.Sink) *Keys {
+		k := New(Config{})
+		if err := k.drain(context.Background(), pipeReader{pipeOf(t, bytes.Join(recs, nil))}, s, "owner-1"); !errors.Is(err, io.ErrUnexpectedEOF) {
+			t.Fatalf("drain = %v, want the end of the pipe", err)
+		}
+		return k
+	}
+	lane, plain := &laneRecorder{}, &sinktest.Sink{}
+	kl, kp := run(lane), run(plain)
+	got, want := lane.Published(), plain.Published()
+	if len(got) != len(want) || len(got) != len(recs)-1 {
+		t.Fatalf("lane: %d events, event path: %d, want %d:\nlane:%s\nevents:%s", len(got), len(want), len(recs)-1, dump(got), dump(want))
+	}
+	for i := range want {
+		g, w := eventtest.FieldsOf(got[i]), eventtest.FieldsOf(want[i])
+		g.TimeNs, w.TimeNs = 0, 0 // two ingests, two clocks
+		if !reflect.DeepEqual(g, w) || got[i].Time.IsZero() {
+			t.Errorf("event %d: lane %s, event path %s", i, got[i].JSON(), want[i].JSON())
+		}
+	}
+	if kl.Skipped() != 1 || kp.Skipped() != 1 || kl.Health().Events != kp.Health().Events {
+		t.Errorf("skipped %d and %d, events %d and %d; want 1, 1 and the same", kl.Skipped(), kp.Skipped(), kl.Health().Events, kp.Health().Events)
+	}
+	if fmt.Sprint(lane.calls) != fmt.Sprint(wantCalls) {
+		t.Errorf("calls (records per run, 0 for an event) %v, want %v", lane.calls, wantCalls)
+	}
+	for _, r := range lane.Runs() {
+		if r.Template.Event.Owner != "owner-1" || r.Template.Event.Key == nil || !r.Template.Event.Key.Described {
+			t.Errorf("run template %s", r.Template.Event.JSON())
+		}
+	}
+
+	// A storm over two reads: one template.
+	storm := bytes.Repeat(upd, 300)
+	lane = &laneRecorder{}
+	k := New(Config{})
+	if err := k.drain(context.Background(), pipeReader{pipeOf(t, storm)}, lane, ""); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("drain = %v, want the end of the pipe", err)
+	}
+	runs := lane.Runs()
+	if len(runs) < 2 || len(lane.Published()) != 300 {
+		t.Fatalf("%d runs, %d events; want at least two reads' runs and 300", len(runs), len(lane.Published()))
+	}
+	for _, r := range runs[1:] {
+		if r.Template != runs[0].Template {
+			t.Errorf("a storm on one key made more than one template")
+		}
+	}
+}
+
+// laneRecorder is sinktest.Records that also notes the order of runs and
+// events: the records of each run, 0 for each event.
+type laneRecorder struct {
+	sinktest.Records
+	calls []int
+	inRun bool
+}
+
+func (l *laneRecorder) PublishRecords(t *event.Template, recs []byte, at time.Time) {
+	l.calls = append(l.calls, len(recs)/t.Len)
+	l.inRun = true
+	l.Records.PublishRecords(t, recs, at)
+	l.inRun = false
+}
+
+func (l *laneRecorder) Publish(ev *event.Event) {
+	if !l.inRun {
+		l.calls = append(l.calls, 0)
+	}
+	l.Records.Publish(ev)
 }
 
 // TestIngestSetattrHidesView: when a SETATTR takes View away from the
