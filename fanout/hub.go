@@ -265,7 +265,7 @@ func (h *Hub) histView(seq uint64) *event.Event {
 // [histLow, h.seq].
 func (h *Hub) histAt(seq uint64) item {
 	i := int(seq - h.histLow())
-	return item{ev: h.hist.at(i), size: h.hist.size(i)}
+	return evItem(h.hist.at(i), h.hist.size(i))
 }
 
 // Subscribe starts a subscription. It fails with ErrHubDone after Close
@@ -316,7 +316,7 @@ func (h *Hub) Subscribe(o Options) (*Subscription, Hello, error) {
 	} else if o.Snapshot && len(o.Missing) > 0 {
 		s.mu.Lock()
 		for _, l := range o.Missing {
-			s.enqueueLocked(item{ev: l, size: eventSize(l)})
+			s.enqueueLocked(evItem(l, eventSize(l)))
 		}
 		queued = true
 		s.mu.Unlock()
@@ -383,12 +383,12 @@ func (h *Hub) replayLocked(s *Subscription, p Position) bool {
 			reason = "resume point is ahead of the hub"
 		}
 		l := h.historyLoss(1, low-1, reason)
-		s.enqueueLocked(item{ev: l, size: eventSize(l)})
+		s.enqueueLocked(evItem(l, eventSize(l)))
 		from = low
 	case from < low:
 		held = false
 		l := h.historyLoss(from, low-1, fmt.Sprintf("history no longer holds seq %d..%d", from, low-1))
-		s.enqueueLocked(item{ev: l, size: eventSize(l)})
+		s.enqueueLocked(evItem(l, eventSize(l)))
 		from = low
 	}
 	missing := s.opts.Missing
@@ -396,7 +396,7 @@ func (h *Hub) replayLocked(s *Subscription, p Position) bool {
 		for len(missing) > 0 && missing[0].Loss.FromSeq <= seq {
 			if missing[0].Loss.ToSeq >= from {
 				held = false
-				s.enqueueLocked(item{ev: missing[0], size: eventSize(missing[0])})
+				s.enqueueLocked(evItem(missing[0], eventSize(missing[0])))
 			}
 			missing = missing[1:]
 		}
@@ -411,7 +411,7 @@ func (h *Hub) replayLocked(s *Subscription, p Position) bool {
 	for _, l := range missing {
 		if l.Loss.FromSeq <= h.seq && l.Loss.ToSeq >= from {
 			held = false
-			s.enqueueLocked(item{ev: l, size: eventSize(l)})
+			s.enqueueLocked(evItem(l, eventSize(l)))
 		}
 	}
 	return held && !s.pend.active && s.err == nil

@@ -233,15 +233,15 @@ func (s *Subscription) offerRecords(t *event.Template, v *event.Event, recs []by
 // s.mu, and sets *signal when one went into an empty queue. It reports
 // whether s ended (then s is gone). Called with hub.mu held.
 func (s *Subscription) queuePicks(t *event.Template, recs []byte, picks []recRun, wall int64, signal *bool) bool {
-	one := item{ev: &t.Event, tmpl: t, time: wall, rlen: uint8(t.Len)}
+	one := recItem{tmpl: t, time: wall, rlen: uint8(t.Len)}
 	s.mu.Lock()
 	for i, r := range picks {
 		if s.q.len() == 0 && !s.pend.active {
 			*signal = true
 		}
-		one.seq, one.size = r.first, r.size
+		one.seq = r.first
 		copy(one.raw[:], recs[r.off:r.off+t.Len])
-		if s.enqueueRunLocked(one, r.n) {
+		if s.enqueueRunLocked(item{ev: &t.Event, size: int32(r.size), n: 1}, &one, r.n) {
 			s.mu.Unlock()
 			s.gone = true
 			return true
@@ -257,12 +257,13 @@ func (s *Subscription) queuePicks(t *event.Template, recs []byte, picks []recRun
 	return false
 }
 
-// enqueueRunLocked queues n records from it.seq, the same bytes, as
-// enqueueLocked would queue each: when they all fit, at once (extending
-// the newest item when it is the same run); else one by one under the
-// policy. It reports whether s ended. Called with s.mu held.
-func (s *Subscription) enqueueRunLocked(it item, n int) bool {
-	bytes := n * it.size
+// enqueueRunLocked queues n records from r.seq, the same bytes, whose
+// item is it (n 1), as enqueueOneLocked would queue each: when they all
+// fit, at once (extending the newest item when it is the same run); else
+// one by one under the policy. It reports whether s ended. Called with
+// s.mu held.
+func (s *Subscription) enqueueRunLocked(it item, r *recItem, n int) bool {
+	bytes := n * it.bytes()
 	if s.err == nil && s.opts.Policy == DropOldest && n <= s.opts.QueueLen && s.opts.MaxQueueBytes <= 0 && s.opts.Budget == nil {
 		// Only the queue length can be in the way: make room for the
 		// whole run, a run of the oldest records at a time. (Coalesce
@@ -280,12 +281,12 @@ func (s *Subscription) enqueueRunLocked(it item, n int) bool {
 	if s.err != nil || s.queued+n > s.opts.QueueLen ||
 		(s.queued+n > 1 && s.opts.MaxQueueBytes > 0 && s.bytes+bytes > s.opts.MaxQueueBytes) ||
 		(s.queued+n > 1 && s.opts.Budget.over(bytes)) {
-		it.n = 1
+		one := *r
 		for i := 0; i < n; i++ {
-			if s.enqueueLocked(it) {
+			if s.enqueueOneLocked(it, &one) {
 				return true
 			}
-			it.seq++
+			one.seq++
 		}
 		return false
 	}
@@ -296,12 +297,12 @@ func (s *Subscription) enqueueRunLocked(it item, n int) bool {
 	s.queued += n
 	s.bytes += bytes
 	s.opts.Budget.add(bytes)
-	it.n = 1
-	if t := s.q.tail(); t != nil && t.extends(&it) {
+	if t := s.q.tail(); t != nil && t.n > 0 && t.size == it.size && s.rq.tail().continues(t.n, r) {
 		t.n += uint32(n)
 	} else {
 		it.n = uint32(n)
 		s.q.push(it)
+		s.rq.push(*r)
 	}
 	if k := it.ev.StateKey; s.keys != nil && k != "" {
 		before := s.keys[k]
@@ -358,8 +359,8 @@ func (s *Subscription) maker(n int, b *Batch) maker {
 	return m
 }
 
-// make returns the event of record item it, whose n is 1.
-func (m *maker) make(it *item) *event.Event {
+// make returns the event of record r (its seq).
+func (m *maker) make(it *recItem) *event.Event {
 	var slot *atomic.Pointer[event.Event]
 	if m.slots != nil {
 		slot = &m.slots[it.seq%makerSlots]
@@ -430,11 +431,11 @@ type madeFrom struct {
 	raw   [event.MaxTemplateRecord]byte
 }
 
-// reuse returns slab event i rewritten for record item it (its seq and
-// time) when it was built from the same record (template and bytes, at
-// raw offset off), else nil. Consumers never change the events they are handed, so the
-// rest of it is still right.
-func (b *Batch) reuse(i int, it *item, off int, epoch uint64) *event.Event {
+// reuse returns slab event i rewritten for record it (its seq and time)
+// when it was built from the same record (template and bytes, at raw
+// offset off), else nil. Consumers never change the events they are
+// handed, so the rest of it is still right.
+func (b *Batch) reuse(i int, it *recItem, off int, epoch uint64) *event.Event {
 	if i >= len(b.made) {
 		return nil
 	}
@@ -456,7 +457,7 @@ func (b *Batch) reuse(i int, it *item, off int, epoch uint64) *event.Event {
 }
 
 // built notes what slab event i was built from.
-func (b *Batch) built(i int, it *item, off int, epoch uint64) {
+func (b *Batch) built(i int, it *recItem, off int, epoch uint64) {
 	if i >= len(b.made) {
 		if i >= cap(b.made) {
 			b.made = append(b.made[:cap(b.made)], make([]madeFrom, i+1-cap(b.made))...)
@@ -535,17 +536,18 @@ func (e *stateEntry) event(epoch uint64) *event.Event {
 // item, up to k of its records at once. Called with s.mu held.
 func (s *Subscription) dropOldestRunLocked(k int) {
 	h := s.q.ptr(0)
-	if h.tmpl == nil || h.n <= 1 || k <= 1 {
+	if h.n <= 1 || k <= 1 {
 		s.dropOldestLocked()
 		return
 	}
+	r := s.rq.ptr(0)
 	m := min(k, int(h.n))
 	u := uint64(m)
 	s.queuedUnits -= u
 	s.queued -= m
 	s.nrec -= m
-	s.bytes -= m * h.size
-	s.opts.Budget.add(-m * h.size)
+	s.bytes -= m * h.bytes()
+	s.opts.Budget.add(-m * h.bytes())
 	if key := h.ev.StateKey; s.keys != nil && key != "" {
 		c := s.keys[key]
 		s.dups -= max(c-1, 0) - max(c-m-1, 0)
@@ -560,15 +562,16 @@ func (s *Subscription) dropOldestRunLocked(k int) {
 	p.units += u
 	p.count += u
 	p.dropped += u
-	p.extend(h.seq)
-	p.extend(h.seq + u - 1)
+	p.extend(r.seq)
+	p.extend(r.seq + u - 1)
 	p.addSource(h.ev.Source)
 	s.dropped += u
 	s.hub.drops.Add(u)
 	if m == int(h.n) {
 		s.q.pop()
+		s.rq.pop()
 		return
 	}
-	h.seq += u
+	r.seq += u
 	h.n -= uint32(m)
 }

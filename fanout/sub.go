@@ -28,9 +28,10 @@ type Subscription struct {
 	denied atomic.Uint64 // written under hub.mu, read anywhere
 
 	mu    sync.Mutex
-	q     ring
-	bytes int     // sum of queued item sizes
-	pend  pending // loss to hand out before the queue
+	q     ring[item]
+	rq    ring[recItem] // the record items' records, in the order of the record items in q
+	bytes int           // sum of queued item sizes
+	pend  pending       // loss to hand out before the queue
 	keys  map[string]int
 	dups  int // queued events superseded by a newer queued one (Coalesce)
 	nrec  int // records queued in record items (Drain builds their events)
@@ -43,7 +44,8 @@ type Subscription struct {
 	// spare is the ring Drain swaps in for the queue it takes; it is
 	// touched only under drainMu, which makes Drains take turns.
 	drainMu sync.Mutex
-	spare   ring
+	spare   ring[item]
+	rspare  ring[recItem]
 	err     error
 	freed   bool // Close discarded the queue
 
@@ -192,7 +194,7 @@ func (s *Subscription) offerBatch(evs []*event.Event, sizes []int, pick *[]int32
 	wasEmpty := s.q.len() == 0 && !s.pend.active
 	ended := false
 	for _, i := range p {
-		if s.enqueueLocked(item{ev: evs[i], size: sizes[i]}) {
+		if s.enqueueLocked(evItem(evs[i], sizes[i])) {
 			ended = true
 			break
 		}
@@ -226,7 +228,7 @@ func (s *Subscription) offerEach(evs []*event.Event, sizes []int) bool {
 		if s.q.len() == 0 && !s.pend.active {
 			signal = true
 		}
-		ended := s.enqueueLocked(item{ev: ev, size: sizes[i]})
+		ended := s.enqueueLocked(evItem(ev, sizes[i]))
 		s.mu.Unlock()
 		if ended {
 			s.gone = true
@@ -256,13 +258,18 @@ func (s *Subscription) full(it item) bool {
 	if s.queued == 0 {
 		return false
 	}
-	return (s.opts.MaxQueueBytes > 0 && s.bytes+it.size > s.opts.MaxQueueBytes) || s.opts.Budget.over(it.size)
+	return (s.opts.MaxQueueBytes > 0 && s.bytes+it.bytes() > s.opts.MaxQueueBytes) || s.opts.Budget.over(it.bytes())
 }
 
-// enqueueLocked queues it under the subscription's policy. It reports
-// whether the subscription ended because of it (Disconnect); the item is
-// then not owed. Called with s.mu held.
-func (s *Subscription) enqueueLocked(it item) bool {
+// enqueueLocked queues event item it under the subscription's policy. It
+// reports whether the subscription ended because of it (Disconnect); the
+// item is then not owed. Called with s.mu held.
+func (s *Subscription) enqueueLocked(it item) bool { return s.enqueueOneLocked(it, nil) }
+
+// enqueueOneLocked is enqueueLocked for an event (r nil) or for the one
+// record r (it.n is 1): it extends the newest item when that is the same
+// run. Called with s.mu held.
+func (s *Subscription) enqueueOneLocked(it item, r *recItem) bool {
 	if s.err != nil {
 		return s.err == ErrSlow
 	}
@@ -280,7 +287,7 @@ func (s *Subscription) enqueueLocked(it item) bool {
 		s.dropOldestLocked()
 	}
 	u := units(it.ev)
-	if it.tmpl != nil {
+	if r != nil {
 		s.nrec++
 	} else if it.ev.Loss != nil {
 		s.qLoss++
@@ -289,12 +296,15 @@ func (s *Subscription) enqueueLocked(it item) bool {
 	s.owed += u
 	s.queuedUnits += u
 	s.queued++
-	s.bytes += it.size
-	s.opts.Budget.add(it.size)
-	if t := s.q.tail(); it.tmpl == nil || t == nil || !t.extends(&it) {
+	s.bytes += it.bytes()
+	s.opts.Budget.add(it.bytes())
+	if r == nil {
 		s.q.push(it)
-	} else {
+	} else if t := s.q.tail(); t != nil && t.n > 0 && t.size == it.size && s.rq.tail().continues(t.n, r) {
 		t.n++
+	} else {
+		s.q.push(it)
+		s.rq.push(*r)
 	}
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
 		if s.keys[it.ev.StateKey]++; s.keys[it.ev.StateKey] > 1 {
@@ -304,37 +314,52 @@ func (s *Subscription) enqueueLocked(it item) bool {
 	return false
 }
 
-func (s *Subscription) dropOldestLocked() {
-	var it item
-	if h := s.q.ptr(0); h.n > 1 {
-		it = h.first()
-		h.seq++
-		h.n--
-	} else {
-		it = s.q.pop()
+// popOldestLocked takes the oldest queued event, or the oldest record of
+// the oldest record item, off the queue, and returns it (n 1 for a
+// record) with its seq. Called with s.mu held.
+func (s *Subscription) popOldestLocked() (item, uint64) {
+	h := s.q.ptr(0)
+	if h.n == 0 {
+		it := s.q.pop()
+		return it, it.ev.Seq
 	}
+	r := s.rq.ptr(0)
+	one, seq := *h, r.seq
+	one.n = 1
+	if h.n > 1 {
+		h.n--
+		r.seq++
+	} else {
+		s.q.pop()
+		s.rq.pop()
+	}
+	return one, seq
+}
+
+func (s *Subscription) dropOldestLocked() {
+	it, seq := s.popOldestLocked()
 	s.unqueueLocked(it)
-	s.pend.merge(it.ev, it.itemSeq(), false)
+	s.pend.merge(it.ev, seq, false)
 	if it.ev.Loss == nil {
 		s.dropped++
 		s.hub.drops.Add(1)
 	}
 }
 
-// unqueueLocked updates the counters for an item (one record of a run
-// item) leaving the queue without being handed out.
+// unqueueLocked updates the counters for an event, or one record of a
+// record item (it.n 1), leaving the queue without being handed out.
 func (s *Subscription) unqueueLocked(it item) {
 	u := units(it.ev)
 	s.queuedUnits -= u
 	s.queued--
-	if it.tmpl != nil {
+	if it.n > 0 {
 		s.nrec--
 	} else if it.ev.Loss != nil {
 		s.qLoss--
 		s.qLossUnits -= u
 	}
-	s.bytes -= it.size
-	s.opts.Budget.add(-it.size)
+	s.bytes -= it.bytes()
+	s.opts.Budget.add(-it.bytes())
 	if s.keys != nil && it.ev.StateKey != "" && it.ev.Loss == nil {
 		k := it.ev.StateKey
 		if s.keys[k] > 1 {
@@ -347,31 +372,48 @@ func (s *Subscription) unqueueLocked(it item) {
 }
 
 // coalesceLocked removes every queued event that a newer queued event with
-// the same StateKey supersedes, folding them into the pending loss.
+// the same StateKey supersedes, folding them into the pending loss. Of a
+// record item, the records up to the newest of its key go, oldest first.
 func (s *Subscription) coalesceLocked() {
-	s.q.filter(func(_ int, it *item) bool {
-		k := it.ev.StateKey
-		if k == "" || it.ev.Loss != nil || s.keys[k] <= 1 {
-			return true
+	w, rw, ri := 0, 0, 0
+	for i := 0; i < s.q.len(); i++ {
+		it := s.q.ptr(i)
+		var r *recItem
+		if it.n > 0 {
+			r = s.rq.ptr(ri)
+			ri++
 		}
-		if it.n > 1 {
-			// A run: its records up to the newest of the key are
-			// superseded, from the oldest on.
-			for it.n > 0 && s.keys[k] > 1 {
-				one := it.first()
-				it.seq++
-				it.n--
+		k := it.ev.StateKey
+		if k != "" && it.ev.Loss == nil && s.keys[k] > 1 {
+			one := *it
+			if r != nil {
+				one.n = 1
+				for it.n > 0 && s.keys[k] > 1 {
+					it.n--
+					s.unqueueLocked(one)
+					s.pend.merge(one.ev, r.seq, true)
+					r.seq++
+					s.coalesced++
+				}
+			} else {
+				it.n = 0
 				s.unqueueLocked(one)
-				s.pend.merge(one.ev, one.seq, true)
+				s.pend.merge(one.ev, one.ev.Seq, true)
 				s.coalesced++
 			}
-			return it.n > 0
+			if it.n == 0 {
+				continue // superseded whole
+			}
 		}
-		s.unqueueLocked(*it)
-		s.pend.merge(it.ev, it.itemSeq(), true)
-		s.coalesced++
-		return false
-	})
+		*s.q.ptr(w) = *it
+		w++
+		if r != nil {
+			*s.rq.ptr(rw) = *r
+			rw++
+		}
+	}
+	s.q.truncate(w)
+	s.rq.truncate(rw)
 	s.dups = 0
 }
 
@@ -465,12 +507,18 @@ func (s *Subscription) Drain(dst []*event.Event) []*event.Event {
 // drain is Drain, building the events of records into b when it is not
 // nil (DrainBatch).
 func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
-	// The queue is taken whole under s.mu (it swaps with the spare ring)
-	// and handed out after s.mu is released: building the events of
-	// record items then never holds up a publisher, which takes s.mu.
-	s.drainMu.Lock()
-	defer s.drainMu.Unlock()
+	// With records queued, the queue is taken whole under s.mu (it swaps
+	// with the spare rings) and handed out after s.mu is released:
+	// building the events of record items then never holds up a
+	// publisher, which takes s.mu.
 	s.mu.Lock()
+	if s.nrec > 0 {
+		// The spare rings are drainMu's, taken before s.mu.
+		s.mu.Unlock()
+		s.drainMu.Lock()
+		defer s.drainMu.Unlock()
+		s.mu.Lock()
+	}
 	if s.freed {
 		s.mu.Unlock()
 		return dst
@@ -481,9 +529,50 @@ func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
 		s.lossEvents++
 		s.pend = pending{}
 	}
-	taken := s.q
-	s.q, s.spare = s.spare, ring{}
 	nrec := s.nrec
+	if nrec == 0 {
+		// Events only: nothing to build, hand them out under the lock
+		// (without drainMu unless a record was queued when it began).
+		for s.q.len() > 0 {
+			dst = append(dst, s.q.pop().ev)
+		}
+		s.countDrainedLocked()
+		s.mu.Unlock()
+		return dst
+	}
+	taken, rtaken := s.q, s.rq
+	s.q, s.spare = s.spare, ring[item]{}
+	s.rq, s.rspare = s.rspare, ring[recItem]{}
+	s.countDrainedLocked()
+	s.mu.Unlock()
+
+	mk := s.maker(nrec, b)
+	ri := 0
+	for i := 0; i < taken.len(); i++ {
+		it := taken.ptr(i)
+		if it.n == 0 {
+			dst = append(dst, it.ev)
+			continue
+		}
+		r := rtaken.ptr(ri)
+		ri++
+		for k := uint32(0); k < it.n; k++ {
+			dst = append(dst, mk.make(r))
+			r.seq++
+		}
+	}
+	if b != nil {
+		b.slab, b.raw = mk.evs, mk.raw
+	}
+	taken.reset()
+	rtaken.reset()
+	s.spare, s.rspare = taken, rtaken
+	return dst
+}
+
+// countDrainedLocked counts everything queued as handed out and empties
+// the queue's counters. Called with s.mu held.
+func (s *Subscription) countDrainedLocked() {
 	delivered := uint64(s.queued - s.qLoss)
 	s.lost += s.qLossUnits
 	s.lossEvents += uint64(s.qLoss)
@@ -492,30 +581,6 @@ func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
 	s.opts.Budget.add(-s.bytes)
 	s.bytes, s.queuedUnits, s.dups, s.nrec, s.qLoss, s.qLossUnits, s.queued = 0, 0, 0, 0, 0, 0, 0
 	clear(s.keys)
-	s.mu.Unlock()
-
-	var mk maker
-	if nrec > 0 {
-		mk = s.maker(nrec, b)
-	}
-	for i := 0; i < taken.len(); i++ {
-		it := taken.ptr(i)
-		if it.tmpl != nil {
-			one := it.first()
-			for k := uint32(0); k < it.n; k++ {
-				dst = append(dst, mk.make(&one))
-				one.seq++
-			}
-		} else {
-			dst = append(dst, it.ev)
-		}
-	}
-	if b != nil && nrec > 0 {
-		b.slab, b.raw = mk.evs, mk.raw
-	}
-	taken.reset()
-	s.spare = taken
-	return dst
 }
 
 // Next waits until something is queued and returns it (as Drain), or
@@ -546,6 +611,7 @@ func (s *Subscription) Close() {
 	s.endLocked(ErrClosed)
 	s.freed = true
 	s.q.reset()
+	s.rq.reset()
 	s.pend = pending{}
 	s.opts.Budget.add(-s.bytes)
 	s.bytes, s.queuedUnits, s.nrec, s.qLoss, s.qLossUnits, s.queued = 0, 0, 0, 0, 0, 0

@@ -20,7 +20,9 @@ import (
 //   - a run of records about one described key with aux 0 (a storm on a
 //     key: updated, cleared, revoked, ...) goes to the hub as the records
 //     themselves, with the key's template (eventrec.KeyTemplate, made once
-//     per key and kept while the describe cache is unchanged):
+//     per key and kept while its description is the same one); a record
+//     that is the same bytes as the one before it in the run is not even
+//     decoded again:
 //     fanout.Hub.PublishRecords copies the bytes and builds no event,
 //     unless the sink is not the hub;
 //   - every other record becomes an event: the bytes read are copied once
