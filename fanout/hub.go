@@ -356,15 +356,10 @@ func (h *Hub) snapshotLocked(s *Subscription) []*event.Event {
 // the copy as a snapshot item. TestSnapshotCopyFields keeps it in step
 // with event.Event.
 func snapshotCopy(ev *event.Event) *event.Event {
-	return &event.Event{
-		Epoch: ev.Epoch, Seq: ev.Seq, Time: ev.Time,
-		Source: ev.Source, Subtype: ev.Subtype, Tag: ev.Tag, Origin: ev.Origin,
-		Key: ev.Key, Block: ev.Block, USB: ev.USB, Mount: ev.Mount, Superblock: ev.Superblock,
-		Via: ev.Via, Coalesced: ev.Coalesced,
-		Props: ev.Props, Raw: ev.Raw, Loss: ev.Loss, Owner: ev.Owner,
-		StateKey: ev.StateKey, StateRemove: ev.StateRemove,
-		Snapshot: true, Host: ev.Host,
-	}
+	c := new(event.Event)
+	setFields(c, ev)
+	c.Snapshot = true
+	return c
 }
 
 // replayLocked queues, for a resuming subscription, a history loss for what

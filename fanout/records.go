@@ -490,8 +490,8 @@ func buildRecord(ev *event.Event, t *event.Template, epoch, seq uint64, wall int
 }
 
 // setFields copies every exported field of src into dst (not the
-// encodings cached on src). TestSetFieldsFields keeps it in step with
-// event.Event.
+// encodings cached on src). TestSnapshotCopyFields (through snapshotCopy)
+// keeps it in step with event.Event.
 func setFields(dst, src *event.Event) {
 	*dst = event.Event{
 		Epoch: src.Epoch, Seq: src.Seq, Time: src.Time,

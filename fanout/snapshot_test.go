@@ -1,11 +1,10 @@
 package fanout
 
 import (
-	"reflect"
 	"testing"
-	"time"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/internal/rig/eventfill"
 )
 
 type hostIs string
@@ -20,52 +19,13 @@ func (h hostIs) Match(ev *event.Event) bool { return ev.Host == string(h) }
 // snapshotCopy copies it.
 func TestSnapshotCopyFields(t *testing.T) {
 	ev := &event.Event{}
-	v := reflect.ValueOf(ev).Elem()
-	for i := range v.NumField() {
-		f, ft := v.Field(i), v.Type().Field(i)
-		if !ft.IsExported() || ft.Name == "Snapshot" {
-			continue
-		}
-		switch f.Kind() {
-		case reflect.String:
-			f.SetString("x" + ft.Name)
-		case reflect.Int, reflect.Int64:
-			f.SetInt(int64(i + 1))
-		case reflect.Uint64:
-			f.SetUint(uint64(i + 1))
-		case reflect.Bool:
-			f.SetBool(true)
-		case reflect.Pointer:
-			f.Set(reflect.New(ft.Type.Elem()))
-		case reflect.Map:
-			f.Set(reflect.MakeMapWithSize(ft.Type, 1))
-			f.SetMapIndex(reflect.ValueOf("k"), reflect.ValueOf("v"))
-		case reflect.Slice:
-			f.Set(reflect.MakeSlice(ft.Type, 1, 1))
-		case reflect.Struct:
-			if ft.Type != reflect.TypeFor[time.Time]() {
-				t.Fatalf("field %s: type %v not handled by this test", ft.Name, ft.Type)
-			}
-			f.Set(reflect.ValueOf(time.Unix(1, 2)))
-		default:
-			t.Fatalf("field %s: kind %v not handled by this test", ft.Name, f.Kind())
-		}
+	eventfill.SetAll(t, ev, "Snapshot")
+	c := snapshotCopy(ev)
+	if !c.Snapshot {
+		t.Error("copy not marked Snapshot")
 	}
-	c := reflect.ValueOf(snapshotCopy(ev)).Elem()
-	for i := range v.NumField() {
-		ft := v.Type().Field(i)
-		if !ft.IsExported() {
-			continue
-		}
-		if ft.Name == "Snapshot" {
-			if !c.Field(i).Bool() {
-				t.Error("copy not marked Snapshot")
-			}
-			continue
-		}
-		if !reflect.DeepEqual(c.Field(i).Interface(), v.Field(i).Interface()) {
-			t.Errorf("snapshot copy lost %s: %v, want %v", ft.Name, c.Field(i), v.Field(i))
-		}
+	if d := eventfill.Differing(c, ev, "Snapshot"); len(d) > 0 {
+		t.Errorf("snapshot copy lost %v", d)
 	}
 
 	// What it means on a fleet aggregator's hub.

@@ -12,21 +12,10 @@ import (
 	"github.com/notifyd/notifyd/api"
 	"github.com/notifyd/notifyd/event"
 	"github.com/notifyd/notifyd/eventrec"
+	"github.com/notifyd/notifyd/internal/rig/eventfill"
 	"github.com/notifyd/notifyd/record"
 	"github.com/notifyd/notifyd/web"
 )
-
-// cached reports whether ev's JSON is cached on it, without changing what
-// it would say: Encoded calls the encoder only when nothing is cached
-// (and then caches the same bytes JSON would).
-func cached(ev *event.Event) bool {
-	made := false
-	ev.Encoded(event.EncodingJSON, func(e *event.Event) []byte {
-		made = true
-		return e.AppendJSON(nil)
-	})
-	return !made
-}
 
 // frameItems reads one frame and returns its events' JSON as sent: the
 // frame itself for a 1.0 event frame, the items of a batch.
@@ -89,7 +78,7 @@ func TestIntegrationSoleConnectionEncoding(t *testing.T) {
 		got = append(got, frameItems(t, c1)...)
 	}
 	for i, ev := range evs {
-		if cached(ev) {
+		if eventfill.Cached(ev) {
 			t.Fatalf("event %d: its JSON was cached with one connection open", i)
 		}
 		if !bytes.Equal(got[i], ev.JSON()) {
@@ -118,7 +107,7 @@ func TestIntegrationSoleConnectionEncoding(t *testing.T) {
 			got = append(got, frameItems(t, c)...)
 		}
 		for i, ev := range evs {
-			if !cached(ev) {
+			if !eventfill.Cached(ev) {
 				t.Fatalf("event %d: its JSON was not cached with two connections open", i)
 			}
 			if !bytes.Equal(got[i], ev.JSON()) {
