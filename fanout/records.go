@@ -18,17 +18,21 @@ import (
 // per record. The hub then builds no event on the publish path:
 //
 //   - the history keeps the record's bytes in its arena, the template as
-//     the entry's template, and builds the event when a reader asks;
-//   - a subscription queues a record item (the template, seq, time and
-//     the record's bytes inline), and Drain builds its event;
+//     the entry's template, a run of equal records as one entry, and
+//     builds the event when a reader asks;
+//   - a subscription queues a record item (a 16-byte item with a count,
+//     and in its record ring the template, first seq, time and bytes),
+//     and Drain builds its events;
 //   - the current-state table keeps the last record of an object the same
 //     way and builds its event for a snapshot.
 //
 // Owner, Match and Allow are asked on a view (the template's fields with
 // the record filled in), as for any event, when the record is posted.
-// Every subscriber that drains a record gets the same event: Drain puts
-// what it builds in a small table indexed by seq (the hub's maker slots),
-// so that the encodings cached on it are shared, as for a published event.
+// Every subscriber that drains a record with Drain gets the same event:
+// Drain puts what it builds in a small table indexed by seq (the hub's
+// maker slots), so that the encodings cached on it are shared, as for a
+// published event. DrainBatch builds them into memory the consumer owns
+// and reuses instead (Batch).
 
 // PublishRecords publishes the records in recs, whole records of t.Len
 // bytes each, in order, as PublishBatch would publish their events: each
