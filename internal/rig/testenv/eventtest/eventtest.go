@@ -52,24 +52,34 @@ type Drainer interface {
 // s is done. The returned channel is closed when the goroutine has
 // ended; close the subscription, then wait on it.
 func DrainAll(s Drainer, fn func([]*event.Event)) <-chan struct{} {
-	done := make(chan struct{})
+	var buf []*event.Event
+	return consume(s.Ready(), s.Done(), func() []*event.Event {
+		clear(buf) // the last batch: fn is done with it
+		buf = s.Drain(buf[:0])
+		return buf
+	}, fn)
+}
+
+// consume is the consumer goroutine of DrainAll and DrainBatches: on
+// each signal of ready it takes a batch and hands it to fn (nil: drop
+// it), until done is closed; the returned channel is closed when it has
+// ended.
+func consume(ready, done <-chan struct{}, take func() []*event.Event, fn func([]*event.Event)) <-chan struct{} {
+	ended := make(chan struct{})
 	go func() {
-		defer close(done)
-		var buf []*event.Event
+		defer close(ended)
 		for {
 			select {
-			case <-s.Ready():
-				buf = s.Drain(buf[:0])
-				if fn != nil {
-					fn(buf)
+			case <-ready:
+				if evs := take(); fn != nil {
+					fn(evs)
 				}
-				clear(buf)
-			case <-s.Done():
+			case <-done:
 				return
 			}
 		}
 	}()
-	return done
+	return ended
 }
 
 // BatchDrainer is the consumer's side of a fanout.Subscription that drains
@@ -84,21 +94,9 @@ type BatchDrainer interface {
 // (nil: dropped) in memory the goroutine reuses, so fn must not keep the
 // events (it may Clone them).
 func DrainBatches(s BatchDrainer, fn func([]*event.Event)) <-chan struct{} {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		var b fanout.Batch
-		for {
-			select {
-			case <-s.Ready():
-				s.DrainBatch(&b)
-				if fn != nil {
-					fn(b.Events)
-				}
-			case <-s.Done():
-				return
-			}
-		}
-	}()
-	return done
+	var b fanout.Batch
+	return consume(s.Ready(), s.Done(), func() []*event.Event {
+		s.DrainBatch(&b)
+		return b.Events
+	}, fn)
 }
