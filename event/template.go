@@ -1,5 +1,7 @@
 package event
 
+import "bytes"
+
 // MaxTemplateRecord is the longest record a Template's run may hold: the
 // size of a key notification, the only records that arrive in storms.
 // Longer records are published as events.
@@ -27,6 +29,27 @@ type Template struct {
 	// Snapshot from Event, not from what Fill made, and its answer must
 	// depend on rec alone (equal records are filled once per run).
 	Fill func(ev *Event, rec []byte)
+}
+
+// Run returns how many whole records of t.Len bytes at the start of recs
+// are the same bytes as the first: a run (0 when recs is shorter than one
+// record). A storm, every record of a read the same, is found with one
+// comparison of the read with itself shifted by a record, not one per
+// record.
+func (t *Template) Run(recs []byte) int {
+	n := t.Len
+	if n <= 0 || len(recs) < n {
+		return 0
+	}
+	whole := len(recs) / n * n
+	if bytes.Equal(recs[:whole-n], recs[n:whole]) { // every record the one before it
+		return whole / n
+	}
+	k := 1
+	for e := n; e+n <= len(recs) && bytes.Equal(recs[e:e+n], recs[:n]); e += n {
+		k++
+	}
+	return k
 }
 
 // Clone returns a copy of e that shares nothing mutable with it: its

@@ -1,6 +1,7 @@
 package fanout_test
 
 import (
+	"bytes"
 	"fmt"
 	"runtime"
 	"sync"
@@ -8,9 +9,11 @@ import (
 	"time"
 
 	"github.com/notifyd/notifyd/event"
+	"github.com/notifyd/notifyd/eventrec"
 	"github.com/notifyd/notifyd/fanout"
 	"github.com/notifyd/notifyd/filter"
 	"github.com/notifyd/notifyd/internal/rig/testenv/eventtest"
+	"github.com/notifyd/notifyd/record"
 )
 
 // BenchmarkPublishDeliver measures publish→deliver throughput with 1, 100
@@ -223,4 +226,62 @@ func BenchmarkPublishBatchStorm(b *testing.B) {
 	b.StopTimer()
 	sub.Close()
 	<-done
+}
+
+// BenchmarkDrainBatchStorm measures what a DrainBatch consumer pays per
+// record of a key storm: 64 Ki records queued as runs of 256 (one
+// PublishRecords per read of the key source, each with its own time),
+// then drained with DrainBatch until the batch has handed out everything,
+// fanout.BatchLen events at a time. Only the drain is timed; ns/op is per
+// record. It also reports the same drain with Drain (events built on the
+// heap, shared through the hub's maker slots) as drain-ns/record.
+func BenchmarkDrainBatchStorm(b *testing.B) {
+	const depth, run = 1 << 16, 256
+	hub := fanout.New(fanout.Config{})
+	defer hub.Close()
+	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: depth})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	tm := eventrec.KeyTemplate(&event.KeyFields{ID: 42, Type: "user", Description: "bench"}, eventrec.KeyStateKey(42), "")
+	recs := bytes.Repeat(record.EncodeKey(record.KeyUpdated, 1, 42, 0), run)
+	at := time.Now()
+	fill := func() {
+		for i := 0; i < depth; i += run {
+			at = at.Add(time.Microsecond)
+			hub.PublishRecords(tm, recs, at)
+		}
+	}
+	var bt fanout.Batch
+	var took, drained time.Duration
+	n, dn := 0, 0
+	var buf []*event.Event
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n < b.N {
+		b.StopTimer()
+		fill()
+		b.StartTimer()
+		start := time.Now()
+		for more := true; more; more = bt.More() {
+			sub.DrainBatch(&bt)
+			n += len(bt.Events)
+		}
+		took += time.Since(start)
+		b.StopTimer()
+		if dn < n/8 { // the Drain comparison, on an eighth as many records
+			fill()
+			start = time.Now()
+			buf = sub.Drain(buf[:0])
+			drained += time.Since(start)
+			dn += len(buf)
+			clear(buf)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(took.Nanoseconds())/float64(n), "batch-ns/record")
+	if dn > 0 {
+		b.ReportMetric(float64(drained.Nanoseconds())/float64(dn), "drain-ns/record")
+	}
 }

@@ -1,7 +1,6 @@
 package fanout
 
 import (
-	"bytes"
 	"fmt"
 	"slices"
 	"sync/atomic"
@@ -75,10 +74,7 @@ func (h *Hub) PublishRecords(t *event.Template, recs []byte, at time.Time) {
 	ti := h.hist.holdRecordTemplate(t, h.epoch)
 	for off := 0; off < len(recs); {
 		rec := recs[off : off+t.Len : off+t.Len]
-		k := 1
-		for e := off + t.Len; e < len(recs) && bytes.Equal(recs[e:e+t.Len], rec); e += t.Len {
-			k++
-		}
+		k := t.Run(recs[off:])
 		first := h.seq + 1
 		h.seq += uint64(k)
 		v.Seq, v.Raw = first, rec
@@ -336,57 +332,29 @@ const makerSlab = 256
 
 // maker builds the events of record items for one Drain, in slabs of
 // events and of bytes, unless the hub's maker slots already hold the
-// record's event (another subscriber drained it first). With a Batch the
-// slabs are the batch's, reused, and the slots are not used: the events
-// are the consumer's own.
+// record's event (another subscriber drained it first). (DrainBatch builds
+// into the consumer's Batch instead.)
 type maker struct {
-	slots *[makerSlots]atomic.Pointer[event.Event] // nil: build into batch
+	slots *[makerSlots]atomic.Pointer[event.Event]
 	epoch uint64
 	left  int // events still to build, for sizing the next slab
 	evs   []event.Event
 	raw   []byte
-	batch *Batch
 }
 
 // maker returns a maker for n of s's record events.
-func (s *Subscription) maker(n int, b *Batch) maker {
-	m := maker{slots: &s.hub.made, epoch: s.epoch, left: n, batch: b}
-	if b != nil {
-		m.slots = nil
-		if cap(b.slab) < n {
-			b.slab = make([]event.Event, 0, n)
-			b.raw = make([]byte, 0, n*event.MaxTemplateRecord)
-			b.made = b.made[:0]
-		}
-		m.evs, m.raw = b.slab[:0], b.raw[:0]
-	}
-	return m
+func (s *Subscription) maker(n int) maker {
+	return maker{slots: &s.hub.made, epoch: s.epoch, left: n}
 }
 
 // make returns the event of record r (its seq).
 func (m *maker) make(it *recItem) *event.Event {
-	var slot *atomic.Pointer[event.Event]
-	if m.slots != nil {
-		slot = &m.slots[it.seq%makerSlots]
-		if ev := slot.Load(); ev != nil && ev.Seq == it.seq {
-			m.left--
-			return ev
-		}
+	slot := &m.slots[it.seq%makerSlots]
+	if ev := slot.Load(); ev != nil && ev.Seq == it.seq {
+		m.left--
+		return ev
 	}
-	if b := m.batch; b != nil {
-		if ev := b.reuse(len(m.evs), it, len(m.raw), m.epoch); ev != nil {
-			m.left--
-			m.evs = m.evs[:len(m.evs)+1]
-			off := len(m.raw)
-			m.raw = m.raw[:off+int(it.rlen)]
-			// ev.Raw is these bytes of the batch's raw slab, but a batch
-			// drained since ev was built may have laid records of other
-			// lengths over them: write them again.
-			copy(m.raw[off:], it.record())
-			return ev
-		}
-	}
-	if len(m.evs) == cap(m.evs) { // only without a batch, which is sized for all
+	if len(m.evs) == cap(m.evs) {
 		n := min(m.left, makerSlab)
 		m.evs, m.raw = make([]event.Event, 0, n), make([]byte, 0, n*event.MaxTemplateRecord)
 	}
@@ -396,90 +364,8 @@ func (m *maker) make(it *recItem) *event.Event {
 	off := len(m.raw)
 	m.raw = append(m.raw, it.record()...)
 	buildRecord(ev, it.tmpl, m.epoch, it.seq, it.time, m.raw[off:len(m.raw):len(m.raw)])
-	if slot != nil {
-		slot.Store(ev)
-	}
-	if b := m.batch; b != nil {
-		b.built(len(m.evs)-1, it, off, m.epoch)
-	}
+	slot.Store(ev)
 	return ev
-}
-
-// Batch is memory a consumer owns and reuses for DrainBatch: the events it
-// drained last, and the slabs that events built from records live in.
-// The zero value is ready for use; a Batch must not be used by two
-// DrainBatch calls at once.
-type Batch struct {
-	// Events are what the last DrainBatch took, in order. Events built
-	// from records (PublishRecords) live in the batch and are valid only
-	// until its next DrainBatch: a consumer that keeps one beyond that
-	// must copy it (event.Event.Clone). Every other event is the shared,
-	// immutable event the hub published, as with Drain.
-	Events []*event.Event
-	slab   []event.Event
-	raw    []byte
-	// made says what each event of slab was built from, so that a storm
-	// (the same record again, under the next seqs) rewrites only its seq.
-	made []madeFrom
-}
-
-// madeFrom is what one event of a Batch's slab was built from: a record
-// item's template, time and bytes (at offset off of the batch's raw),
-// and the epoch.
-type madeFrom struct {
-	tmpl  *event.Template
-	time  int64
-	epoch uint64
-	off   int
-	rlen  uint8
-	raw   [event.MaxTemplateRecord]byte
-}
-
-// reuse returns slab event i rewritten for record it (its seq and time)
-// when it was built from the same record (template and bytes, at raw
-// offset off), else nil. Consumers never change the events they are
-// handed, so the rest of it is still right.
-func (b *Batch) reuse(i int, it *recItem, off int, epoch uint64) *event.Event {
-	if i >= len(b.made) {
-		return nil
-	}
-	d := &b.made[i]
-	if d.tmpl != it.tmpl || d.epoch != epoch || d.off != off || d.rlen != it.rlen || d.raw != it.raw {
-		return nil
-	}
-	ev := &b.slab[:i+1][i]
-	ev.Seq = it.seq
-	if d.time != it.time {
-		d.time = it.time
-		ev.Time = time.Time{}
-		if it.time != 0 {
-			ev.Time = time.Unix(0, it.time)
-		}
-	}
-	ev.DropEncodings()
-	return ev
-}
-
-// built notes what slab event i was built from.
-func (b *Batch) built(i int, it *recItem, off int, epoch uint64) {
-	if i >= len(b.made) {
-		if i >= cap(b.made) {
-			b.made = append(b.made[:cap(b.made)], make([]madeFrom, i+1-cap(b.made))...)
-		}
-		b.made = b.made[:i+1]
-	}
-	b.made[i] = madeFrom{tmpl: it.tmpl, time: it.time, epoch: epoch, off: off, rlen: it.rlen, raw: it.raw}
-}
-
-// DrainBatch is Drain into memory the consumer owns: it replaces
-// b.Events with everything queued, and builds the events of records into
-// b's slabs instead of allocating them, so that a consumer that is done
-// with a batch before it takes the next (a writer that encodes each event
-// into a frame) drains without allocating. Such events are not shared
-// with other subscribers; their encodings are not cached for them.
-func (s *Subscription) DrainBatch(b *Batch) {
-	clear(b.Events)
-	b.Events = s.drain(b.Events[:0], b)
 }
 
 // buildRecord writes into ev the event of one record of t's run: seq,

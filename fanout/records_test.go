@@ -248,6 +248,7 @@ type recPair struct {
 	specs      []recSubSpec
 	ls, rs     []*fanout.Subscription
 	batches    []*fanout.Batch
+	backlog    [][]*event.Event // per batch: what the reference drained that the batch has yet to hand out
 	step       int
 	what       string
 	laneBudget *fanout.Budget
@@ -271,6 +272,7 @@ func newRecPair(t *testing.T, cfg fanout.Config, specs []recSubSpec) *recPair {
 			b = new(fanout.Batch)
 		}
 		p.batches = append(p.batches, b)
+		p.backlog = append(p.backlog, nil)
 	}
 	return p
 }
@@ -315,14 +317,25 @@ func (p *recPair) compareState() {
 // drain drains subscription i of both hubs and compares.
 func (p *recPair) drain(i int) {
 	p.t.Helper()
-	var got []*event.Event
+	var got, want []*event.Event
 	if b := p.batches[i]; b != nil {
+		// The batch takes the queue when it has handed out what it took
+		// before (and counts it delivered): the reference drains then.
+		// It hands out a few events at a time (SetBatchLen), so what it
+		// took is compared as it is handed out, also between publishes.
+		if !b.More() {
+			if len(p.backlog[i]) > 0 {
+				p.errorf("sub %s: the batch has nothing more, but %d reference events were not handed out", p.specs[i].name, len(p.backlog[i]))
+			}
+			p.backlog[i] = p.rs[i].Drain(p.backlog[i][:0])
+		}
 		p.ls[i].DrainBatch(b)
 		got = b.Events
+		n := min(len(got), len(p.backlog[i]))
+		want, p.backlog[i] = p.backlog[i][:n], p.backlog[i][n:]
 	} else {
-		got = p.ls[i].Drain(nil)
+		got, want = p.ls[i].Drain(nil), p.rs[i].Drain(nil)
 	}
-	want := p.rs[i].Drain(nil)
 	if d := sameEvents(got, want); d != "" {
 		p.errorf("sub %s drained: %s", p.specs[i].name, d)
 	}
@@ -379,9 +392,7 @@ func (p *recPair) compareHistory(r *rand.Rand) {
 	if !reflect.DeepEqual(lh, rh) {
 		p.errorf("hello %+v, want %+v", lh, rh)
 	}
-	var b fanout.Batch
-	ls.DrainBatch(&b)
-	if d := sameEvents(b.Events, rs.Drain(nil)); d != "" {
+	if d := sameEvents(drainBatchAll(ls), rs.Drain(nil)); d != "" {
 		p.errorf("resume after %d (%+v): %s", after, o, d)
 	}
 	if g, w := ls.Stats(), rs.Stats(); g.Delivered != w.Delivered || g.Lost != w.Lost || g.Owed != w.Owed || g.Denied != w.Denied {
@@ -486,6 +497,7 @@ func TestRecordsDifferential(t *testing.T) {
 		}
 		seeds = n
 	}
+	fanout.SetBatchLen(t, 3) // storms handed out in many batches, leftovers kept across publishes
 	for ci, cfg := range cfgs {
 		for seed := uint64(1); seed <= seeds; seed++ {
 			t.Run(fmt.Sprintf("cfg%d/seed%d", ci, seed), func(t *testing.T) {
@@ -508,6 +520,9 @@ func TestRecordsDifferential(t *testing.T) {
 				}
 				for j := range p.ls {
 					p.drain(j)
+					for b := p.batches[j]; b != nil && b.More() && !p.failed; {
+						p.drain(j)
+					}
 				}
 				p.compareState()
 				p.compareSaved()
@@ -550,6 +565,20 @@ func (p *recPair) compareSaved() {
 			return
 		}
 	}
+}
+
+// drainBatchAll drains s with DrainBatch until the batch has handed out
+// everything it took, and returns copies of the events.
+func drainBatchAll(s *fanout.Subscription) []*event.Event {
+	var b fanout.Batch
+	var evs []*event.Event
+	for more := true; more; more = b.More() {
+		s.DrainBatch(&b)
+		for _, ev := range b.Events {
+			evs = append(evs, ev.Clone())
+		}
+	}
+	return evs
 }
 
 // newRecHub returns a hub with the fixed clock.
@@ -1424,5 +1453,73 @@ func TestRecordsHistoryArena(t *testing.T) {
 			t.Errorf("%+v: only %d published, %d in history", cfg, st.Seq, st.HistoryLen)
 		}
 		p.compareSaved()
+	}
+}
+
+// TestDrainBatchInPieces: a batch hands out what it took a few events at
+// a time (SetBatchLen), in order, the pending loss event first, and
+// signals Ready while it holds more; what is queued meanwhile comes after
+// what it holds; everything it took counts as delivered when it took it;
+// it belongs to its subscription until it is empty (another's DrainBatch
+// with it panics), and Release does not drop what it holds.
+func TestDrainBatchInPieces(t *testing.T) {
+	fanout.SetBatchLen(t, 4)
+	h := newRecHub(t, fanout.Config{})
+	k := keySource(t, 8, "")
+	linked := keyRecord(t, record.KeyLinked, 1, 8, 0)
+	s, _ := mustSub(t, h, fanout.Options{QueueLen: 6})
+	other, _ := mustSub(t, h, fanout.Options{})
+	ready := func() bool {
+		select {
+		case <-s.Ready():
+			return true
+		default:
+			return false
+		}
+	}
+	var b fanout.Batch
+	h.PublishRecords(k.tmpl, runOf(linked, 6), time.Time{}) // 1..6
+	h.Publish(newEv(0))                                     // 7: seq 1 dropped
+	ready()
+	s.DrainBatch(&b)
+	if got := seqs(b.Events); got != "L1[1-1] 2 3 4" || !b.More() || !ready() {
+		t.Fatalf("first piece %s, more %v: want L1[1-1] 2 3 4, more, Ready signalled", got, b.More())
+	}
+	if st := s.Stats(); st.Pending != 0 || st.Delivered != 6 || st.Lost != 1 {
+		t.Errorf("stats after the take %+v: want all 7 handed over (6 delivered, 1 lost), none pending", st)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("DrainBatch of another subscription with a batch that holds events did not panic")
+			}
+		}()
+		other.DrainBatch(&b)
+	}()
+	h.PublishRecords(k.tmpl, runOf(linked, 3), time.Time{}) // 8..10, queued behind what b holds
+	b.Release()
+	s.DrainBatch(&b)
+	if got := seqs(b.Events); got != "5 6 7" || b.More() {
+		t.Fatalf("second piece %s, more %v: want 5 6 7 and nothing more", got, b.More())
+	}
+	for _, ev := range b.Events[:2] {
+		if ev.Subtype != event.KeyLinked || ev.Key == nil || ev.Key.ID != 8 || !bytes.Equal(ev.Raw, linked) {
+			t.Errorf("seq %d: %+v, want the linked record of key 8", ev.Seq, ev)
+		}
+	}
+	s.DrainBatch(&b)
+	if got := seqs(b.Events); got != "8 9 10" || b.More() {
+		t.Fatalf("third piece %s, more %v: want 8 9 10", got, b.More())
+	}
+	s.DrainBatch(&b)
+	if len(b.Events) != 0 {
+		t.Errorf("an empty queue handed out %s", seqs(b.Events))
+	}
+	if st := s.Stats(); st.Owed != 10 || st.Delivered != 9 || st.Lost != 1 {
+		t.Errorf("stats %+v: want 10 owed, 9 delivered, 1 lost", st)
+	}
+	other.DrainBatch(&b) // empty again: another subscription may use it
+	if got := seqs(b.Events); got != "1 2 3 4" || !b.More() {
+		t.Errorf("another subscription's first piece %s, want 1 2 3 4", got)
 	}
 }

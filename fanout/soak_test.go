@@ -98,9 +98,11 @@ func (ss *soakSession) drain() {
 		ss.got = ss.s.Drain(ss.got)
 		return
 	}
-	ss.s.DrainBatch(ss.batch)
-	for _, ev := range ss.batch.Events {
-		ss.got = append(ss.got, ev.Clone())
+	for more := true; more; more = ss.batch.More() {
+		ss.s.DrainBatch(ss.batch)
+		for _, ev := range ss.batch.Events {
+			ss.got = append(ss.got, ev.Clone())
+		}
 	}
 }
 

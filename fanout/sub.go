@@ -501,12 +501,11 @@ func (s *Subscription) endLocked(err error) {
 // queued events and loss events. After the subscription ended with ErrSlow
 // or ErrHubDone what was queued can still be drained; after Close nothing.
 func (s *Subscription) Drain(dst []*event.Event) []*event.Event {
-	return s.drain(dst, nil)
+	return s.drain(dst)
 }
 
-// drain is Drain, building the events of records into b when it is not
-// nil (DrainBatch).
-func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
+// drain is Drain.
+func (s *Subscription) drain(dst []*event.Event) []*event.Event {
 	// With records queued, the queue is taken whole under s.mu (it swaps
 	// with the spare rings) and handed out after s.mu is released:
 	// building the events of record items then never holds up a
@@ -523,12 +522,7 @@ func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
 		s.mu.Unlock()
 		return dst
 	}
-	if s.pend.active {
-		dst = append(dst, s.pend.lossEvent(s.hub))
-		s.lost += s.pend.units
-		s.lossEvents++
-		s.pend = pending{}
-	}
+	dst = s.takeLossLocked(dst)
 	nrec := s.nrec
 	if nrec == 0 {
 		// Events only: nothing to build, hand them out under the lock
@@ -546,7 +540,7 @@ func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
 	s.countDrainedLocked()
 	s.mu.Unlock()
 
-	mk := s.maker(nrec, b)
+	mk := s.maker(nrec)
 	ri := 0
 	for i := 0; i < taken.len(); i++ {
 		it := taken.ptr(i)
@@ -561,12 +555,22 @@ func (s *Subscription) drain(dst []*event.Event, b *Batch) []*event.Event {
 			r.seq++
 		}
 	}
-	if b != nil {
-		b.slab, b.raw = mk.evs, mk.raw
-	}
 	taken.reset()
 	rtaken.reset()
 	s.spare, s.rspare = taken, rtaken
+	return dst
+}
+
+// takeLossLocked appends the pending loss event to dst, if any, and
+// counts it as handed out. Called with s.mu held.
+func (s *Subscription) takeLossLocked(dst []*event.Event) []*event.Event {
+	if !s.pend.active {
+		return dst
+	}
+	dst = append(dst, s.pend.lossEvent(s.hub))
+	s.lost += s.pend.units
+	s.lossEvents++
+	s.pend = pending{}
 	return dst
 }
 

@@ -611,14 +611,17 @@ func (w *writer) start(st *stream) bool {
 func (w *writer) flush() bool {
 	for i := 0; i < len(w.streams); i++ {
 		st := w.streams[i]
-		evs := w.drain(st)
-		ok := w.events(st, evs)
-		if tr := w.c.s.cfg.Trace; tr != nil && len(evs) > 0 && !w.woke.IsZero() {
-			tr(w.woke, time.Now(), evs)
-		}
-		clear(w.buf)
-		if !ok {
-			return false
+		for more := true; more; {
+			evs := w.drain(st)
+			ok := w.events(st, evs)
+			if tr := w.c.s.cfg.Trace; tr != nil && len(evs) > 0 && !w.woke.IsZero() {
+				tr(w.woke, time.Now(), evs)
+			}
+			clear(w.buf)
+			if !ok {
+				return false
+			}
+			more = w.batch.More() // a storm is handed out fanout.BatchLen events at a time
 		}
 		select {
 		case <-st.sub.Done():
@@ -653,17 +656,19 @@ func (w *writer) flush() bool {
 // are built into memory the writer reuses (fanout.Batch); with several
 // connections they come from Drain, shared, so that each event's JSON is
 // encoded once for all of them, and the batch's memory is let go.
+//
+// The batch hands a storm out fanout.BatchLen events at a time; flush
+// drains a stream until the batch holds nothing more of it, so the
+// batch never holds another stream's events when the next is drained.
 func (w *writer) drain(st *stream) []*event.Event {
-	if w.c.s.shared() {
-		if cap(w.batch.Events) > 0 {
-			w.batch = fanout.Batch{}
-		}
+	if w.c.s.shared() && !w.batch.More() {
+		w.batch.Release()
 		w.buf = st.sub.Drain(w.buf[:0])
 		return w.buf
 	}
 	if n, c := len(w.batch.Events), cap(w.batch.Events); c > maxIdleBatch && n < c/4 {
 		// A storm is over: an idle connection keeps no storm's memory.
-		w.batch = fanout.Batch{}
+		w.batch.Release()
 	}
 	st.sub.DrainBatch(&w.batch)
 	return w.batch.Events
@@ -671,7 +676,7 @@ func (w *writer) drain(st *stream) []*event.Event {
 
 // maxIdleBatch is the most events whose memory a writer keeps for its
 // next drain once its drains have become small.
-const maxIdleBatch = 1024
+const maxIdleBatch = fanout.BatchLen / 4
 
 // end closes stream i and says so (1.1).
 func (w *writer) end(i int, id string, reason api.ByeReason, msg string) bool {

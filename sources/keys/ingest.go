@@ -1,7 +1,6 @@
 package keys
 
 import (
-	"bytes"
 	"context"
 	"time"
 
@@ -130,12 +129,16 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, 
 		off += n
 		switch h.Type {
 		case record.TypeKey:
-			if p.tmpl != nil && p.end == at && plain && n <= at && bytes.Equal(rec, b[at-n:at]) && k.descs.gen.Load() == last.gen {
-				// The record before it went to the run, and this one is
-				// the same bytes (a storm: the same change to the same key,
-				// under the same watch): it maps the same way.
-				p.end = off
-				continue
+			if l := p.tmpl; l != nil && p.end == at && plain && l.Len <= at && k.descs.gen.Load() == last.gen {
+				// The record before it went to the run: this one and
+				// those after it that are the same bytes (a storm: the
+				// same change to the same key, under the same watch) map
+				// the same way.
+				if r := l.Run(b[at-l.Len:]); r > 1 {
+					p.end = at + (r-1)*l.Len
+					off = p.end
+					continue
+				}
 			}
 			plain = false
 			kr, _, err := record.DecodeKey(rec)

@@ -53,26 +53,29 @@ type Drainer interface {
 // ended; close the subscription, then wait on it.
 func DrainAll(s Drainer, fn func([]*event.Event)) <-chan struct{} {
 	var buf []*event.Event
-	return consume(s.Ready(), s.Done(), func() []*event.Event {
+	return consume(s.Ready(), s.Done(), func() ([]*event.Event, bool) {
 		clear(buf) // the last batch: fn is done with it
 		buf = s.Drain(buf[:0])
-		return buf
+		return buf, false
 	}, fn)
 }
 
 // consume is the consumer goroutine of DrainAll and DrainBatches: on
 // each signal of ready it takes a batch and hands it to fn (nil: drop
-// it), until done is closed; the returned channel is closed when it has
-// ended.
-func consume(ready, done <-chan struct{}, take func() []*event.Event, fn func([]*event.Event)) <-chan struct{} {
+// it), and the next while take says there is more, until done is
+// closed; the returned channel is closed when it has ended.
+func consume(ready, done <-chan struct{}, take func() ([]*event.Event, bool), fn func([]*event.Event)) <-chan struct{} {
 	ended := make(chan struct{})
 	go func() {
 		defer close(ended)
 		for {
 			select {
 			case <-ready:
-				if evs := take(); fn != nil {
-					fn(evs)
+				for more := true; more; {
+					var evs []*event.Event
+					if evs, more = take(); fn != nil {
+						fn(evs)
+					}
 				}
 			case <-done:
 				return
@@ -90,13 +93,14 @@ type BatchDrainer interface {
 	DrainBatch(b *fanout.Batch)
 }
 
-// DrainBatches is DrainAll with DrainBatch: each batch is handed to fn
-// (nil: dropped) in memory the goroutine reuses, so fn must not keep the
-// events (it may Clone them).
+// DrainBatches is DrainAll with DrainBatch: each batch (at most
+// fanout.BatchLen events; a wake hands out every batch the queue held) is
+// handed to fn (nil: dropped) in memory the goroutine reuses, so fn must
+// not keep the events (it may Clone them).
 func DrainBatches(s BatchDrainer, fn func([]*event.Event)) <-chan struct{} {
 	var b fanout.Batch
-	return consume(s.Ready(), s.Done(), func() []*event.Event {
+	return consume(s.Ready(), s.Done(), func() ([]*event.Event, bool) {
 		s.DrainBatch(&b)
-		return b.Events
+		return b.Events, b.More()
 	}, fn)
 }
