@@ -48,11 +48,20 @@ type Batch struct {
 	slab []event.Event
 	raw  []byte
 	made []madeSlot
-	// sig is what the newest signature number (sigs) stands for: record
-	// items of equal signatures build equal events but for seq, time and
-	// Raw.
-	sig  madeSig
-	sigs uint64
+	// recent numbers the signatures of the newest record items (records
+	// of equal signatures build equal events but for seq, time and Raw),
+	// a few of them, so that records that alternate (a key watched
+	// twice) find theirs again; sigs is the last number given. A number
+	// stands for one signature for the batch's life.
+	recent [4]sigNum
+	next   int // the entry of recent to replace next
+	sigs   uint64
+}
+
+// sigNum is a signature and its number.
+type sigNum struct {
+	sig madeSig
+	num uint64
 }
 
 // madeSig is what an event built from a record depends on besides its
@@ -172,11 +181,7 @@ func (b *Batch) fill() {
 func (b *Batch) build(r *recItem, seq uint64, k, at, roff int) {
 	raw := b.raw[roff : roff+int(r.rlen) : roff+int(r.rlen)]
 	copy(raw, r.record())
-	if sig := (madeSig{tmpl: r.tmpl, epoch: b.epoch, rlen: r.rlen, raw: r.raw}); sig != b.sig || b.sigs == 0 {
-		b.sig = sig
-		b.sigs++
-	}
-	sig := b.sigs
+	sig := b.sigOf(r)
 	var when time.Time
 	if r.time != 0 {
 		when = time.Unix(0, r.time)
@@ -198,4 +203,18 @@ func (b *Batch) build(r *recItem, seq uint64, k, at, roff int) {
 		b.Events = append(b.Events, ev)
 		seq++
 	}
+}
+
+// sigOf returns the number of record item r's signature.
+func (b *Batch) sigOf(r *recItem) uint64 {
+	sig := madeSig{tmpl: r.tmpl, epoch: b.epoch, rlen: r.rlen, raw: r.raw}
+	for i := range b.recent {
+		if e := &b.recent[i]; e.num != 0 && e.sig == sig {
+			return e.num
+		}
+	}
+	b.sigs++
+	b.recent[b.next] = sigNum{sig: sig, num: b.sigs}
+	b.next = (b.next + 1) % len(b.recent)
+	return b.sigs
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -234,9 +235,24 @@ func BenchmarkPublishBatchStorm(b *testing.B) {
 // then drained with DrainBatch until the batch has handed out everything,
 // fanout.BatchLen events at a time. Only the drain is timed; ns/op is per
 // record. It also reports the same drain with Drain (events built on the
-// heap, shared through the hub's maker slots) as drain-ns/record.
+// heap, shared through the hub's maker slots) as drain-ns/record. In
+// shape=alternating the records alternate between two watch tags (the
+// key watched twice), so each is a run of its own.
 func BenchmarkDrainBatchStorm(b *testing.B) {
-	const depth, run = 1 << 16, 256
+	one := record.EncodeKey(record.KeyUpdated, 1, 42, 0)
+	for _, c := range []struct {
+		shape string
+		read  []byte
+	}{
+		{"storm", bytes.Repeat(one, 256)},
+		{"alternating", bytes.Repeat(append(slices.Clone(one), record.EncodeKey(record.KeyUpdated, 2, 42, 0)...), 128)},
+	} {
+		b.Run("shape="+c.shape, func(b *testing.B) { benchDrainBatch(b, c.read) })
+	}
+}
+
+func benchDrainBatch(b *testing.B, read []byte) {
+	const depth = 1 << 16
 	hub := fanout.New(fanout.Config{})
 	defer hub.Close()
 	sub, _, err := hub.Subscribe(fanout.Options{QueueLen: depth})
@@ -245,12 +261,12 @@ func BenchmarkDrainBatchStorm(b *testing.B) {
 	}
 	defer sub.Close()
 	tm := eventrec.KeyTemplate(&event.KeyFields{ID: 42, Type: "user", Description: "bench"}, eventrec.KeyStateKey(42), "")
-	recs := bytes.Repeat(record.EncodeKey(record.KeyUpdated, 1, 42, 0), run)
+	perRead := len(read) / tm.Len
 	at := time.Now()
 	fill := func() {
-		for i := 0; i < depth; i += run {
+		for i := 0; i < depth; i += perRead {
 			at = at.Add(time.Microsecond)
-			hub.PublishRecords(tm, recs, at)
+			hub.PublishRecords(tm, read, at)
 		}
 	}
 	var bt fanout.Batch

@@ -29,8 +29,9 @@
 // the subscription queues keep the records, runs of equal records as one
 // entry or item with a count, and the events are built when they are
 // read, by Drain (shared between subscribers) or by DrainBatch into a
-// Batch the consumer owns. Every guarantee below holds per record as per
-// event (docs/fanout.md, "The record lane").
+// Batch the consumer owns, which hands a storm out BatchLen events at a
+// time. Every guarantee below holds per record as per event
+// (docs/fanout.md, "The record lane").
 //
 // # Who gets what
 //

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"context"
 	"time"
 
@@ -19,9 +20,9 @@ import (
 //   - a run of records about one described key with aux 0 (a storm on a
 //     key: updated, cleared, revoked, ...) goes to the hub as the records
 //     themselves, with the key's template (eventrec.KeyTemplate, made once
-//     per key and kept while its description is the same one); a record
-//     that is the same bytes as the one before it in the run is not even
-//     decoded again:
+//     per key and kept while its description is the same one); the
+//     records after it that are the same bytes are found with one
+//     comparison (event.Template.Run) and not even decoded again:
 //     fanout.Hub.PublishRecords copies the bytes and builds no event,
 //     unless the sink is not the hub;
 //   - every other record becomes an event: the bytes read are copied once
@@ -129,12 +130,12 @@ func (k *Keys) ingest(b []byte, sink sources.Sink, owner string, last *lastKey, 
 		off += n
 		switch h.Type {
 		case record.TypeKey:
-			if l := p.tmpl; l != nil && p.end == at && plain && l.Len <= at && k.descs.gen.Load() == last.gen {
-				// The record before it went to the run: this one and
-				// those after it that are the same bytes (a storm: the
-				// same change to the same key, under the same watch) map
-				// the same way.
-				if r := l.Run(b[at-l.Len:]); r > 1 {
+			if l := p.tmpl; l != nil && p.end == at && plain && n == l.Len && n <= at && bytes.Equal(rec, b[at-n:at]) && k.descs.gen.Load() == last.gen {
+				// The record before it went to the run, and this one is
+				// the same bytes (a storm: the same change to the same
+				// key, under the same watch): it and those after it that
+				// are the same bytes too map the same way.
+				if r := l.Run(b[at-n:]); r > 1 {
 					p.end = at + (r-1)*l.Len
 					off = p.end
 					continue
